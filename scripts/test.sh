@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# README command (b): the whole test suite. Installs and starts LocalStack when it is not running,
+# then checks formatting and lints, runs every test against LocalStack and the emulator, and builds
+# the benchmarks. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+command -v cargo >/dev/null || { echo "test: cargo not found. Fix: install Rust 1.95 with rustup." >&2; exit 1; }
+started=$(date +%s)
+localstack/start.sh
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
+cargo bench --locked --no-run
+echo "test: all green in $(( $(date +%s) - started )) s"

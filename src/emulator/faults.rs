@@ -1,0 +1,276 @@
+//! Seeded fault injection: what `--fault`-style flags and `POST /__emu/faults` set, and the pure
+//! decision of which fault (if any) a request gets.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use super::config::EmulatorConfig;
+
+/// The endpoint classes that rate limits count and faults apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    Single,
+    Batch,
+    Jobs,
+    Metadata,
+}
+
+/// A scripted fault: the next `count` requests get `status`, or a connection `reset`, or a `hang`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scripted {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub fault: Option<Kind>,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Reset,
+    Hang,
+}
+
+/// The fault settings in force.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Faults {
+    pub statuses: BTreeMap<u16, f64>,
+    pub retry_after_s: Option<u64>,
+    pub latency_ms: u64,
+    pub commit_then_500: f64,
+    pub job_fail: f64,
+    pub next: VecDeque<Scripted>,
+    pub rate_limit_per_s: Option<f64>,
+    pub job_rate_limit_per_s: Option<f64>,
+    pub reset: f64,
+    pub hang: f64,
+    pub hang_ms: u64,
+    /// At most this many entries in a job's `errors`; 0 leaves the field out. None: all of them.
+    pub errors_limit: Option<usize>,
+    pub queued_ms: u64,
+    pub processing_ms: u64,
+    pub apply_to: Vec<Class>,
+}
+
+/// The body of `POST /__emu/faults`: every key is optional and replaces only that setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsPatch {
+    statuses: Option<BTreeMap<u16, f64>>,
+    retry_after_s: Option<Option<u64>>,
+    latency_ms: Option<u64>,
+    commit_then_500: Option<f64>,
+    job_fail: Option<f64>,
+    next: Option<Vec<Scripted>>,
+    rate_limit_per_s: Option<Option<f64>>,
+    job_rate_limit_per_s: Option<Option<f64>>,
+    reset: Option<f64>,
+    hang: Option<f64>,
+    hang_ms: Option<u64>,
+    errors_limit: Option<Option<usize>>,
+    queued_ms: Option<u64>,
+    processing_ms: Option<u64>,
+    apply_to: Option<Vec<Class>>,
+}
+
+/// What one request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    Status(u16),
+    Reset,
+    Hang(Duration),
+}
+
+impl Faults {
+    pub fn from_config(config: &EmulatorConfig) -> Self {
+        Self {
+            statuses: config.faults.iter().copied().collect(),
+            retry_after_s: config.retry_after,
+            latency_ms: config.latency.map_or(0, |d| d.as_millis() as u64),
+            commit_then_500: config.commit_then_500,
+            job_fail: config.job_fail,
+            next: VecDeque::new(),
+            rate_limit_per_s: config.rate_limit,
+            job_rate_limit_per_s: config.job_rate_limit,
+            reset: 0.0,
+            hang: 0.0,
+            hang_ms: 30_000,
+            errors_limit: None,
+            queued_ms: config.queued.as_millis() as u64,
+            processing_ms: config.processing.as_millis() as u64,
+            apply_to: vec![Class::Single, Class::Batch],
+        }
+    }
+
+    pub fn apply(&mut self, patch: FaultsPatch) -> Result<(), String> {
+        let probabilities = patch
+            .statuses
+            .iter()
+            .flat_map(|s| s.values())
+            .chain(&patch.commit_then_500)
+            .chain(&patch.job_fail)
+            .chain(&patch.reset)
+            .chain(&patch.hang);
+        if let Some(p) = probabilities
+            .into_iter()
+            .find(|p| !(0.0..=1.0).contains(*p))
+        {
+            return Err(format!("probability {p} is outside 0..=1"));
+        }
+        if let Some(status) = patch
+            .statuses
+            .iter()
+            .flat_map(|s| s.keys())
+            .chain(
+                patch
+                    .next
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| s.status.as_ref()),
+            )
+            .find(|s| !(400..=599).contains(*s))
+        {
+            return Err(format!(
+                "status {status} is not an HTTP error status (400-599)"
+            ));
+        }
+        let rates = [patch.rate_limit_per_s, patch.job_rate_limit_per_s];
+        if rates
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|r| !(r.is_finite() && *r > 0.0))
+        {
+            return Err("rate limits must be positive numbers of requests per second".into());
+        }
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(value) = patch.$field { self.$field = value.into(); })* };
+        }
+        set!(
+            statuses,
+            retry_after_s,
+            latency_ms,
+            commit_then_500,
+            job_fail,
+            next,
+            rate_limit_per_s,
+            job_rate_limit_per_s,
+            reset,
+            hang,
+            hang_ms,
+            errors_limit,
+            queued_ms,
+            processing_ms,
+            apply_to
+        );
+        Ok(())
+    }
+
+    /// Scripted faults first, in order; then the probabilities, rolled from the seeded generator.
+    pub fn decide(&mut self, class: Class, rng: &mut StdRng) -> Decision {
+        if !self.apply_to.contains(&class) {
+            return Decision::Pass;
+        }
+        if let Some(front) = self.next.front_mut() {
+            let decision = match (front.fault, front.status) {
+                (Some(Kind::Reset), _) => Decision::Reset,
+                (Some(Kind::Hang), _) => Decision::Hang(Duration::from_millis(self.hang_ms)),
+                (None, Some(status)) => Decision::Status(status),
+                (None, None) => Decision::Pass,
+            };
+            front.count = front.count.saturating_sub(1);
+            if front.count == 0 {
+                self.next.pop_front();
+            }
+            return decision;
+        }
+        if self.reset > 0.0 && rng.random_bool(self.reset) {
+            return Decision::Reset;
+        }
+        if self.hang > 0.0 && rng.random_bool(self.hang) {
+            return Decision::Hang(Duration::from_millis(self.hang_ms));
+        }
+        for (&status, &probability) in &self.statuses {
+            if probability > 0.0 && rng.random_bool(probability) {
+                return Decision::Status(status);
+            }
+        }
+        Decision::Pass
+    }
+
+    pub fn latency(&self, class: Class) -> Duration {
+        if self.apply_to.contains(&class) {
+            Duration::from_millis(self.latency_ms)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    pub fn rate_for(&self, class: Class) -> Option<f64> {
+        match class {
+            Class::Single | Class::Batch => self.rate_limit_per_s,
+            Class::Jobs => self.job_rate_limit_per_s,
+            Class::Metadata => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn faults() -> Faults {
+        Faults::from_config(&EmulatorConfig::for_tests("t"))
+    }
+
+    #[test]
+    fn scripted_faults_run_in_order_then_pass() {
+        let mut f = faults();
+        let patch: FaultsPatch =
+            serde_json::from_str(r#"{"next":[{"status":503,"count":2},{"fault":"reset"}]}"#)
+                .unwrap();
+        f.apply(patch).unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(f.decide(Class::Jobs, &mut rng), Decision::Pass);
+        assert_eq!(f.decide(Class::Batch, &mut rng), Decision::Status(503));
+        assert_eq!(f.decide(Class::Batch, &mut rng), Decision::Status(503));
+        assert_eq!(f.decide(Class::Batch, &mut rng), Decision::Reset);
+        assert_eq!(f.decide(Class::Batch, &mut rng), Decision::Pass);
+    }
+
+    #[test]
+    fn patches_are_checked() {
+        let mut f = faults();
+        let bad: FaultsPatch = serde_json::from_str(r#"{"statuses":{"503":1.5}}"#).unwrap();
+        assert!(f.apply(bad).is_err());
+        let bad: FaultsPatch = serde_json::from_str(r#"{"statuses":{"200":0.5}}"#).unwrap();
+        assert!(f.apply(bad).is_err());
+        assert!(serde_json::from_str::<FaultsPatch>(r#"{"nonsense":1}"#).is_err());
+    }
+
+    #[test]
+    fn same_seed_same_faults() {
+        let roll = || {
+            let mut f = faults();
+            f.statuses.insert(503, 0.5);
+            let mut rng = StdRng::seed_from_u64(7);
+            (0..50)
+                .map(|_| f.decide(Class::Batch, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(roll(), roll());
+    }
+}

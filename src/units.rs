@@ -1,0 +1,109 @@
+//! Parsers for the human units that flags, environment variables and TOML share:
+//! durations (`250ms`, `5s`, `2m`), sizes (`512KiB`, `5MiB`) and rates (`1.5`, `2/s`, `100/min`).
+
+use std::time::Duration;
+
+/// Parses `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return duration_from_secs(secs, text);
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration; write it like 250ms, 5s or 2m"))
+}
+
+fn duration_from_secs(secs: f64, text: &str) -> Result<Duration, String> {
+    if secs.is_finite() && secs >= 0.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "'{text}' is not a duration; write it like 250ms, 5s or 2m"
+        ))
+    }
+}
+
+/// Parses `512KiB`, `5MiB`, `10MB`, `1000`; a bare number is bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("'{text}' is not a size; write it like 512KiB, 5MiB or 1000000");
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "kib" => 1024.0,
+        "mb" | "m" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = number * scale;
+    if bytes.is_finite() && bytes >= 0.0 && bytes <= u64::MAX as f64 {
+        Ok(bytes.round() as u64)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Parses a rate into events per second: `1.5`, `2/s`, `100/min`, `3600/h`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let bad = || format!("'{text}' is not a rate; write it like 1.5, 2/s or 100/min");
+    let (count, per) = match text.split_once('/') {
+        Some((count, unit)) => {
+            let per = match unit.trim() {
+                "s" | "sec" | "second" => 1.0,
+                "m" | "min" | "minute" => 60.0,
+                "h" | "hour" => 3600.0,
+                _ => return Err(bad()),
+            };
+            (count.trim(), per)
+        }
+        None => (text, 1.0),
+    };
+    let count: f64 = count.parse().map_err(|_| bad())?;
+    let rate = count / per;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("5MiB"), Ok(5 * 1024 * 1024));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2"), Ok(2.0));
+        assert_eq!(parse_rate("2/s"), Ok(2.0));
+        assert!((parse_rate("100/min").unwrap() - 100.0 / 60.0).abs() < 1e-9);
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Test helpers shared by the integration tests: a LocalStack SQS client (never a mock) and fresh,
+//! uniquely named queues. A LocalStack that cannot be reached fails the test; it is never skipped.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+
+pub fn localstack_url() -> String {
+    std::env::var("LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+/// An SQS client for LocalStack. Panics with the fix when LocalStack does not answer.
+pub async fn sqs() -> Client {
+    let url = localstack_url();
+    let health = format!("{url}/_localstack/health");
+    let reachable = reqwest::Client::new()
+        .get(&health)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    assert!(
+        reachable,
+        "LocalStack is not reachable at {health}. These tests need a real SQS: run localstack/start.sh \
+         (or the README's test command, which starts it). CI={}",
+        std::env::var("CI").unwrap_or_default()
+    );
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Creates a queue with the given attributes and returns its URL.
+pub async fn create_queue(sqs: &Client, name: &str, attributes: &[(&str, &str)]) -> String {
+    let mut request = sqs.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        request = request.attributes((*key).into(), (*value).to_owned());
+    }
+    request
+        .send()
+        .await
+        .expect("create queue on LocalStack")
+        .queue_url
+        .expect("queue url")
+}
