@@ -1,6 +1,38 @@
 //! sqs-batch-worker: drains an SQS queue into a rate-limited Records API with few, large,
 //! idempotent batch calls, and loses nothing on the way.
+//!
+//! The pipeline, stage by stage:
+//!
+//! 1. **poll** (`pipeline::poll`): `--pollers` long-poll loops receive up to 10 messages each, with
+//!    backpressure, and record every message in the ledger (`sqs::holdings`).
+//! 2. **decode** (`decode`): MD5, JSON object, match key, schema field names, size. Failures go
+//!    straight to the DLQ (`pipeline::settle`), never into a batch.
+//! 3. **batch** (`batch::batcher`): pure logic over `now`; flushes on records, bytes, age and
+//!    shutdown; coalesces upserts by match key. Keys come from `batch::key`.
+//! 4. **submit** (`pipeline::deliver`, `api`): paced, retried under one key and body; 413 splits,
+//!    422 drops the offender, 400 bisects, 401/403 pauses.
+//! 5. **ack and track jobs** (`pipeline::settle`, `pipeline::jobs`): delete after the 202 (or after
+//!    the job in `completed` mode), follow the job to its end; the heartbeat
+//!    (`pipeline::heartbeat`) keeps held messages invisible.
+//! 6. **DLQ** (`sqs::dlq`): every rejected row's messages, byte for byte, with `dlq-*` reasons.
+//!
+//! `run` wires the stages and drains them on shutdown. `emulator` is the local Records API; the
+//! worker does not depend on it, and both share only `contract`.
 
+pub mod api;
+pub mod batch;
+pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod decode;
 pub mod emulator;
+pub mod message;
+pub mod outcome;
+pub mod pipeline;
+pub mod run;
+pub mod secret;
+pub mod sqs;
+pub mod telemetry;
 pub mod units;
+
+pub use run::{RunError, Summary, run, run_with};

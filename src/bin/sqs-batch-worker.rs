@@ -1,1 +1,75 @@
-fn main() {}
+//! `sqs-batch-worker`: parse the config, start telemetry, `run(config, shutdown)`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sqs_batch_worker::cli::{enqueue, healthcheck};
+use sqs_batch_worker::config::Settings;
+use sqs_batch_worker::config::cli::{Cli, Command};
+use sqs_batch_worker::telemetry::logging;
+use sqs_batch_worker::{RunError, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let settings = match Settings::resolve(args) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("sqs-batch-worker: configuration error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            logging::init(settings.log_format);
+            match run(settings, shutdown_signal()).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(RunError::Config(problem)) => {
+                    tracing::error!(problem, "configuration error");
+                    eprintln!("sqs-batch-worker: configuration error: {problem}");
+                    ExitCode::from(2)
+                }
+                Err(RunError::Fatal(problem)) => {
+                    tracing::error!(problem, "fatal error");
+                    eprintln!("sqs-batch-worker: {problem}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Enqueue(args) => {
+            let client = sqs_batch_worker::sqs::connect().await;
+            match enqueue::enqueue(&args, client).await {
+                Ok(sent) => {
+                    eprintln!("enqueue: sent {sent} messages to {}", args.queue_url);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("enqueue: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Healthcheck(args) => match healthcheck::healthcheck(&args.listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(problem) => {
+                eprintln!("healthcheck: {problem}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Retry classification: one function from an API failure to the worker's next step, tested from
+//! a table.
+
+use std::time::Duration;
+
+use super::ApiError;
+use crate::contract::codes;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Transient: try again with the same key and body, after at least `after`.
+    Retry { after: Option<Duration> },
+    /// 413: split the batch in half.
+    Split,
+    /// 422 `REQUEST_SCHEMA` naming a row: dead-letter it, refresh the schema, resubmit the rest.
+    DropOffender { index: usize },
+    /// 400, or a 422 `REQUEST_SCHEMA` without a path: bisect to find the offending records.
+    Bisect { schema: bool },
+    /// 401/403: release everything, mark not ready, retry slowly.
+    Pause,
+    /// 422 `KEY_REUSED`: the same messages were sent before with another body.
+    KeyReused,
+    /// 404: the object is gone; nothing the batch can fix.
+    Release,
+}
+
+pub fn classify(error: &ApiError) -> Action {
+    match error {
+        ApiError::Timeout | ApiError::Connect(_) | ApiError::Malformed(_) => {
+            Action::Retry { after: None }
+        }
+        ApiError::Status {
+            status,
+            code,
+            path,
+            retry_after,
+            ..
+        } => match (*status, code.as_deref()) {
+            (408 | 409 | 429, _) | (500..=599, _) => Action::Retry {
+                after: *retry_after,
+            },
+            (413, _) => Action::Split,
+            (422, Some(codes::KEY_REUSED)) => Action::KeyReused,
+            (422, Some(codes::REQUEST_SCHEMA)) => match path.as_deref().and_then(row_index) {
+                Some(index) => Action::DropOffender { index },
+                None => Action::Bisect { schema: true },
+            },
+            (400 | 422, _) => Action::Bisect { schema: false },
+            (401 | 403, _) => Action::Pause,
+            _ => Action::Release,
+        },
+    }
+}
+
+/// `records[17].favourite_color` → 17.
+pub fn row_index(path: &str) -> Option<usize> {
+    let rest = path.strip_prefix("records[")?;
+    let end = rest.find(']')?;
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(
+        status: u16,
+        code: Option<&str>,
+        path: Option<&str>,
+        retry_after: Option<u64>,
+    ) -> ApiError {
+        ApiError::Status {
+            status,
+            code: code.map(str::to_owned),
+            message: String::new(),
+            path: path.map(str::to_owned),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let retry = |after: Option<u64>| Action::Retry {
+            after: after.map(Duration::from_secs),
+        };
+        let cases: Vec<(ApiError, Action)> = vec![
+            (ApiError::Timeout, retry(None)),
+            (ApiError::Connect("refused".into()), retry(None)),
+            (ApiError::Malformed("bad json".into()), retry(None)),
+            (status(408, None, None, None), retry(None)),
+            (
+                status(409, Some(codes::IN_PROGRESS), None, None),
+                retry(None),
+            ),
+            (
+                status(429, Some(codes::RATE_LIMITED), None, Some(2)),
+                retry(Some(2)),
+            ),
+            (
+                status(500, Some(codes::INTERNAL_ERROR), None, None),
+                retry(None),
+            ),
+            (status(502, None, None, None), retry(None)),
+            (status(503, None, None, Some(1)), retry(Some(1))),
+            (status(504, None, None, None), retry(None)),
+            (
+                status(413, Some(codes::REQUEST_INVALID), None, None),
+                Action::Split,
+            ),
+            (
+                status(
+                    422,
+                    Some(codes::REQUEST_SCHEMA),
+                    Some("records[17].favourite_color"),
+                    None,
+                ),
+                Action::DropOffender { index: 17 },
+            ),
+            (
+                status(422, Some(codes::REQUEST_SCHEMA), None, None),
+                Action::Bisect { schema: true },
+            ),
+            (
+                status(422, Some(codes::REQUEST_SCHEMA), Some("nonsense"), None),
+                Action::Bisect { schema: true },
+            ),
+            (
+                status(422, Some(codes::KEY_REUSED), None, None),
+                Action::KeyReused,
+            ),
+            (
+                status(422, None, None, None),
+                Action::Bisect { schema: false },
+            ),
+            (
+                status(400, Some(codes::REQUEST_INVALID), None, None),
+                Action::Bisect { schema: false },
+            ),
+            (
+                status(401, Some(codes::UNAUTHORIZED), None, None),
+                Action::Pause,
+            ),
+            (
+                status(403, Some(codes::FORBIDDEN), None, None),
+                Action::Pause,
+            ),
+            (
+                status(404, Some(codes::NOT_FOUND), None, None),
+                Action::Release,
+            ),
+            (status(405, None, None, None), Action::Release),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(classify(&error), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn row_paths() {
+        assert_eq!(row_index("records[0].x"), Some(0));
+        assert_eq!(row_index("records[123]"), Some(123));
+        assert_eq!(row_index("record.x"), None);
+        assert_eq!(row_index("records[x].y"), None);
+    }
+}

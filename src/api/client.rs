@@ -1,0 +1,274 @@
+//! HTTP calls to the Records API over reqwest: metadata, batch submits (paced, retried with `backon`
+//! under one key and one body), and job status reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::classify::{Action, classify};
+use super::error::ApiError;
+use super::pacer::Pacer;
+use crate::config::{Operation, Settings};
+use crate::contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
+use crate::secret::ApiToken;
+use crate::telemetry::Telemetry;
+
+/// A 202: the batch is accepted and its job runs.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub job_id: String,
+    pub status_path: String,
+    pub accepted_records: usize,
+    pub replayed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobError {
+    pub index: Option<usize>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct JobStatus {
+    pub state: JobState,
+    pub invalid_rows: usize,
+    pub errors: Vec<JobError>,
+}
+
+pub struct RecordsApi {
+    http: reqwest::Client,
+    base: String,
+    auth: HeaderValue,
+    object: String,
+    operation: Operation,
+    retry_attempts: usize,
+    pacer: Pacer,
+    telemetry: Arc<Telemetry>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    data: Option<Value>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+    details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcceptedData {
+    job_id: String,
+    status_path: String,
+    #[serde(default)]
+    accepted_records: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobData {
+    state: JobState,
+    #[serde(default)]
+    metrics: Option<JobMetrics>,
+    #[serde(default)]
+    errors: Option<Vec<JobError>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobMetrics {
+    #[serde(default)]
+    invalid_rows: usize,
+}
+
+fn auth_header(token: &ApiToken) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    value.set_sensitive(true);
+    value
+}
+
+impl RecordsApi {
+    pub fn new(settings: &Settings, telemetry: Arc<Telemetry>) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| ApiError::Connect(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: settings.api_url.clone(),
+            auth: auth_header(&settings.api_token),
+            object: settings.object.clone(),
+            operation: settings.operation,
+            retry_attempts: settings.retry_attempts,
+            pacer: Pacer::new(settings.rate_limit),
+            telemetry,
+        })
+    }
+
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    async fn call(
+        &self,
+        route: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, ApiError> {
+        let result = self
+            .exchange(request.header(AUTHORIZATION, self.auth.clone()))
+            .await;
+        let label = match &result {
+            Ok((status, _)) => status.to_string(),
+            Err(error) => error.status_label(),
+        };
+        self.telemetry.api_request(route, &label);
+        result.map(|(_, data)| data)
+    }
+
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), ApiError> {
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
+        let replayed = response.headers().contains_key(IDEMPOTENT_REPLAYED);
+        let bytes = response.bytes().await.map_err(transport)?;
+        let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        if (200..300).contains(&status) {
+            let mut data = envelope.and_then(|e| e.data).ok_or_else(|| {
+                ApiError::Malformed(format!("HTTP {status} without a data envelope"))
+            })?;
+            if replayed && let Value::Object(map) = &mut data {
+                map.insert("__replayed".into(), Value::Bool(true));
+            }
+            return Ok((status, data));
+        }
+        let error = envelope.and_then(|e| e.error);
+        Err(ApiError::Status {
+            status,
+            code: error.as_ref().and_then(|e| e.code.clone()),
+            message: error
+                .as_ref()
+                .and_then(|e| e.message.clone())
+                .unwrap_or_else(|| "no error body".into()),
+            path: error.and_then(|e| e.details).and_then(|d| d.path),
+            retry_after,
+        })
+    }
+
+    pub async fn metadata(&self) -> Result<ObjectSchema, ApiError> {
+        let url = format!("{}/metadata/objects/{}", self.base, self.object);
+        let data = self.call("metadata", self.http.get(url)).await?;
+        serde_json::from_value(data).map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
+    }
+
+    /// One paced attempt. A 429 pauses every sender for its `Retry-After`.
+    pub async fn submit_once(&self, key: &str, body: Bytes) -> Result<Accepted, ApiError> {
+        self.pacer.wait().await;
+        let url = format!(
+            "{}/records/{}/{}",
+            self.base,
+            self.object,
+            self.operation.path()
+        );
+        let request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(IDEMPOTENCY_KEY, key)
+            .body(body);
+        let result = self.call("batch", request).await;
+        if let Err(ApiError::Status {
+            status: 429,
+            retry_after,
+            ..
+        }) = &result
+        {
+            self.pacer
+                .pause_for(retry_after.unwrap_or(Duration::from_secs(1)));
+        }
+        let data = result?;
+        let replayed = data.get("__replayed").is_some();
+        let accepted: AcceptedData = serde_json::from_value(data)
+            .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))?;
+        Ok(Accepted {
+            job_id: accepted.job_id,
+            status_path: accepted.status_path,
+            accepted_records: accepted.accepted_records,
+            replayed,
+        })
+    }
+
+    /// Submits with exponential backoff and jitter on transient failures, always with the same key
+    /// and the same body bytes, honouring `Retry-After`.
+    pub async fn submit(&self, key: &str, body: Bytes) -> Result<Accepted, ApiError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(20))
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.retry_attempts.saturating_sub(1));
+        (|| self.submit_once(key, body.clone()))
+            .retry(backoff)
+            .when(|error| matches!(classify(error), Action::Retry { .. }))
+            .adjust(|error, delay| match (classify(error), delay) {
+                (Action::Retry { after: Some(after) }, Some(delay)) => Some(delay.max(after)),
+                (_, delay) => delay,
+            })
+            .notify(|error, delay| self.telemetry.api_retry(key, error, delay))
+            .await
+    }
+
+    pub async fn job(&self, status_path: &str) -> Result<JobStatus, ApiError> {
+        let url = format!("{}{}", self.base, status_path);
+        let data = self.call("job", self.http.get(url)).await?;
+        let job: JobData = serde_json::from_value(data)
+            .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
+        Ok(JobStatus {
+            state: job.state,
+            invalid_rows: job.metrics.map_or(0, |m| m.invalid_rows),
+            errors: job.errors.unwrap_or_default(),
+        })
+    }
+}
+
+fn transport(error: reqwest::Error) -> ApiError {
+    if error.is_timeout() {
+        ApiError::Timeout
+    } else {
+        // reqwest's message names the URL, never the headers; the token stays out.
+        ApiError::Connect(error.without_url().to_string())
+    }
+}

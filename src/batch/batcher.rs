@@ -1,0 +1,281 @@
+//! The batcher: pure logic that takes `now` and returns batches. It flushes on a record count, on
+//! the encoded body's size, on the age of the oldest buffered message, and at shutdown. For upserts
+//! it coalesces records with the same match key, in receive order, by a field-level merge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Batch, Envelope, FlushReason, Row};
+use crate::config::Operation;
+use crate::decode::Decoded;
+use crate::message::Received;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+    pub operation: Operation,
+    pub match_key: String,
+}
+
+pub struct Batcher {
+    limits: Limits,
+    envelope: Arc<Envelope>,
+    rows: Vec<Row>,
+    by_key: HashMap<String, usize>,
+    bytes: usize,
+    messages: usize,
+    oldest: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(limits: Limits) -> Self {
+        let envelope = Envelope::new(limits.operation, &limits.match_key);
+        let bytes = envelope.overhead();
+        Self {
+            limits,
+            envelope,
+            rows: Vec::new(),
+            by_key: HashMap::new(),
+            bytes,
+            messages: 0,
+            oldest: None,
+        }
+    }
+
+    /// The largest encoded record that fits in an empty batch.
+    pub fn max_record_bytes(&self) -> usize {
+        self.limits
+            .max_bytes
+            .saturating_sub(self.envelope.overhead())
+    }
+
+    pub fn buffered_messages(&self) -> usize {
+        self.messages
+    }
+
+    /// When the age trigger fires, if anything is buffered.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.oldest.map(|oldest| oldest + self.limits.max_wait)
+    }
+
+    /// Adds a record. Returns the batches this closes: one flushed before it (bytes) and/or one
+    /// flushed with it (size).
+    pub fn push(&mut self, item: Decoded, message: Arc<Received>, now: Instant) -> Vec<Batch> {
+        let mut flushed = Vec::new();
+        let existing = match (&item.key, self.limits.operation) {
+            (Some(key), Operation::Upsert) => self.by_key.get(key).copied(),
+            _ => None,
+        };
+        if let Some(index) = existing {
+            let row = &mut self.rows[index];
+            let before = row.encoded.len();
+            let mut merged = row.record.clone();
+            for (field, value) in &item.record {
+                merged.insert(field.clone(), value.clone());
+            }
+            let after = serde_json::to_string(&merged).map_or(before, |s| s.len());
+            if self.bytes - before + after <= self.limits.max_bytes {
+                row.merge(item.record, message);
+                self.bytes = self.bytes - before + row.encoded.len();
+                self.messages += 1;
+                return flushed;
+            }
+            // The merged row would not fit: close this batch, and the record starts the next one.
+            flushed.extend(self.flush(FlushReason::Bytes));
+        } else {
+            let added = item.encoded.len() + usize::from(!self.rows.is_empty());
+            if !self.rows.is_empty() && self.bytes + added > self.limits.max_bytes {
+                flushed.extend(self.flush(FlushReason::Bytes));
+            }
+        }
+        self.insert(item, message, now);
+        if self.rows.len() >= self.limits.max_records {
+            flushed.extend(self.flush(FlushReason::Size));
+        }
+        flushed
+    }
+
+    fn insert(&mut self, item: Decoded, message: Arc<Received>, now: Instant) {
+        self.bytes += item.encoded.len() + usize::from(!self.rows.is_empty());
+        if let (Some(key), Operation::Upsert) = (&item.key, self.limits.operation) {
+            self.by_key.insert(key.clone(), self.rows.len());
+        }
+        self.rows.push(Row {
+            record: item.record,
+            encoded: item.encoded,
+            key: item.key,
+            messages: vec![message],
+        });
+        self.messages += 1;
+        self.oldest.get_or_insert(now);
+    }
+
+    /// The age trigger: a batch when the oldest buffered message has waited `max_wait`.
+    pub fn poll(&mut self, now: Instant) -> Option<Batch> {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => self.flush(FlushReason::Age),
+            _ => None,
+        }
+    }
+
+    /// Closes the current batch, if it holds anything.
+    pub fn flush(&mut self, reason: FlushReason) -> Option<Batch> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        self.by_key.clear();
+        self.bytes = self.envelope.overhead();
+        self.messages = 0;
+        self.oldest = None;
+        let rows = std::mem::take(&mut self.rows);
+        Some(Batch::new(rows, reason, self.envelope.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    fn limits(max_records: usize, max_bytes: usize) -> Limits {
+        Limits {
+            max_records,
+            max_bytes,
+            max_wait: Duration::from_secs(5),
+            operation: Operation::Upsert,
+            match_key: "email".into(),
+        }
+    }
+
+    fn item(id: &str, record: Value) -> (Decoded, Arc<Received>) {
+        let Value::Object(record) = record else {
+            panic!()
+        };
+        let record: Map<String, Value> = record;
+        let key = record
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let encoded = serde_json::to_string(&record).unwrap();
+        let message = Arc::new(Received::fake(id, &encoded));
+        (
+            Decoded {
+                record,
+                key,
+                encoded,
+            },
+            message,
+        )
+    }
+
+    #[test]
+    fn flushes_on_record_count() {
+        let mut b = Batcher::new(limits(3, 1_000_000));
+        let t0 = Instant::now();
+        for i in 0..2 {
+            let (d, m) = item(&format!("m{i}"), json!({"email": format!("u{i}@x")}));
+            assert!(b.push(d, m, t0).is_empty());
+        }
+        let (d, m) = item("m2", json!({"email": "u2@x"}));
+        let flushed = b.push(d, m, t0);
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].reason, FlushReason::Size);
+        assert_eq!(flushed[0].rows.len(), 3);
+        assert_eq!(b.buffered_messages(), 0);
+        assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn flushes_on_age_of_the_oldest_message() {
+        let mut b = Batcher::new(limits(100, 1_000_000));
+        let t0 = Instant::now();
+        let (d, m) = item("m0", json!({"email": "a@x"}));
+        b.push(d, m, t0);
+        let (d, m) = item("m1", json!({"email": "b@x"}));
+        b.push(d, m, t0 + Duration::from_secs(3));
+        assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(5)));
+        assert!(b.poll(t0 + Duration::from_millis(4999)).is_none());
+        let batch = b.poll(t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(batch.reason, FlushReason::Age);
+        assert_eq!(batch.message_count(), 2);
+        assert!(b.poll(t0 + Duration::from_secs(60)).is_none());
+    }
+
+    #[test]
+    fn flushes_before_the_body_passes_max_bytes() {
+        // Each record is 20 bytes; the envelope is 12 + 20 = 32 bytes.
+        let record = |i: usize| json!({"email": format!("user{i:02}@xy.io")});
+        let one = serde_json::to_string(&record(0)).unwrap().len();
+        let envelope = Envelope::new(Operation::Upsert, "email").overhead();
+        let max = envelope + 3 * one + 2; // exactly three records
+        let mut b = Batcher::new(limits(100, max));
+        let t0 = Instant::now();
+        let mut flushed = Vec::new();
+        for i in 0..4 {
+            let (d, m) = item(&format!("m{i}"), record(i));
+            flushed.extend(b.push(d, m, t0));
+        }
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].reason, FlushReason::Bytes);
+        assert_eq!(flushed[0].rows.len(), 3);
+        assert_eq!(flushed[0].body().len(), max);
+        assert_eq!(b.buffered_messages(), 1);
+    }
+
+    #[test]
+    fn coalesces_same_key_by_field_merge_in_receive_order() {
+        let mut b = Batcher::new(limits(100, 1_000_000));
+        let t0 = Instant::now();
+        for (id, record) in [
+            (
+                "m1",
+                json!({"email": "a@x", "tier": "gold", "country": "NL"}),
+            ),
+            ("m2", json!({"email": "b@x"})),
+            (
+                "m3",
+                json!({"email": "a@x", "tier": "silver", "country": null}),
+            ),
+            ("m4", json!({"email": "a@x", "plan": "pro"})),
+        ] {
+            let (d, m) = item(id, record);
+            b.push(d, m, t0);
+        }
+        let batch = b.flush(FlushReason::Shutdown).unwrap();
+        assert_eq!(batch.rows.len(), 2);
+        assert_eq!(
+            Value::Object(batch.rows[0].record.clone()),
+            json!({"email": "a@x", "tier": "silver", "country": null, "plan": "pro"})
+        );
+        let ids: Vec<_> = batch.rows[0]
+            .messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(ids, ["m1", "m3", "m4"]);
+        assert_eq!(batch.body().len(), batch.body_len());
+        assert_eq!(batch.reason, FlushReason::Shutdown);
+    }
+
+    #[test]
+    fn appends_never_coalesce() {
+        let mut l = limits(100, 1_000_000);
+        l.operation = Operation::Append;
+        let mut b = Batcher::new(l);
+        let t0 = Instant::now();
+        for id in ["m1", "m2"] {
+            let (d, m) = item(id, json!({"email": "a@x"}));
+            b.push(d, m, t0);
+        }
+        assert_eq!(b.flush(FlushReason::Shutdown).unwrap().rows.len(), 2);
+    }
+
+    #[test]
+    fn shutdown_flush_of_empty_buffer_is_nothing() {
+        let mut b = Batcher::new(limits(10, 1_000_000));
+        assert!(b.flush(FlushReason::Shutdown).is_none());
+    }
+}

@@ -1,0 +1,203 @@
+//! Batches: rows (a record and the messages that made it), the exact request body, and the ways a
+//! batch is cut apart when the API refuses it (halves, or without some rows).
+
+pub mod batcher;
+pub mod key;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::config::Operation;
+use crate::message::Received;
+
+/// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
+#[derive(Debug)]
+pub struct Envelope {
+    prefix: &'static str,
+    suffix: String,
+}
+
+impl Envelope {
+    pub fn new(operation: Operation, match_key: &str) -> Arc<Self> {
+        let suffix = match operation {
+            Operation::Upsert => {
+                format!("],\"matchKey\":{}}}", Value::String(match_key.to_owned()))
+            }
+            Operation::Append => "]}".to_owned(),
+        };
+        Arc::new(Self {
+            prefix: "{\"records\":[",
+            suffix,
+        })
+    }
+
+    /// Bytes of a body with no records.
+    pub fn overhead(&self) -> usize {
+        self.prefix.len() + self.suffix.len()
+    }
+
+    /// Bytes of a body holding records of these encoded lengths.
+    pub fn body_len(&self, record_lengths: impl IntoIterator<Item = usize>) -> usize {
+        let (count, sum) = record_lengths
+            .into_iter()
+            .fold((0usize, 0usize), |(count, sum), len| (count + 1, sum + len));
+        self.overhead() + sum + count.saturating_sub(1)
+    }
+}
+
+/// One record of a batch and every message that contributed to it, in receive order.
+#[derive(Debug)]
+pub struct Row {
+    pub record: Map<String, Value>,
+    pub encoded: String,
+    pub key: Option<String>,
+    pub messages: Vec<Arc<Received>>,
+}
+
+impl Row {
+    /// Field-level merge: later fields win, and `null` is kept so that the API clears the field.
+    pub fn merge(&mut self, record: Map<String, Value>, message: Arc<Received>) {
+        for (field, value) in record {
+            self.record.insert(field, value);
+        }
+        self.encoded = serde_json::to_string(&self.record).unwrap_or_default();
+        self.messages.push(message);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushReason {
+    Size,
+    Bytes,
+    Age,
+    Shutdown,
+}
+
+impl FlushReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Size => "size",
+            FlushReason::Bytes => "bytes",
+            FlushReason::Age => "age",
+            FlushReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    pub reason: FlushReason,
+    envelope: Arc<Envelope>,
+}
+
+impl Batch {
+    pub fn new(rows: Vec<Row>, reason: FlushReason, envelope: Arc<Envelope>) -> Self {
+        Self {
+            rows,
+            reason,
+            envelope,
+        }
+    }
+
+    /// The request body, byte for byte what the batcher accounted for.
+    pub fn body(&self) -> Bytes {
+        let mut body = String::with_capacity(self.body_len());
+        body.push_str(self.envelope.prefix);
+        for (index, row) in self.rows.iter().enumerate() {
+            if index > 0 {
+                body.push(',');
+            }
+            body.push_str(&row.encoded);
+        }
+        body.push_str(&self.envelope.suffix);
+        Bytes::from(body)
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.envelope
+            .body_len(self.rows.iter().map(|row| row.encoded.len()))
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &Arc<Received>> {
+        self.rows.iter().flat_map(|row| row.messages.iter())
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.rows.iter().map(|row| row.messages.len()).sum()
+    }
+
+    pub fn key(&self) -> String {
+        key::batch_key(self.messages().map(|message| message.id.as_str()))
+    }
+
+    /// The FIFO message groups this batch holds.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.messages().filter_map(|m| m.group_id.clone()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    /// Splits into two halves by rows; `None` for a batch of one row.
+    pub fn halves(mut self) -> Result<(Batch, Batch), Batch> {
+        if self.rows.len() < 2 {
+            return Err(self);
+        }
+        let back = self.rows.split_off(self.rows.len() / 2);
+        let back = Batch::new(back, self.reason, self.envelope.clone());
+        Ok((self, back))
+    }
+
+    /// Takes out one row; the rest stays a batch (empty when it was the only row).
+    pub fn take_row(&mut self, index: usize) -> Option<Row> {
+        (index < self.rows.len()).then(|| self.rows.remove(index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::batcher::{Batcher, Limits};
+    use crate::decode::Decoded;
+    use std::time::{Duration, Instant};
+
+    pub fn decoded(json: &str, key: Option<&str>) -> Decoded {
+        let record: Map<String, Value> = serde_json::from_str(json).unwrap();
+        Decoded {
+            encoded: serde_json::to_string(&record).unwrap(),
+            record,
+            key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn body_bytes_match_the_accounting() {
+        for operation in [Operation::Upsert, Operation::Append] {
+            let mut batcher = Batcher::new(Limits {
+                max_records: 100,
+                max_bytes: 10_000,
+                max_wait: Duration::from_secs(5),
+                operation,
+                match_key: "email".into(),
+            });
+            let now = Instant::now();
+            for i in 0..7 {
+                let json = format!(r#"{{"email":"u{i}@x.io","tier":"t{i}"}}"#);
+                let key = format!("u{i}@x.io");
+                let m = Arc::new(Received::fake(&format!("m{i}"), &json));
+                assert!(batcher.push(decoded(&json, Some(&key)), m, now).is_empty());
+            }
+            let batch = batcher.flush(FlushReason::Shutdown).unwrap();
+            let body = batch.body();
+            assert_eq!(body.len(), batch.body_len());
+            let parsed: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed["records"].as_array().unwrap().len(), 7);
+            if operation == Operation::Upsert {
+                assert_eq!(parsed["matchKey"], "email");
+            }
+        }
+    }
+}

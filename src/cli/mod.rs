@@ -1,0 +1,4 @@
+//! Operator subcommands other than `run`.
+
+pub mod enqueue;
+pub mod healthcheck;

@@ -1,0 +1,165 @@
+//! What becomes of a message: its fate (which only ever gets worse: Delivered, then Retry, then
+//! Rejected), and the DLQ reasons of shared/worker-cli.md.
+
+use std::sync::Arc;
+
+use crate::message::Received;
+
+/// The DLQ reason names that operators filter on (`dlq-reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    InvalidRow,
+    Unparseable,
+    NotAnObject,
+    MissingMatchKey,
+    UnknownField,
+    Oversize,
+    Md5Mismatch,
+    RequestRejected,
+    JobFailed,
+    JobTimeout,
+    InvalidRowUnidentified,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::InvalidRow,
+        Reason::Unparseable,
+        Reason::NotAnObject,
+        Reason::MissingMatchKey,
+        Reason::UnknownField,
+        Reason::Oversize,
+        Reason::Md5Mismatch,
+        Reason::RequestRejected,
+        Reason::JobFailed,
+        Reason::JobTimeout,
+        Reason::InvalidRowUnidentified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidRow => "invalid_row",
+            Reason::Unparseable => "unparseable",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingMatchKey => "missing_match_key",
+            Reason::UnknownField => "unknown_field",
+            Reason::Oversize => "oversize",
+            Reason::Md5Mismatch => "md5_mismatch",
+            Reason::RequestRejected => "request_rejected",
+            Reason::JobFailed => "job_failed",
+            Reason::JobTimeout => "job_timeout",
+            Reason::InvalidRowUnidentified => "invalid_row_unidentified",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+}
+
+/// Why a message goes to the DLQ, with the API's words where it gave any.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub code: Option<String>,
+    pub message: String,
+    pub job_id: Option<String>,
+    pub row_index: Option<usize>,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            code: None,
+            message: message.into(),
+            job_id: None,
+            row_index: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: Option<String>) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn in_job(mut self, job_id: &str, row_index: Option<usize>) -> Self {
+        self.job_id = Some(job_id.to_owned());
+        self.row_index = row_index;
+        self
+    }
+}
+
+/// A message's fate. Ordered from best to worst; combining two fates keeps the worse one.
+#[derive(Clone, Debug)]
+pub enum Fate {
+    Delivered,
+    Retry,
+    Rejected(Rejection),
+}
+
+impl Fate {
+    fn rank(&self) -> u8 {
+        match self {
+            Fate::Delivered => 0,
+            Fate::Retry => 1,
+            Fate::Rejected(_) => 2,
+        }
+    }
+
+    pub fn worsen(self, other: Fate) -> Fate {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// The decided fates of a set of messages, ready to be carried out against SQS.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    pub delivered: Vec<Arc<Received>>,
+    pub retry: Vec<Arc<Received>>,
+    pub rejected: Vec<(Arc<Received>, Rejection)>,
+}
+
+impl Settlement {
+    pub fn add(&mut self, message: Arc<Received>, fate: Fate) {
+        match fate {
+            Fate::Delivered => self.delivered.push(message),
+            Fate::Retry => self.retry.push(message),
+            Fate::Rejected(rejection) => self.rejected.push((message, rejection)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.retry.is_empty() && self.rejected.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fates_only_get_worse() {
+        let rejected = || Fate::Rejected(Rejection::new(Reason::InvalidRow, "bad"));
+        assert!(matches!(Fate::Delivered.worsen(Fate::Retry), Fate::Retry));
+        assert!(matches!(Fate::Retry.worsen(Fate::Delivered), Fate::Retry));
+        assert!(matches!(Fate::Retry.worsen(rejected()), Fate::Rejected(_)));
+        assert!(matches!(
+            rejected().worsen(Fate::Delivered),
+            Fate::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+    }
+}

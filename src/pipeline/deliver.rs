@@ -1,0 +1,272 @@
+//! A batch's life after the flush: submit under its key, handle each kind of refusal (split,
+//! drop the offender, bisect, pause, release), ack on acceptance, follow the job, and settle
+//! every message's fate.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tracing::Instrument;
+
+use super::Pipeline;
+use super::jobs::{JobEnd, row_fates, track};
+use crate::api::{Accepted, Action, ApiError, classify};
+use crate::batch::key::derived_key;
+use crate::batch::{Batch, Row};
+use crate::config::AckOn;
+use crate::outcome::{Fate, Reason, Rejection, Settlement};
+
+/// Where a batch is in its life: may its job be resubmitted once more, and did its messages
+/// already leave the source queue?
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    resubmit_left: bool,
+    deleted: bool,
+}
+
+const FIRST: Attempt = Attempt {
+    resubmit_left: true,
+    deleted: false,
+};
+
+fn settle_rows(rows: Vec<Row>, fate: impl Fn() -> Fate) -> Settlement {
+    let mut settlement = Settlement::default();
+    for row in rows {
+        for message in row.messages {
+            settlement.add(message, fate());
+        }
+    }
+    settlement
+}
+
+fn rejected(reason: Reason, error: &ApiError) -> impl Fn() -> Fate {
+    let rejection =
+        Rejection::new(reason, error.to_string()).with_code(error.code().map(str::to_owned));
+    move || Fate::Rejected(rejection.clone())
+}
+
+impl Pipeline {
+    /// Delivers a freshly flushed (or freshly cut) batch under the key of its own message IDs.
+    pub fn deliver(self: &Arc<Self>, batch: Batch) -> BoxFuture<'static, ()> {
+        let key = batch.key();
+        self.deliver_as(batch, key, FIRST)
+    }
+
+    fn deliver_as(
+        self: &Arc<Self>,
+        batch: Batch,
+        key: String,
+        attempt: Attempt,
+    ) -> BoxFuture<'static, ()> {
+        let span = tracing::info_span!(
+            "batch",
+            key = %key,
+            records = batch.rows.len(),
+            messages = batch.message_count()
+        );
+        let this = self.clone();
+        Box::pin(
+            async move {
+                let body = batch.body();
+                match this.api.submit(&key, body).await {
+                    Ok(accepted) => {
+                        this.telemetry.unblock();
+                        this.accepted(batch, key, accepted, attempt).await;
+                    }
+                    Err(error) => this.refused(batch, key, error, attempt).await,
+                }
+            }
+            .instrument(span),
+        )
+    }
+
+    async fn refused(
+        self: &Arc<Self>,
+        mut batch: Batch,
+        key: String,
+        error: ApiError,
+        attempt: Attempt,
+    ) {
+        let action = classify(&error);
+        self.telemetry
+            .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
+        let settlement = match action {
+            Action::Retry { .. } => settle_rows(batch.rows, || Fate::Retry),
+            Action::Split => match batch.halves() {
+                Ok((front, back)) => {
+                    self.deliver(front).await;
+                    self.deliver(back).await;
+                    return;
+                }
+                Err(one) => settle_rows(one.rows, rejected(Reason::Oversize, &error)),
+            },
+            Action::DropOffender { index } => match batch.take_row(index) {
+                Some(row) => {
+                    let settlement = settle_rows(vec![row], rejected(Reason::UnknownField, &error));
+                    self.refresh_schema().await;
+                    if !batch.rows.is_empty() {
+                        let rest = self.deliver(batch);
+                        let ((), ()) =
+                            tokio::join!(self.acks.settle(settlement, attempt.deleted), rest);
+                        return;
+                    }
+                    settlement
+                }
+                None => {
+                    return self
+                        .bisect(batch, &error, Reason::UnknownField, attempt)
+                        .await;
+                }
+            },
+            Action::Bisect { schema } => {
+                if schema {
+                    self.refresh_schema().await;
+                }
+                let reason = if schema {
+                    Reason::UnknownField
+                } else {
+                    Reason::RequestRejected
+                };
+                return self.bisect(batch, &error, reason, attempt).await;
+            }
+            Action::Pause => {
+                self.telemetry.block(format!(
+                    "the Records API refused the token ({error}). Fix: set a valid token with write \
+                     scope in --api-token-file / RECORDS_API_TOKEN; retrying every {:?}",
+                    self.settings.auth_retry
+                ));
+                self.api.pacer().pause_for(self.settings.auth_retry);
+                settle_rows(batch.rows, || Fate::Retry)
+            }
+            Action::KeyReused if attempt.resubmit_left => {
+                let key = derived_key(&key, "key-reused");
+                let attempt = Attempt {
+                    resubmit_left: false,
+                    ..attempt
+                };
+                return self.deliver_as(batch, key, attempt).await;
+            }
+            Action::KeyReused => settle_rows(batch.rows, || Fate::Retry),
+            Action::Release => {
+                self.telemetry.block(format!(
+                    "the Records API refused the batch ({error}). Fix: check --object and --api-url"
+                ));
+                settle_rows(batch.rows, || Fate::Retry)
+            }
+        };
+        self.acks.settle(settlement, attempt.deleted).await;
+    }
+
+    /// Halves the batch until the rows the API refuses stand alone, and dead-letters those.
+    async fn bisect(
+        self: &Arc<Self>,
+        batch: Batch,
+        error: &ApiError,
+        reason: Reason,
+        attempt: Attempt,
+    ) {
+        match batch.halves() {
+            Ok((front, back)) => {
+                self.deliver(front).await;
+                self.deliver(back).await;
+            }
+            Err(one) => {
+                let settlement = settle_rows(one.rows, rejected(reason, error));
+                self.acks.settle(settlement, attempt.deleted).await;
+            }
+        }
+    }
+
+    async fn accepted(
+        self: &Arc<Self>,
+        batch: Batch,
+        key: String,
+        accepted: Accepted,
+        attempt: Attempt,
+    ) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.telemetry.accepted(
+            &accepted.job_id,
+            accepted.accepted_records,
+            accepted.replayed,
+            batch
+                .messages()
+                .filter_map(|m| m.sent_at_ms)
+                .map(|sent| std::time::Duration::from_millis(now_ms.saturating_sub(sent))),
+        );
+        let mut attempt = attempt;
+        if self.settings.ack_on == AckOn::Accepted && !attempt.deleted {
+            let messages: Vec<_> = batch.messages().cloned().collect();
+            self.acks.delete(&messages).await;
+            attempt.deleted = true;
+        }
+        let end = track(
+            &self.api,
+            &self.telemetry,
+            &accepted,
+            self.settings.job_timeout,
+        )
+        .await;
+        let settlement = match end {
+            JobEnd::Completed(status) => {
+                self.telemetry.job_finished(
+                    &accepted.job_id,
+                    "completed",
+                    status.invalid_rows,
+                    status.errors.len(),
+                );
+                let fates = row_fates(batch.rows.len(), &status, &accepted.job_id);
+                let mut settlement = Settlement::default();
+                for (row, fate) in batch.rows.into_iter().zip(fates) {
+                    for message in row.messages {
+                        settlement.add(message, fate.clone());
+                    }
+                }
+                settlement
+            }
+            JobEnd::Failed(why) if attempt.resubmit_left => {
+                self.telemetry
+                    .job_finished(&accepted.job_id, "failed", 0, 0);
+                tracing::warn!(
+                    job_id = accepted.job_id,
+                    why,
+                    "job failed; resubmitting once under a derived key"
+                );
+                let key = derived_key(&key, "resubmit");
+                let attempt = Attempt {
+                    resubmit_left: false,
+                    ..attempt
+                };
+                return self.deliver_as(batch, key, attempt).await;
+            }
+            JobEnd::Failed(why) => {
+                self.telemetry
+                    .job_finished(&accepted.job_id, "failed", 0, 0);
+                let rejection = Rejection::new(Reason::JobFailed, format!("{why}, twice"))
+                    .in_job(&accepted.job_id, None);
+                settle_rows(batch.rows, || Fate::Rejected(rejection.clone()))
+            }
+            JobEnd::TimedOut => {
+                let rejection = Rejection::new(
+                    Reason::JobTimeout,
+                    format!(
+                        "the job was not terminal after {:?} (--job-timeout)",
+                        self.settings.job_timeout
+                    ),
+                )
+                .in_job(&accepted.job_id, None);
+                settle_rows(batch.rows, || Fate::Rejected(rejection.clone()))
+            }
+        };
+        self.acks.settle(settlement, attempt.deleted).await;
+    }
+
+    /// Fetches the object's schema again, after the API said a field is not in it.
+    async fn refresh_schema(&self) {
+        match self.api.metadata().await {
+            Ok(schema) => self.schema.replace(schema),
+            Err(error) => tracing::warn!(%error, "schema refresh failed; keeping the old schema"),
+        }
+    }
+}

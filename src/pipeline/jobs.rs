@@ -1,0 +1,186 @@
+//! Following a job to its end, and turning a completed job's report into each row's fate.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::api::classify::row_index;
+use crate::api::{Accepted, ApiError, JobState, JobStatus, RecordsApi};
+use crate::outcome::{Fate, Reason, Rejection};
+use crate::telemetry::Telemetry;
+
+pub enum JobEnd {
+    Completed(JobStatus),
+    Failed(String),
+    TimedOut,
+}
+
+const FIRST_POLL: Duration = Duration::from_millis(100);
+const MAX_POLL: Duration = Duration::from_secs(5);
+
+/// Polls `statusPath` with backoff until the job is terminal or `timeout` passes.
+pub async fn track(
+    api: &RecordsApi,
+    telemetry: &Telemetry,
+    accepted: &Accepted,
+    timeout: Duration,
+) -> JobEnd {
+    let deadline = Instant::now() + timeout;
+    let mut delay = FIRST_POLL;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            telemetry.job_poll("timeout");
+            return JobEnd::TimedOut;
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay.mul_f64(1.5)).min(MAX_POLL);
+        match api.job(&accepted.status_path).await {
+            Ok(status) => match status.state {
+                JobState::Completed => {
+                    telemetry.job_poll("completed");
+                    return JobEnd::Completed(status);
+                }
+                JobState::Failed => {
+                    telemetry.job_poll("failed");
+                    return JobEnd::Failed("the job ended failed; no row was committed".into());
+                }
+                JobState::Queued | JobState::Processing => telemetry.job_poll("pending"),
+            },
+            Err(ApiError::Status { status: 404, .. }) => {
+                telemetry.job_poll("unknown_job");
+                return JobEnd::Failed("the API no longer knows the job (404)".into());
+            }
+            Err(error) => {
+                telemetry.job_poll("error");
+                tracing::warn!(%error, job_id = accepted.job_id, "job poll failed; polling on");
+            }
+        }
+    }
+}
+
+/// Each row's fate from a completed job: rows named in `errors` are `invalid_row`; when the job
+/// counted more invalid rows than it named, every row it did not name is `invalid_row_unidentified`
+/// (it may or may not have been committed, and nothing may be lost).
+pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
+    let mut named: HashMap<usize, Rejection> = HashMap::new();
+    for error in &status.errors {
+        let index = error
+            .index
+            .or_else(|| error.path.as_deref().and_then(row_index))
+            .filter(|index| *index < rows);
+        let Some(index) = index else { continue };
+        let message = error
+            .message
+            .clone()
+            .unwrap_or_else(|| "the API rejected this row".into());
+        let message = match &error.path {
+            Some(path) => format!("{message} ({path})"),
+            None => message,
+        };
+        named.entry(index).or_insert_with(|| {
+            Rejection::new(Reason::InvalidRow, message)
+                .with_code(error.code.clone())
+                .in_job(job_id, Some(index))
+        });
+    }
+    let unidentified = status.invalid_rows > named.len();
+    (0..rows)
+        .map(|index| match named.remove(&index) {
+            Some(rejection) => Fate::Rejected(rejection),
+            None if unidentified => Fate::Rejected(
+                Rejection::new(
+                    Reason::InvalidRowUnidentified,
+                    format!(
+                        "the job counted {} invalid rows but named only {}; this row was not named",
+                        status.invalid_rows,
+                        status.errors.len()
+                    ),
+                )
+                .in_job(job_id, Some(index)),
+            ),
+            None => Fate::Delivered,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::JobError;
+
+    fn error(index: Option<usize>, path: Option<&str>) -> JobError {
+        JobError {
+            index,
+            code: Some("CDP_ETL.VALIDATION.REQUEST_INVALID".into()),
+            message: Some("bad".into()),
+            path: path.map(str::to_owned),
+        }
+    }
+
+    fn reasons(fates: &[Fate]) -> Vec<&'static str> {
+        fates
+            .iter()
+            .map(|fate| match fate {
+                Fate::Delivered => "ok",
+                Fate::Retry => "retry",
+                Fate::Rejected(r) => r.reason.as_str(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn named_rows_are_invalid_and_the_rest_delivered() {
+        let status = JobStatus {
+            state: JobState::Completed,
+            invalid_rows: 2,
+            errors: vec![error(Some(1), None), error(None, Some("records[3].email"))],
+        };
+        let fates = row_fates(4, &status, "rjob_1");
+        assert_eq!(reasons(&fates), ["ok", "invalid_row", "ok", "invalid_row"]);
+        let Fate::Rejected(rejection) = &fates[3] else {
+            panic!()
+        };
+        assert_eq!(rejection.row_index, Some(3));
+        assert_eq!(rejection.job_id.as_deref(), Some("rjob_1"));
+    }
+
+    #[test]
+    fn unnamed_invalid_rows_send_every_unnamed_row_to_the_dlq() {
+        let status = JobStatus {
+            state: JobState::Completed,
+            invalid_rows: 2,
+            errors: vec![error(Some(0), None)],
+        };
+        let fates = row_fates(3, &status, "rjob_1");
+        assert_eq!(
+            reasons(&fates),
+            [
+                "invalid_row",
+                "invalid_row_unidentified",
+                "invalid_row_unidentified"
+            ]
+        );
+        let status = JobStatus {
+            state: JobState::Completed,
+            invalid_rows: 1,
+            errors: vec![],
+        };
+        assert_eq!(
+            reasons(&row_fates(1, &status, "j")),
+            ["invalid_row_unidentified"]
+        );
+    }
+
+    #[test]
+    fn out_of_range_indexes_do_not_hide_rows() {
+        let status = JobStatus {
+            state: JobState::Completed,
+            invalid_rows: 1,
+            errors: vec![error(Some(99), None)],
+        };
+        assert_eq!(
+            reasons(&row_fates(2, &status, "j")),
+            ["invalid_row_unidentified", "invalid_row_unidentified"]
+        );
+    }
+}

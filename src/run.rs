@@ -1,0 +1,280 @@
+//! `run`: start-up checks, the pipeline's tasks, and the drain on shutdown: stop receiving, flush
+//! the buffer, finish in-flight work within `--drain-timeout`, release whatever is still open.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, RecordsApi};
+use crate::batch::batcher::{Batcher, Limits};
+use crate::config::{Operation, Settings};
+use crate::contract::ObjectSchema;
+use crate::decode::{Decoder, SchemaHandle};
+use crate::message::Received;
+use crate::pipeline::settle::Acks;
+use crate::pipeline::{Pipeline, dispatch, heartbeat, poll};
+use crate::sqs::{Holdings, Queue, SqsError};
+use crate::telemetry::{Counts, Telemetry, server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Exit code 2: the configuration cannot work; the message names the setting.
+    #[error("{0}")]
+    Config(String),
+    /// Exit code 1.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What the worker did, for the exit log line.
+#[derive(Debug)]
+pub struct Summary {
+    pub counts: Counts,
+    pub released_at_exit: usize,
+}
+
+/// Hooks for embedding: where the telemetry server listens, and the telemetry itself.
+pub struct Started {
+    pub listen: SocketAddr,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// Runs with an SQS client from the standard AWS chain until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, RunError> {
+    let client = crate::sqs::connect().await;
+    run_with(settings, client, shutdown, |_| {}).await
+}
+
+async fn fetch_schema(api: &RecordsApi, settings: &Settings) -> Result<ObjectSchema, RunError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.metadata().await {
+            Ok(schema) => return Ok(schema),
+            Err(ApiError::Status { status: 404, .. }) => {
+                return Err(RunError::Config(format!(
+                    "--object (env RECORDS_OBJECT) = {:?}: the Records API has no such object. Fix: name an object that GET {}/metadata/objects/{{object}} knows",
+                    settings.object, settings.api_url
+                )));
+            }
+            Err(ApiError::Status {
+                status: status @ (401 | 403),
+                ..
+            }) => {
+                return Err(RunError::Config(format!(
+                    "--api-token / --api-token-file: the Records API answered {status} to the token. Fix: give a valid token with read and write scope"
+                )));
+            }
+            Err(error) if attempt >= 5 => {
+                return Err(RunError::Fatal(format!(
+                    "cannot fetch the object's metadata: {error}"
+                )));
+            }
+            Err(error) => {
+                tracing::warn!(%error, attempt, "metadata fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+        }
+    }
+}
+
+fn check_schema(settings: &Settings, schema: &ObjectSchema) -> Result<(), RunError> {
+    if settings.operation == Operation::Upsert && !schema.match_keys.contains(&settings.match_key) {
+        return Err(RunError::Config(format!(
+            "--match-key (env RECORDS_MATCH_KEY) = {:?} is not a match key of '{}' (it has {:?}). Fix: use one of those, or --operation append",
+            settings.match_key, schema.name, schema.match_keys
+        )));
+    }
+    Ok(())
+}
+
+fn unreachable_queue(setting: &str, error: SqsError) -> RunError {
+    RunError::Fatal(format!("{setting}: {error}"))
+}
+
+/// Runs with the given SQS client; `started` is called once the telemetry server listens.
+pub async fn run_with(
+    settings: Settings,
+    client: aws_sdk_sqs::Client,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(Started),
+) -> Result<Summary, RunError> {
+    let settings = Arc::new(settings);
+    let telemetry = Arc::new(Telemetry::new());
+    let api = RecordsApi::new(&settings, telemetry.clone())
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    let source = Queue::new(client.clone(), settings.queue_url.clone());
+    let dlq = Queue::new(client, settings.dlq_url.clone());
+
+    let schema = fetch_schema(&api, &settings).await?;
+    check_schema(&settings, &schema)?;
+    telemetry.api_reached();
+    let queue_visibility = source
+        .visibility_timeout()
+        .await
+        .map_err(|e| unreachable_queue("--queue-url", e))?;
+    dlq.visibility_timeout()
+        .await
+        .map_err(|e| unreachable_queue("--dlq-url", e))?;
+    let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
+
+    let listener = server::bind(settings.listen).await.map_err(|e| {
+        RunError::Config(format!(
+            "--listen (env WORKER_LISTEN) = {}: cannot listen there: {e}. Fix: pick a free port",
+            settings.listen
+        ))
+    })?;
+    let listen = listener
+        .local_addr()
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    let stop_server = CancellationToken::new();
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        telemetry.clone(),
+        stop_server.clone(),
+    ));
+    started(Started {
+        listen,
+        telemetry: telemetry.clone(),
+    });
+
+    let holdings = Holdings::new(visibility);
+    let limits = Limits {
+        max_records: settings.batch_max_records,
+        max_bytes: settings.batch_max_bytes,
+        max_wait: settings.batch_max_wait,
+        operation: settings.operation,
+        match_key: settings.match_key.clone(),
+    };
+    let batcher = Batcher::new(limits);
+    let schema = SchemaHandle::new(schema);
+    let decoder = Arc::new(Decoder {
+        operation: settings.operation,
+        match_key: settings.match_key.clone(),
+        schema: schema.clone(),
+        max_record_bytes: batcher.max_record_bytes(),
+    });
+    let pipeline = Arc::new(Pipeline {
+        settings: settings.clone(),
+        api,
+        acks: Acks {
+            source: source.clone(),
+            dlq,
+            holdings: holdings.clone(),
+            telemetry: telemetry.clone(),
+        },
+        schema,
+        telemetry: telemetry.clone(),
+    });
+    tracing::info!(
+        queue = settings.queue_url,
+        dlq = settings.dlq_url,
+        api = settings.api_url,
+        object = settings.object,
+        operation = ?settings.operation,
+        batch_max_records = settings.batch_max_records,
+        batch_max_bytes = settings.batch_max_bytes,
+        batch_max_wait_ms = settings.batch_max_wait.as_millis() as u64,
+        pollers = settings.pollers,
+        max_in_flight = settings.max_in_flight,
+        ack_on = ?settings.ack_on,
+        visibility_s = visibility.as_secs(),
+        listen = %listen,
+        "worker started"
+    );
+
+    // Backpressure: never hold more messages than the in-flight batches can take.
+    let capacity = settings.max_in_flight * settings.batch_max_records;
+    let capacity_permits = Arc::new(Semaphore::new(capacity));
+    let (records_tx, records_rx) =
+        mpsc::unbounded_channel::<(crate::decode::Decoded, Arc<Received>)>();
+    let (batches_tx, batches_rx) = mpsc::channel(1);
+    let stop_receiving = CancellationToken::new();
+    let stop_heartbeat = CancellationToken::new();
+
+    let pollers: Vec<_> = (0..settings.pollers)
+        .map(|_| {
+            let poller = poll::Poller {
+                pipeline: pipeline.clone(),
+                holdings: holdings.clone(),
+                decoder: decoder.clone(),
+                capacity: capacity_permits.clone(),
+                per_receive: capacity.min(10),
+                records: records_tx.clone(),
+            };
+            tokio::spawn(poller.run(stop_receiving.clone()))
+        })
+        .collect();
+    drop(records_tx);
+    let batch_task = tokio::spawn(dispatch::batch_loop(
+        batcher,
+        records_rx,
+        batches_tx,
+        telemetry.clone(),
+    ));
+    let mut dispatch_task = tokio::spawn(dispatch::dispatch_loop(
+        pipeline.clone(),
+        batches_rx,
+        settings.source_is_fifo(),
+    ));
+    let heartbeat_task = tokio::spawn(heartbeat::run(
+        source.clone(),
+        holdings.clone(),
+        telemetry.clone(),
+        stop_heartbeat.clone(),
+    ));
+
+    shutdown.await;
+    let deadline = Instant::now() + settings.drain_timeout;
+    tracing::info!(
+        drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
+        "shutdown: stop receiving, flush, drain"
+    );
+    stop_receiving.cancel();
+    for poller in pollers {
+        let _ = poller.await;
+    }
+    let drained = tokio::time::timeout_at(deadline.into(), &mut dispatch_task)
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!("drain timeout reached; releasing every message whose fate is still open");
+        dispatch_task.abort();
+        let _ = dispatch_task.await;
+    }
+    batch_task.abort();
+    let open: Vec<Arc<Received>> = holdings
+        .all()
+        .into_iter()
+        .map(|(id, receipt)| {
+            let mut message = Received::fake(&id, "");
+            message.receipt = receipt;
+            Arc::new(message)
+        })
+        .collect();
+    let released_at_exit = open.len();
+    pipeline.acks.release(&open, "shutdown").await;
+    stop_heartbeat.cancel();
+    let _ = heartbeat_task.await;
+    stop_server.cancel();
+    let _ = server_task.await;
+    let counts = telemetry.counts();
+    tracing::info!(
+        received = counts.received,
+        deleted = counts.deleted,
+        released = counts.released,
+        released_at_exit,
+        "worker stopped"
+    );
+    Ok(Summary {
+        counts,
+        released_at_exit,
+    })
+}

@@ -1,0 +1,32 @@
+//! The API token: kept out of `Debug`, `Display`, logs and errors by construction.
+
+use std::fmt;
+
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The only way to read the token: for the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_hides_the_token() {
+        let token = super::ApiToken::new("s3cret".into());
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

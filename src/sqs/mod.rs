@@ -1,0 +1,18 @@
+//! The SQS side: the client from the standard AWS chain, queue operations with per-entry results,
+//! the ledger of held messages, and the DLQ message format.
+
+pub mod dlq;
+pub mod holdings;
+pub mod queue;
+
+pub use holdings::Holdings;
+pub use queue::{EntryFailure, Queue, SqsError};
+
+/// An SQS client from the standard AWS chain (`AWS_REGION`, `AWS_ENDPOINT_URL[_SQS]`, credentials,
+/// the ECS task role). The SDK owns SQS retries.
+pub async fn connect() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}

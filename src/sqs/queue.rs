@@ -1,0 +1,232 @@
+//! Queue operations with every batch entry's result checked: receive, delete, change visibility,
+//! send. Batch calls take at most 10 entries, as SQS requires.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+
+use crate::message::Received;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqsError {
+    #[error(
+        "SQS {operation} on {queue} failed: {message}. Fix: check the queue URL, AWS_REGION, \
+         AWS_ENDPOINT_URL and that the credentials may call {operation}"
+    )]
+    Call {
+        operation: &'static str,
+        queue: String,
+        message: String,
+    },
+}
+
+/// One entry of a batch call that SQS refused.
+#[derive(Clone, Debug)]
+pub struct EntryFailure {
+    pub index: usize,
+    pub code: String,
+    pub sender_fault: bool,
+}
+
+impl EntryFailure {
+    /// A receipt handle SQS no longer honours: the message was redelivered or already deleted.
+    pub fn is_stale_receipt(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ReceiptHandleIsInvalid"
+                | "InvalidParameterValue"
+                | "AWS.SimpleQueueService.ReceiptHandleIsInvalid"
+        ) || self.code.contains("ReceiptHandle")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Queue {
+    client: Client,
+    url: String,
+}
+
+fn failures(failed: Vec<BatchResultErrorEntry>) -> Vec<EntryFailure> {
+    failed
+        .into_iter()
+        .filter_map(|entry| {
+            Some(EntryFailure {
+                index: entry.id.parse().ok()?,
+                code: entry.code,
+                sender_fault: entry.sender_fault,
+            })
+        })
+        .collect()
+}
+
+impl Queue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.url.ends_with(".fifo")
+    }
+
+    fn fail<E: std::error::Error + 'static>(&self, operation: &'static str, error: E) -> SqsError {
+        SqsError::Call {
+            operation,
+            queue: self.url.clone(),
+            message: DisplayErrorContext(error).to_string(),
+        }
+    }
+
+    /// One long poll: up to `max` messages, with the attributes the worker and the DLQ need.
+    pub async fn receive(
+        &self,
+        max: i32,
+        wait_s: i32,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Received>, SqsError> {
+        let mut request = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_s)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_attribute_names("All");
+        if let Some(visibility) = visibility {
+            request = request.visibility_timeout(visibility.as_secs() as i32);
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|e| self.fail("ReceiveMessage", e))?;
+        let now = Instant::now();
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| Received::from_sdk(message, now))
+            .collect())
+    }
+
+    /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.
+    pub async fn delete_batch(&self, receipts: &[&str]) -> Result<Vec<EntryFailure>, SqsError> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(index, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(*receipt)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.fail("DeleteMessageBatch", e))?;
+        let output = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.fail("DeleteMessageBatch", e))?;
+        Ok(failures(output.failed))
+    }
+
+    /// Sets the visibility of up to 10 messages; 0 releases them for redelivery.
+    pub async fn change_visibility_batch(
+        &self,
+        receipts: &[&str],
+        seconds: i32,
+    ) -> Result<Vec<EntryFailure>, SqsError> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(index, receipt)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(*receipt)
+                    .visibility_timeout(seconds)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.fail("ChangeMessageVisibilityBatch", e))?;
+        let output = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.fail("ChangeMessageVisibilityBatch", e))?;
+        Ok(failures(output.failed))
+    }
+
+    /// Sends up to 10 entries whose IDs are their indexes; returns the entries SQS refused.
+    pub async fn send_batch(
+        &self,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<Vec<EntryFailure>, SqsError> {
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.fail("SendMessageBatch", e))?;
+        Ok(failures(output.failed))
+    }
+
+    pub async fn attribute(&self, name: QueueAttributeName) -> Result<Option<String>, SqsError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .map_err(|e| self.fail("GetQueueAttributes", e))?;
+        Ok(output
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&name)))
+    }
+
+    pub async fn visibility_timeout(&self) -> Result<Duration, SqsError> {
+        let seconds = self
+            .attribute(QueueAttributeName::VisibilityTimeout)
+            .await?
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(30);
+        Ok(Duration::from_secs(seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_receipts_are_recognised() {
+        let failure = |code: &str| EntryFailure {
+            index: 0,
+            code: code.into(),
+            sender_fault: true,
+        };
+        assert!(failure("ReceiptHandleIsInvalid").is_stale_receipt());
+        assert!(!failure("InternalError").is_stale_receipt());
+    }
+}

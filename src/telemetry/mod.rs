@@ -1,0 +1,347 @@
+//! Telemetry: each event writes its log line and its metric in one place. Also readiness, the
+//! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server.
+
+pub mod logging;
+pub mod server;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::{debug, error, info, warn};
+
+use crate::api::ApiError;
+use crate::outcome::Reason;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Telemetry {
+    registry: Registry,
+    received: Counter,
+    deleted: Counter,
+    released: Counter,
+    stale_receipts: Counter,
+    dead_lettered: Family<Labels, Counter>,
+    batches: Family<Labels, Counter>,
+    records_per_batch: Histogram,
+    api_requests: Family<Labels, Counter>,
+    retries: Counter,
+    job_polls: Family<Labels, Counter>,
+    latency: Histogram,
+    in_flight: Gauge,
+    buffered: Gauge,
+    visibility_extended: Counter,
+    sqs_ready: AtomicBool,
+    api_ready: AtomicBool,
+    blocked: Mutex<Option<String>>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sbw");
+        let received = Counter::default();
+        let deleted = Counter::default();
+        let released = Counter::default();
+        let stale_receipts = Counter::default();
+        let dead_lettered = Family::<Labels, Counter>::default();
+        let batches = Family::<Labels, Counter>::default();
+        let records_per_batch = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        let api_requests = Family::<Labels, Counter>::default();
+        let retries = Counter::default();
+        let job_polls = Family::<Labels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        let in_flight = Gauge::default();
+        let buffered = Gauge::default();
+        let visibility_extended = Counter::default();
+        registry.register(
+            "messages_received",
+            "Messages received from the source queue",
+            received.clone(),
+        );
+        registry.register(
+            "messages_deleted",
+            "Messages deleted from the source queue",
+            deleted.clone(),
+        );
+        registry.register(
+            "messages_released",
+            "Messages made visible again (visibility 0)",
+            released.clone(),
+        );
+        registry.register(
+            "stale_receipts",
+            "Deletes refused because the receipt handle was stale",
+            stale_receipts.clone(),
+        );
+        registry.register(
+            "dlq_messages",
+            "Messages sent to the DLQ, by reason",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "batches",
+            "Batches flushed, by flush reason",
+            batches.clone(),
+        );
+        registry.register(
+            "batch_records",
+            "Records per flushed batch",
+            records_per_batch.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Records API requests, by route and status",
+            api_requests.clone(),
+        );
+        registry.register("api_retries", "Batch request retries", retries.clone());
+        registry.register(
+            "job_polls",
+            "Job status polls, by outcome",
+            job_polls.clone(),
+        );
+        registry.register(
+            "end_to_end_latency_seconds",
+            "From SQS SentTimestamp to the 202",
+            latency.clone(),
+        );
+        registry.register(
+            "batches_in_flight",
+            "Batches submitted or being polled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "messages_buffered",
+            "Messages waiting in the batcher",
+            buffered.clone(),
+        );
+        registry.register(
+            "visibility_extensions",
+            "Messages whose visibility the heartbeat extended",
+            visibility_extended.clone(),
+        );
+        Self {
+            registry,
+            received,
+            deleted,
+            released,
+            stale_receipts,
+            dead_lettered,
+            batches,
+            records_per_batch,
+            api_requests,
+            retries,
+            job_polls,
+            latency,
+            in_flight,
+            buffered,
+            visibility_extended,
+            sqs_ready: AtomicBool::new(false),
+            api_ready: AtomicBool::new(false),
+            blocked: Mutex::new(None),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    pub fn received(&self, count: usize) {
+        self.received.inc_by(count as u64);
+        debug!(count, "received messages");
+    }
+
+    pub fn deleted(&self, count: usize) {
+        self.deleted.inc_by(count as u64);
+        debug!(count, "deleted messages");
+    }
+
+    pub fn released(&self, count: usize, why: &str) {
+        self.released.inc_by(count as u64);
+        if count > 0 {
+            warn!(
+                count,
+                why, "released messages back to the queue for redelivery"
+            );
+        }
+    }
+
+    pub fn stale_receipt(&self, message_id: &str, code: &str) {
+        self.stale_receipts.inc();
+        warn!(
+            message_id,
+            code, "delete refused: the receipt handle is stale; SQS will redeliver this message"
+        );
+    }
+
+    pub fn delete_failed(&self, message_id: &str, code: &str) {
+        warn!(message_id, code, "delete failed and will be retried");
+    }
+
+    pub fn dead_lettered(&self, message_id: &str, reason: Reason, message: &str) {
+        self.dead_lettered
+            .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+            .inc();
+        info!(
+            message_id,
+            reason = reason.as_str(),
+            detail = message,
+            "sent to the DLQ"
+        );
+    }
+
+    pub fn dlq_send_failed(&self, message_id: &str, problem: &str) {
+        error!(
+            message_id,
+            problem, "could not send to the DLQ; the message stays in the source queue"
+        );
+    }
+
+    pub fn dlq_lost(&self, message_id: &str, problem: &str) {
+        error!(
+            message_id,
+            problem,
+            "could not send an already-deleted message to the DLQ; giving up after retries"
+        );
+    }
+
+    pub fn batch_flushed(&self, reason: &str, records: usize, messages: usize) {
+        self.batches
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+        self.records_per_batch.observe(records as f64);
+        debug!(reason, records, messages, "batch flushed");
+    }
+
+    pub fn api_request(&self, route: &'static str, status: &str) {
+        self.api_requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("status", status.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn api_retry(&self, key: &str, error: &ApiError, delay: Duration) {
+        self.retries.inc();
+        warn!(key, %error, delay_ms = delay.as_millis() as u64, "batch request failed; retrying with the same key");
+    }
+
+    pub fn accepted(
+        &self,
+        job_id: &str,
+        records: usize,
+        replayed: bool,
+        latencies: impl Iterator<Item = Duration>,
+    ) {
+        for latency in latencies {
+            self.latency.observe(latency.as_secs_f64());
+        }
+        info!(job_id, records, replayed, "batch accepted");
+    }
+
+    pub fn job_poll(&self, outcome: &str) {
+        self.job_polls
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    pub fn job_finished(&self, job_id: &str, state: &str, invalid_rows: usize, named: usize) {
+        info!(
+            job_id,
+            state,
+            invalid_rows,
+            named_errors = named,
+            "job finished"
+        );
+    }
+
+    pub fn batch_refused(&self, error: &ApiError, action: &str, records: usize) {
+        warn!(%error, action, records, "batch request refused");
+    }
+
+    pub fn set_in_flight(&self, batches: usize) {
+        self.in_flight.set(batches as i64);
+    }
+
+    pub fn set_buffered(&self, messages: usize) {
+        self.buffered.set(messages as i64);
+    }
+
+    pub fn visibility_extended(&self, count: usize) {
+        self.visibility_extended.inc_by(count as u64);
+        debug!(count, "extended visibility");
+    }
+
+    pub fn sqs_reached(&self) {
+        self.sqs_ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn api_reached(&self) {
+        self.api_ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the worker not ready and says what the operator must fix.
+    pub fn block(&self, problem: String) {
+        error!(problem = problem.as_str(), "worker not ready");
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+    }
+
+    pub fn unblock(&self) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.take().is_some() {
+            info!("the Records API accepts the token again; worker ready");
+        }
+    }
+
+    /// `Ok` when ready, or what is missing.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(problem) = self
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(problem);
+        }
+        match (
+            self.sqs_ready.load(Ordering::Relaxed),
+            self.api_ready.load(Ordering::Relaxed),
+        ) {
+            (true, true) => Ok(()),
+            (false, _) => Err("SQS not reached yet".into()),
+            (_, false) => Err("Records API not reached yet".into()),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            received: self.received.get(),
+            deleted: self.deleted.get(),
+            released: self.released.get(),
+        }
+    }
+}
+
+/// A few totals for the exit summary.
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    pub received: u64,
+    pub deleted: u64,
+    pub released: u64,
+}
