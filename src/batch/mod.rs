@@ -3,6 +3,8 @@
 
 pub mod batcher;
 pub mod key;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 

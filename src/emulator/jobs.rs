@@ -32,14 +32,14 @@ pub async fn run(
     if !pause(processing).await {
         return;
     }
-    let Some(schema) = emu.schemas.get(&input.object) else {
+    let Some(schema) = emu.schema(&input.object) else {
         return;
     };
     let outcomes = input
         .records
         .iter()
         .enumerate()
-        .map(|(index, record)| validate_row(schema, input.match_key.as_deref(), index, record))
+        .map(|(index, record)| validate_row(&schema, input.match_key.as_deref(), index, record))
         .collect();
     emu.finish_job(&id, generation, outcomes);
 }

@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, S
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::envelope::{self, error, error_with, injected, rate_limited, success};
 use super::faults::{Class, Decision, FaultsPatch};
 use super::listener::ConnectionHandle;
-use super::state::{Claim, Emulator, Operation, Record};
+use super::state::{Claim, Emulator, LoggedRequest, Operation, Record};
 use super::validate::validate_row;
 use crate::contract::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_BATCH_RECORDS, MAX_BODY_BYTES, ObjectSchema, codes,
@@ -41,7 +41,9 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/reset", post(reset))
         .route("/stats", get(stats))
         .route("/records/{object}", get(rows))
-        .route("/jobs", get(jobs));
+        .route("/jobs", get(jobs))
+        .route("/requests", get(requests))
+        .route("/schemas", put(set_schemas));
     Router::new()
         .nest("/public/v1", api)
         .nest("/__emu", control)
@@ -60,8 +62,21 @@ async fn count_requests(State(emu): Emu, request: Request, next: Next) -> Respon
         Some(path) => format!("{} {}", request.method(), path.as_str()),
         None => "unmatched".to_owned(),
     };
+    let path = request.uri().path().to_owned();
+    let idempotency_key = request
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let at = time::OffsetDateTime::now_utc();
     let response = next.run(request).await;
-    emu.record_request(route, response.status().as_u16());
+    emu.record_request(LoggedRequest {
+        at,
+        route,
+        path,
+        status: response.status().as_u16(),
+        idempotency_key,
+    });
     response
 }
 
@@ -100,8 +115,8 @@ fn authorize(emu: &Emulator, headers: &HeaderMap) -> Result<Access, Response> {
     }
 }
 
-fn object_schema<'a>(emu: &'a Emulator, object: &str) -> Result<&'a ObjectSchema, Response> {
-    emu.schemas.get(object).ok_or_else(|| {
+fn object_schema(emu: &Emulator, object: &str) -> Result<ObjectSchema, Response> {
+    emu.schema(object).ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,
@@ -290,7 +305,7 @@ async fn write(
         }
     }
     injected_fault(emu, op.class(), conn).await?;
-    let request = parse_write(op, schema, &body)?;
+    let request = parse_write(op, &schema, &body)?;
     let correlation = envelope::correlation_id();
     let (status, data) = match op {
         Operation::UpsertBatch | Operation::AppendBatch => {
@@ -315,7 +330,7 @@ async fn write(
         }
         Operation::Upsert | Operation::Append => {
             let record = &request.records[0];
-            if let Err(row) = validate_row(schema, request.match_key.as_deref(), 0, record) {
+            if let Err(row) = validate_row(&schema, request.match_key.as_deref(), 0, record) {
                 let path = row.path.replacen("records[0]", "record", 1);
                 return Err(error_with(
                     StatusCode::BAD_REQUEST,
@@ -487,6 +502,21 @@ async fn reset(State(emu): Emu) -> Response {
 
 async fn stats(State(emu): Emu) -> Response {
     axum::Json(emu.stats()).into_response()
+}
+
+async fn requests(State(emu): Emu) -> Response {
+    axum::Json(emu.request_log()).into_response()
+}
+
+/// Replaces the live schemas, as a migration on the real API would (tests of the 422 path).
+async fn set_schemas(State(emu): Emu, body: Bytes) -> Response {
+    match super::schema::parse(&body) {
+        Ok(schemas) => {
+            emu.set_schemas(schemas);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(problem) => invalid(problem),
+    }
 }
 
 async fn jobs(State(emu): Emu) -> Response {

@@ -63,11 +63,13 @@ enum SchemaFile {
 pub fn load(path: &Path) -> Result<Schemas, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--schemas {}: cannot read it: {e}", path.display()))?;
-    let file: SchemaFile = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "--schemas {}: not a JSON array of {{name, matchKeys, fields:[{{name, type, required}}]}}: {e}",
-            path.display()
-        )
+    parse(text.as_bytes()).map_err(|e| format!("--schemas {}: {e}", path.display()))
+}
+
+/// Parses schemas from JSON: an array, or `{"objects": [...]}`.
+pub fn parse(json: &[u8]) -> Result<Schemas, String> {
+    let file: SchemaFile = serde_json::from_slice(json).map_err(|e| {
+        format!("not a JSON array of {{name, matchKeys, fields:[{{name, type, required}}]}}: {e}")
     })?;
     let list = match file {
         SchemaFile::List(list) | SchemaFile::Wrapped { objects: list } => list,

@@ -1,8 +1,8 @@
 //! The emulator's in-memory state: rows per object, jobs, the idempotency store, rate-limit buckets,
 //! faults and stats. One std `Mutex` guards it, and no code path holds it across an `.await`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -19,6 +19,7 @@ use super::faults::{Class, Decision, Faults, FaultsPatch};
 use super::ratelimit::Bucket;
 use super::schema::Schemas;
 use super::validate::RowError;
+use crate::contract::ObjectSchema;
 
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -199,11 +200,40 @@ struct Inner {
     stats: Stats,
     generation: u64,
     next_job: u64,
+    log: VecDeque<LoggedRequest>,
+}
+
+/// How many requests `/__emu/requests` remembers.
+const REQUEST_LOG_LEN: usize = 20_000;
+
+/// One request as `/__emu/requests` shows it.
+pub struct LoggedRequest {
+    pub at: OffsetDateTime,
+    pub route: String,
+    pub path: String,
+    pub status: u16,
+    pub idempotency_key: Option<String>,
+}
+
+impl LoggedRequest {
+    fn view(&self) -> Value {
+        json!({
+            "at": now_rfc3339(self.at),
+            "atMs": (self.at.unix_timestamp_nanos() / 1_000_000) as i64,
+            "route": self.route,
+            "path": self.path,
+            "status": self.status,
+            "idempotencyKey": self.idempotency_key,
+        })
+    }
 }
 
 pub struct Emulator {
     pub config: EmulatorConfig,
-    pub schemas: Schemas,
+    /// The start-up schemas, which `/__emu/reset` restores.
+    initial_schemas: Schemas,
+    /// The live schemas: `/__emu/schemas` replaces them, as a migration on the real API would.
+    schemas: RwLock<Schemas>,
     /// Cancelled at shutdown: ends hangs, latency sleeps and job timelines.
     pub shutdown: CancellationToken,
     inner: Mutex<Inner>,
@@ -218,7 +248,8 @@ impl Emulator {
         let inner = Inner::new(&config);
         Self {
             config,
-            schemas,
+            initial_schemas: schemas.clone(),
+            schemas: RwLock::new(schemas),
             shutdown: CancellationToken::new(),
             inner: Mutex::new(inner),
         }
@@ -232,8 +263,13 @@ impl Emulator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn record_request(&self, route: String, status: u16) {
+    pub fn record_request(&self, request: LoggedRequest) {
         let mut inner = self.lock();
+        let (route, status) = (request.route.clone(), request.status);
+        if inner.log.len() == REQUEST_LOG_LEN {
+            inner.log.pop_front();
+        }
+        inner.log.push_back(request);
         *inner
             .stats
             .requests
@@ -410,7 +446,10 @@ impl Emulator {
         if inner.generation != generation {
             return;
         }
-        let failed = {
+        let failed = if inner.faults.job_fail_next > 0 {
+            inner.faults.job_fail_next -= 1;
+            true
+        } else {
             let p = inner.faults.job_fail;
             p > 0.0 && inner.rng.random_bool(p)
         };
@@ -475,6 +514,21 @@ impl Emulator {
         inner.stats.rows_committed += 1;
     }
 
+    /// The live schema of an object.
+    pub fn schema(&self, object: &str) -> Option<ObjectSchema> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.get(object).cloned()
+    }
+
+    pub fn set_schemas(&self, schemas: Schemas) {
+        *self.schemas.write().unwrap_or_else(|p| p.into_inner()) = schemas;
+    }
+
+    /// The most recent requests, oldest first, for tests that check keys and timing.
+    pub fn request_log(&self) -> Vec<Value> {
+        self.lock().log.iter().map(LoggedRequest::view).collect()
+    }
+
     pub fn rows(&self, object: &str) -> Vec<Record> {
         let inner = self.lock();
         inner
@@ -527,6 +581,7 @@ impl Emulator {
 
     /// Back to the start-up configuration: faults as the flags set them, and no jobs, keys or rows.
     pub fn reset(&self) {
+        self.set_schemas(self.initial_schemas.clone());
         let mut inner = self.lock();
         let generation = inner.generation + 1;
         *inner = Inner::new(&self.config);
@@ -547,6 +602,7 @@ impl Inner {
             stats: Stats::default(),
             generation: 0,
             next_job: 0,
+            log: VecDeque::new(),
         }
     }
 }
