@@ -218,15 +218,23 @@ impl Rig {
         }
     }
 
-    /// Sends bodies to the source queue, 10 per SendMessageBatch. FIFO messages get the group
-    /// from `group_of` and a deduplication ID from their index.
-    pub async fn send(&self, bodies: &[String]) {
+    /// Sends bodies to the source queue, 10 per SendMessageBatch, and returns their message IDs
+    /// in the order of `bodies`.
+    pub async fn send(&self, bodies: &[String]) -> Vec<String> {
         self.send_to(&self.queue_url, bodies, |_| "g".to_owned())
-            .await;
+            .await
     }
 
-    pub async fn send_to(&self, url: &str, bodies: &[String], group_of: impl Fn(usize) -> String) {
+    /// Sends to any queue. FIFO messages get the group from `group_of` and a deduplication ID
+    /// from their index.
+    pub async fn send_to(
+        &self,
+        url: &str,
+        bodies: &[String],
+        group_of: impl Fn(usize) -> String,
+    ) -> Vec<String> {
         let run = super::unique("d");
+        let mut ids = vec![String::new(); bodies.len()];
         let mut calls = Vec::new();
         for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
             let mut request = self.sqs.send_message_batch().queue_url(url);
@@ -242,27 +250,14 @@ impl Rig {
                 }
                 request = request.entries(entry.build().expect("id and body are set"));
             }
-            calls.push(request.send());
+            calls.push(async move { (chunk_index * 10, request.send().await) });
             // FIFO order within a group follows the order of the sends: keep them sequential.
             if url.ends_with(".fifo") || calls.len() == 16 {
-                for output in futures::future::join_all(calls.drain(..)).await {
-                    let output = output.expect("SendMessageBatch succeeds");
-                    assert!(
-                        output.failed.is_empty(),
-                        "send failures: {:?}",
-                        output.failed
-                    );
-                }
+                record_ids(futures::future::join_all(calls.drain(..)).await, &mut ids);
             }
         }
-        for output in futures::future::join_all(calls).await {
-            let output = output.expect("SendMessageBatch succeeds");
-            assert!(
-                output.failed.is_empty(),
-                "send failures: {:?}",
-                output.failed
-            );
-        }
+        record_ids(futures::future::join_all(calls).await, &mut ids);
+        ids
     }
 
     /// (visible, in flight) on a queue.
@@ -427,6 +422,26 @@ impl Rig {
             .await
             .expect("JSON");
         value["data"].clone()
+    }
+}
+
+type SendResult = Result<
+    aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
+    aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>,
+>;
+
+fn record_ids(outputs: Vec<(usize, SendResult)>, ids: &mut [String]) {
+    for (offset, output) in outputs {
+        let output = output.expect("SendMessageBatch succeeds");
+        assert!(
+            output.failed.is_empty(),
+            "send failures: {:?}",
+            output.failed
+        );
+        for entry in output.successful {
+            let index: usize = entry.id.parse().expect("our entry IDs are indexes");
+            ids[offset + index] = entry.message_id;
+        }
     }
 }
 
