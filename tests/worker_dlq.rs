@@ -309,3 +309,26 @@ async fn fifo_dlq_entries_keep_the_group_id() {
     assert_eq!(dlq[&ids[0]].body, bodies[0]);
     let _: Value = rig.stats().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_md5_does_not_match_goes_to_the_dlq_as_md5_mismatch() {
+    let rig = Rig::new().await;
+    let proxy = common::tamper::start("CORRUPTED-IN-TRANSIT").await;
+    let bodies = vec![
+        r#"{"email":"md5@example.com","first_name":"CORRUPTED-IN-TRANSIT"}"#.to_owned(),
+        profile(1),
+    ];
+    let ids = rig.send(&bodies).await;
+    let settings = rig.settings(&[("--batch-max-wait", "500ms")]);
+    let worker = rig
+        .start_with_client(settings, common::sqs_via(&proxy).await)
+        .await;
+    let dlq = finish(&rig, worker).await;
+
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_common(&dlq[0], &rig, &ids[0], "md5_mismatch");
+    assert_eq!(dlq[0].body, bodies[0]);
+    let rows = rig.rows("profiles").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["email"], "user1@example.com");
+}

@@ -9,6 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
 pub mod rig;
+pub mod tamper;
 
 pub fn localstack_url() -> String {
     std::env::var("LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
@@ -16,6 +17,12 @@ pub fn localstack_url() -> String {
 
 /// An SQS client for LocalStack. Panics with the fix when LocalStack does not answer.
 pub async fn sqs() -> Client {
+    let url = localstack_url();
+    sqs_via(&url).await
+}
+
+/// An SQS client that sends its calls to `endpoint` (LocalStack, or a proxy in front of it).
+pub async fn sqs_via(endpoint: &str) -> Client {
     let url = localstack_url();
     let health = format!("{url}/_localstack/health");
     let reachable = reqwest::Client::new()
@@ -33,7 +40,7 @@ pub async fn sqs() -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(url)
+        .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .build();
     Client::from_conf(config)

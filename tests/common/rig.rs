@@ -187,9 +187,13 @@ impl Rig {
     }
 
     pub async fn start_settings(&self, settings: Settings) -> Worker {
+        self.start_with_client(settings, self.sqs.clone()).await
+    }
+
+    /// Starts the worker with its own SQS client (e.g. one that goes through a proxy).
+    pub async fn start_with_client(&self, settings: Settings, client: Client) -> Worker {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (started_tx, started_rx) = oneshot::channel();
-        let client = self.sqs.clone();
         let task = tokio::spawn(async move {
             sqs_batch_worker::run::run_with(
                 settings,
