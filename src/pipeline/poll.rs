@@ -16,6 +16,11 @@ use crate::sqs::Holdings;
 
 pub const WAIT_TIME_S: i32 = 20;
 
+/// How long a receive already under way may still finish after shutdown begins. Dropping it at
+/// once would leave whatever SQS was handing out invisible until its visibility ends; a receive
+/// that has messages answers in milliseconds, and one that has none loses nothing when dropped.
+pub const RECEIVE_GRACE: Duration = Duration::from_secs(2);
+
 pub struct Poller {
     pub pipeline: Arc<Pipeline>,
     pub holdings: Arc<Holdings>,
@@ -38,9 +43,18 @@ impl Poller {
                 },
                 _ = stop.cancelled() => break,
             };
+            let receive = source.receive(self.per_receive as i32, WAIT_TIME_S, visibility);
+            tokio::pin!(receive);
+            let mut stopping = false;
             let received = tokio::select! {
-                received = source.receive(self.per_receive as i32, WAIT_TIME_S, visibility) => received,
-                _ = stop.cancelled() => break,
+                received = &mut receive => received,
+                _ = stop.cancelled() => {
+                    stopping = true;
+                    match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+                        Ok(received) => received,
+                        Err(_) => break,
+                    }
+                }
             };
             let messages = match received {
                 Ok(messages) => {
@@ -59,7 +73,11 @@ impl Poller {
             };
             self.pipeline.telemetry.sqs_reached();
             self.pipeline.telemetry.received(messages.len());
+            // Even while stopping: the batcher flushes these with the rest of the buffer.
             self.accept(messages, capacity).await;
+            if stopping || stop.is_cancelled() {
+                break;
+            }
         }
     }
 
