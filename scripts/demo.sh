@@ -37,8 +37,33 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 elapsed=$(python3 -c "import time; print(round(time.time() - $started, 1))")
-echo "== summary (${elapsed}s) =="
-curl -s 127.0.0.1:18080/__emu/stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print("rows committed:", s["rows_committed"], " batch calls:", s["batches"])'
-curl -s 127.0.0.1:19090/metrics | grep -E '^sbw_(dlq_messages_total|messages_received_total|messages_deleted_total|api_requests_total)'
+peak_rss_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$worker/status" 2>/dev/null || echo 0)
+curl -s 127.0.0.1:18080/__emu/stats >"$work/stats.json"
+curl -s 127.0.0.1:19090/metrics >"$work/metrics.txt"
+python3 - "$work/stats.json" "$work/metrics.txt" "$N" "$elapsed" "$peak_rss_kb" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+n, elapsed, rss_kb = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5] or 0)
+metrics = {}
+for line in open(sys.argv[2]):
+    if line.startswith("#") or not line.strip():
+        continue
+    name, value = line.rsplit(" ", 1)
+    metrics[name] = float(value)
+def total(prefix):
+    return int(sum(v for k, v in metrics.items() if k.startswith(prefix)))
+calls = stats["batches"]
+requests = sum(sum(by_status.values()) for by_status in stats["requests"].values())
+print(f"== summary: {n} messages in {elapsed} s ==")
+print(f"  received {total('sbw_messages_received_total')}, deleted {total('sbw_messages_deleted_total')}")
+print(f"  rows committed: {stats['rows_committed']} (user i and i+5000 share an email, so rows coalesce)")
+print(f"  batch API calls: {calls} ({n / max(calls, 1):.0f} messages per call); all API requests incl. job polls: {requests}")
+print("  DLQ entries by reason:")
+for name, value in sorted(metrics.items()):
+    if name.startswith("sbw_dlq_messages_total"):
+        reason = name.split('reason="')[1].split('"')[0]
+        print(f"    {reason:<20} {int(value)}")
+print(f"  worker peak RSS: {rss_kb / 1024:.1f} MiB")
+PY
 kill -TERM $worker; wait $worker && echo "worker stopped cleanly (exit 0)"
 kill $emu

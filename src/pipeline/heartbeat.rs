@@ -31,6 +31,7 @@ pub async fn run(
         let due = holdings.due_for_extension(Instant::now());
         for group in due.chunks(10) {
             let receipts: Vec<&str> = group.iter().map(|(_, receipt)| receipt.as_str()).collect();
+            let sent_at = Instant::now();
             match source.change_visibility_batch(&receipts, seconds).await {
                 Ok(failed) => {
                     for failure in &failed {
@@ -40,6 +41,12 @@ pub async fn run(
                             "visibility not extended (deleted meanwhile?)"
                         );
                     }
+                    let extended = group
+                        .iter()
+                        .enumerate()
+                        .filter(|(index, _)| !failed.iter().any(|f| f.index == *index))
+                        .map(|(_, (id, _))| id.as_str());
+                    holdings.renewed(extended, sent_at);
                     telemetry.visibility_extended(group.len() - failed.len());
                 }
                 Err(error) => {

@@ -64,17 +64,25 @@ impl Holdings {
         self.len() == 0
     }
 
-    /// Messages held for at least half their visibility since the last renewal, marked renewed.
+    /// Messages held for at least half their visibility since the last renewal. They stay due
+    /// until `renewed` says SQS took the extension, so a failed call is retried on the next tick.
     pub fn due_for_extension(&self, now: Instant) -> Vec<(String, String)> {
         let half = self.visibility / 2;
-        let mut held = self.lock();
-        held.iter_mut()
+        self.lock()
+            .iter()
             .filter(|(_, h)| now.saturating_duration_since(h.renewed_at) >= half)
-            .map(|(id, h)| {
-                h.renewed_at = now;
-                (id.clone(), h.receipt.clone())
-            })
+            .map(|(id, h)| (id.clone(), h.receipt.clone()))
             .collect()
+    }
+
+    /// SQS extended these messages' visibility with a call sent at `sent_at`.
+    pub fn renewed<'a>(&self, ids: impl IntoIterator<Item = &'a str>, sent_at: Instant) {
+        let mut held = self.lock();
+        for id in ids {
+            if let Some(h) = held.get_mut(id) {
+                h.renewed_at = sent_at;
+            }
+        }
     }
 
     /// Every message still held, as (id, receipt handle).
@@ -107,6 +115,14 @@ mod tests {
                 .len(),
             1
         );
+        // Not renewed yet (the call failed): still due.
+        assert_eq!(
+            holdings
+                .due_for_extension(t0 + Duration::from_secs(5))
+                .len(),
+            1
+        );
+        holdings.renewed(["m1"], t0 + Duration::from_secs(5));
         assert!(
             holdings
                 .due_for_extension(t0 + Duration::from_secs(6))
