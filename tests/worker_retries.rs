@@ -255,12 +255,14 @@ async fn a_spent_retry_budget_releases_the_messages_and_never_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_5xx_429_409_resets_and_commit_then_500_loses_nothing() {
-    let mut options = RigOptions::default();
-    options.emulator = EmulatorConfig {
-        seed: 7,
-        ..EmulatorConfig::for_tests(common::rig::TOKEN)
-    };
-    let rig = Rig::with(options).await;
+    let rig = Rig::with(RigOptions {
+        emulator: EmulatorConfig {
+            seed: 7,
+            ..EmulatorConfig::for_tests(common::rig::TOKEN)
+        },
+        ..RigOptions::default()
+    })
+    .await;
     let bodies: Vec<String> = (0..2_000).map(profile).collect();
     rig.send(&bodies).await;
     rig.faults(json!({
