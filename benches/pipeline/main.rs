@@ -1,0 +1,313 @@
+//! The pipeline benchmark: the worker against the ceiling of the queue and against the two
+//! consumer shapes it replaces, on the same LocalStack queue setup and the same messages, plus a
+//! fixed window under the Drip limit (100 requests a minute) and an optional batch-size sweep.
+//!
+//! `cargo bench --bench pipeline -- [--messages 100000] [--pollers 4] [--window 60] [--sweep]
+//! [--sweep-messages 20000]`. Prints a table, then one `pipeline: ...` summary line.
+
+mod chart;
+mod raw;
+mod report;
+mod setup;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raw::{Mode, Until};
+use report::{Row, Summary, percentile};
+use serde_json::{Value, json};
+use setup::Queues;
+use sqs_batch_worker::emulator::RunningEmulator;
+
+struct Args {
+    messages: usize,
+    pollers: usize,
+    window: Duration,
+    sweep: bool,
+    sweep_messages: usize,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let messages = value("--messages").unwrap_or(100_000);
+    Args {
+        messages,
+        pollers: value("--pollers").unwrap_or(4),
+        window: Duration::from_secs(value("--window").unwrap_or(60) as u64),
+        sweep: argv.iter().any(|a| a == "--sweep"),
+        sweep_messages: value("--sweep-messages").unwrap_or(messages.min(20_000)),
+    }
+}
+
+/// The emulator's control endpoints.
+struct Control {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Control {
+    async fn post(&self, path: &str, body: Value) {
+        let response = self
+            .http
+            .post(format!("{}/__emu/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+    }
+
+    /// Back to a clean emulator; `per_s` sets the write limit (both classes).
+    async fn reset(&self, per_s: Option<f64>) {
+        self.post("reset", json!({})).await;
+        if let Some(rate) = per_s {
+            self.post("faults", json!({"rate_limit_per_s": rate})).await;
+        }
+    }
+
+    /// (write requests, records accepted) so far.
+    async fn writes(&self) -> (u64, u64) {
+        let stats: Value = self
+            .http
+            .get(format!("{}/__emu/stats", self.base))
+            .send()
+            .await
+            .expect("the emulator answers")
+            .json()
+            .await
+            .expect("stats JSON");
+        let calls = stats["requests"]
+            .as_object()
+            .map(|routes| {
+                routes
+                    .iter()
+                    .filter(|(route, _)| route.starts_with("POST /public/v1/records/"))
+                    .flat_map(|(_, by_status)| by_status.as_object().into_iter().flatten())
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let records = stats["records_accepted"].as_u64().unwrap_or(0)
+            + stats["single_writes"].as_u64().unwrap_or(0);
+        (calls, records)
+    }
+}
+
+struct Bench {
+    args: Args,
+    sqs: aws_sdk_sqs::Client,
+    emulator: RunningEmulator,
+    control: Control,
+    out: PathBuf,
+}
+
+impl Bench {
+    async fn queue(&self, label: &str, messages: usize) -> Queues {
+        let queues = Queues::create(&self.sqs, label).await;
+        let started = std::time::Instant::now();
+        setup::fill(&self.sqs, &queues.source, messages).await;
+        eprintln!(
+            "pipeline: {label}: {messages} messages enqueued in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        queues
+    }
+
+    async fn raw(&self, name: &str, mode: Mode, messages: usize, limit: Option<f64>) -> Row {
+        let queues = self.queue(name, messages).await;
+        self.control.reset(limit).await;
+        let until = match limit {
+            Some(_) => Until::Window(self.args.window),
+            None => Until::Count(messages),
+        };
+        let mut outcome = raw::run(
+            &self.sqs,
+            &queues.source,
+            &self.emulator.api_url(),
+            mode,
+            self.args.pollers,
+            until,
+        )
+        .await;
+        let (write_calls, records_accepted) = self.control.writes().await;
+        queues.delete().await;
+        let row = Row {
+            name: name.to_owned(),
+            messages: outcome.messages,
+            seconds: outcome.seconds,
+            write_calls,
+            records_accepted,
+            p50_ms: percentile(&mut outcome.latencies_ms, 50.0),
+            p99_ms: percentile(&mut outcome.latencies_ms, 99.0),
+            cpu_s: None,
+            peak_rss_mb: None,
+        };
+        eprintln!("pipeline: {name}: {:.0} msgs/s", row.msgs_per_s());
+        row
+    }
+
+    async fn worker(&self, name: &str, flags: &[&str], messages: usize, limit: Option<f64>) -> Row {
+        let queues = self.queue(name, messages).await;
+        self.control.reset(limit).await;
+        let until = match limit {
+            Some(_) => Until::Window(self.args.window),
+            None => Until::Count(messages),
+        };
+        let log = self.out.join(format!("{}.log", name.replace([' ', ','], "_")));
+        let outcome = worker::run(
+            &queues,
+            &self.emulator.api_url(),
+            flags,
+            until,
+            &log.display().to_string(),
+        )
+        .await;
+        let (write_calls, records_accepted) = self.control.writes().await;
+        queues.delete().await;
+        let row = Row {
+            name: name.to_owned(),
+            messages: outcome.messages,
+            seconds: outcome.seconds,
+            write_calls,
+            records_accepted,
+            p50_ms: outcome.p50_ms,
+            p99_ms: outcome.p99_ms,
+            cpu_s: Some(outcome.cpu_s),
+            peak_rss_mb: Some(outcome.peak_rss_mb),
+        };
+        eprintln!("pipeline: {name}: {:.0} msgs/s", row.msgs_per_s());
+        row
+    }
+}
+
+fn per_min(row: &Row) -> f64 {
+    row.messages as f64 * 60.0 / row.seconds.max(1e-9)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    setup::ensure_localstack().await;
+    let emulator = setup::emulator().await;
+    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
+    std::fs::create_dir_all(&out).expect("create target/bench");
+    let bench = Bench {
+        sqs: setup::sqs(),
+        control: Control {
+            http: reqwest::Client::new(),
+            base: emulator.base_url(),
+        },
+        emulator,
+        out,
+        args,
+    };
+    let n = bench.args.messages;
+    eprintln!(
+        "pipeline: {n} messages of {} bytes, {} pollers, {} s rate-limited window",
+        setup::body(0).len(),
+        bench.args.pollers,
+        bench.args.window.as_secs()
+    );
+
+    let ceiling = bench.raw("ceiling (receive+delete)", Mode::Ceiling, n, None).await;
+    let worker = bench.worker("worker (defaults)", &[], n, None).await;
+    let big = bench
+        .worker(
+            "worker (--batch-max-records 10000)",
+            &["--batch-max-records", "10000"],
+            n,
+            None,
+        )
+        .await;
+    let per_message = bench.raw("baseline: per message", Mode::PerMessage, n, None).await;
+    let per_receive = bench.raw("baseline: per receive", Mode::PerReceive, n, None).await;
+
+    // The Drip limit: 100 write requests a minute, per class.
+    let drip = Some(100.0 / 60.0);
+    let rl_worker = bench
+        .worker("rate-limited: worker", &["--rate-limit", "100/min"], n, drip)
+        .await;
+    let baseline_fill = n.min(20_000);
+    let rl_per_message = bench
+        .raw("rate-limited: per message", Mode::PerMessage, baseline_fill, drip)
+        .await;
+    let rl_per_receive = bench
+        .raw("rate-limited: per receive", Mode::PerReceive, baseline_fill, drip)
+        .await;
+
+    let rows = [
+        ceiling,
+        worker,
+        big,
+        per_message,
+        per_receive,
+        rl_worker,
+        rl_per_message,
+        rl_per_receive,
+    ];
+    if bench.args.sweep {
+        sweep(&bench).await;
+    }
+    report::print_table(&rows);
+    let (ceiling, worker, _, per_message, per_receive, rl_worker, rl_pm, rl_pr) = (
+        &rows[0], &rows[1], &rows[2], &rows[3], &rows[4], &rows[5], &rows[6], &rows[7],
+    );
+    if rl_worker.messages >= n {
+        println!(
+            "note: the rate-limited worker drained all {n} queued messages before the window closed; \
+             its per-minute figure is capped by the queue, not by the API"
+        );
+    }
+    let summary = Summary {
+        ceiling,
+        worker,
+        per_message,
+        per_receive,
+        ratelimited_worker_per_min: per_min(rl_worker),
+        ratelimited_per_message_per_min: per_min(rl_pm),
+        ratelimited_per_receive_per_min: per_min(rl_pr),
+    };
+    println!("{}", summary.line());
+    let _ = bench.emulator.stop().await;
+}
+
+async fn sweep(bench: &Bench) {
+    let n = bench.args.sweep_messages;
+    let mut points = Vec::new();
+    println!("\nbatch-size sweep ({n} messages each)");
+    println!("{:>10} {:>10} {:>9} {:>10}", "records", "msgs/s", "p99 ms", "calls/10k");
+    for size in [10, 30, 100, 300, 1_000, 3_000, 10_000] {
+        let size_text = size.to_string();
+        let row = bench
+            .worker(
+                &format!("sweep {size}"),
+                &["--batch-max-records", &size_text, "--batch-max-wait", "1s"],
+                n,
+                None,
+            )
+            .await;
+        println!(
+            "{size:>10} {:>10.0} {:>9.0} {:>10.1}",
+            row.msgs_per_s(),
+            row.p99_ms,
+            row.calls_per_10k()
+        );
+        points.push(chart::Point {
+            batch_records: size,
+            msgs_per_s: row.msgs_per_s(),
+            p99_ms: row.p99_ms,
+        });
+    }
+    let path = bench.out.join("batch-size-sweep.svg");
+    match chart::draw(&points, &path) {
+        Ok(()) => println!("sweep chart: {}", path.display()),
+        Err(problem) => eprintln!("pipeline: the sweep chart failed: {problem}"),
+    }
+}

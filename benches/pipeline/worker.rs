@@ -1,0 +1,177 @@
+//! The worker, run as the real release binary against the bench's queue and emulator, watched
+//! through its own `/metrics`, with its CPU time and peak RSS read from `/proc`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::raw::Until;
+use crate::setup::{LOCALSTACK, Queues, TOKEN};
+
+pub struct WorkerOutcome {
+    pub messages: usize,
+    pub seconds: f64,
+    pub cpu_s: f64,
+    pub peak_rss_mb: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn spawn(queues: &Queues, api_url: &str, listen: &str, extra: &[&str], log: &str) -> Child {
+    let log = std::fs::File::create(log).expect("create the worker log");
+    Command::new(env!("CARGO_BIN_EXE_sqs-batch-worker"))
+        .arg("run")
+        .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
+        .args(["--api-url", api_url, "--object", "profiles"])
+        .args(["--listen", listen, "--log-format", "json"])
+        .args(extra)
+        .env("RECORDS_API_TOKEN", TOKEN)
+        .env("AWS_ENDPOINT_URL", LOCALSTACK)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary (cargo bench builds it)")
+}
+
+/// A counter's value in Prometheus text (summed over labels).
+pub fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A quantile of a Prometheus histogram, interpolated linearly inside its bucket.
+pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> f64 {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    let rank = q * total;
+    let mut previous = (0.0, 0.0);
+    for &(le, cumulative) in &buckets {
+        if cumulative >= rank && cumulative > 0.0 {
+            if le.is_infinite() {
+                return previous.0;
+            }
+            let within = (rank - previous.1) / (cumulative - previous.1).max(1.0);
+            return previous.0 + (le - previous.0) * within.clamp(0.0, 1.0);
+        }
+        previous = (le, cumulative);
+    }
+    previous.0
+}
+
+/// (CPU seconds, peak RSS in MiB) of a live process.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    let cpu = (field(11) + field(12)) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kb / 1024.0)
+}
+
+async fn metrics(http: &reqwest::Client, listen: &str) -> Option<String> {
+    http.get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// Runs the worker until `until`: `Count(n)` waits for n deletes, a deadline cuts the window.
+pub async fn run(
+    queues: &Queues,
+    api_url: &str,
+    extra: &[&str],
+    until: Until,
+    log: &str,
+) -> WorkerOutcome {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn(queues, api_url, &listen, extra, log);
+    let pid = child.id().expect("the worker runs");
+    let http = reqwest::Client::new();
+    let mut first_receive = None;
+    let started = Instant::now();
+    let text = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the worker exited early ({status}); see {log}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the worker did not finish in 30 min; see {log}"
+        );
+        let Some(text) = metrics(&http, &listen).await else {
+            continue;
+        };
+        let received = counter(&text, "sbw_messages_received_total");
+        if received > 0.0 && first_receive.is_none() {
+            first_receive = Some(Instant::now());
+        }
+        let finished = match until {
+            Until::Count(n) => counter(&text, "sbw_messages_deleted_total") >= n as f64,
+            Until::Window(window) => first_receive.is_some_and(|t| t.elapsed() >= window),
+        };
+        if finished {
+            break text;
+        }
+    };
+    let end = Instant::now();
+    let (cpu_s, peak_rss_mb) = proc_usage(pid);
+    let deleted = counter(&text, "sbw_messages_deleted_total") as usize;
+    let latency = "sbw_end_to_end_latency_seconds";
+    let outcome = WorkerOutcome {
+        messages: deleted,
+        seconds: (end - first_receive.unwrap_or(started)).as_secs_f64(),
+        cpu_s,
+        peak_rss_mb,
+        p50_ms: histogram_quantile(&text, latency, 0.5) * 1000.0,
+        p99_ms: histogram_quantile(&text, latency, 0.99) * 1000.0,
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = tokio::time::timeout(Duration::from_secs(40), child.wait()).await;
+    outcome
+}
