@@ -87,17 +87,19 @@ fn messages(n: usize, emails: usize) -> Vec<Arc<Received>> {
 fn benches(c: &mut Criterion) {
     let decoder = decoder();
     let one = messages(1, 1).remove(0);
-    c.bench_function("decode+validate one 300-byte message (md5, parse, schema)", |b| {
-        b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref()))
-    });
+    c.bench_function(
+        "decode+validate one 300-byte message (md5, parse, schema)",
+        |b| b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref())),
+    );
     let distinct = messages(1_000, 1_000);
     c.bench_function("batch 1,000 distinct records and encode the body", |b| {
         b.iter(|| batch_of(&decoder, black_box(&distinct)))
     });
     let repeated = messages(1_000, 50);
-    c.bench_function("coalesce 1,000 records onto 50 match keys and encode", |b| {
-        b.iter(|| batch_of(&decoder, black_box(&repeated)))
-    });
+    c.bench_function(
+        "coalesce 1,000 records onto 50 match keys and encode",
+        |b| b.iter(|| batch_of(&decoder, black_box(&repeated))),
+    );
 }
 
 criterion_group!(hot_paths, benches);

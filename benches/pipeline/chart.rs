@@ -17,7 +17,9 @@ pub fn draw(points: &[Point], path: &std::path::Path) -> Result<(), String> {
         &left,
         "throughput (messages/s)",
         xs.clone(),
-        points.iter().map(|p| (p.batch_records as f64, p.msgs_per_s)),
+        points
+            .iter()
+            .map(|p| (p.batch_records as f64, p.msgs_per_s)),
         &BLUE,
     )?;
     panel(

@@ -61,7 +61,11 @@ impl Control {
             .send()
             .await
             .expect("the emulator answers");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
     }
 
     /// Back to a clean emulator; `per_s` sets the write limit (both classes).
@@ -160,7 +164,9 @@ impl Bench {
             Some(_) => Until::Window(self.args.window),
             None => Until::Count(messages),
         };
-        let log = self.out.join(format!("{}.log", name.replace([' ', ','], "_")));
+        let log = self
+            .out
+            .join(format!("{}.log", name.replace([' ', ','], "_")));
         let outcome = worker::run(
             &queues,
             &self.emulator.api_url(),
@@ -216,7 +222,9 @@ async fn main() {
         bench.args.window.as_secs()
     );
 
-    let ceiling = bench.raw("ceiling (receive+delete)", Mode::Ceiling, n, None).await;
+    let ceiling = bench
+        .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
+        .await;
     let worker = bench.worker("worker (defaults)", &[], n, None).await;
     let big = bench
         .worker(
@@ -226,20 +234,39 @@ async fn main() {
             None,
         )
         .await;
-    let per_message = bench.raw("baseline: per message", Mode::PerMessage, n, None).await;
-    let per_receive = bench.raw("baseline: per receive", Mode::PerReceive, n, None).await;
+    let per_message = bench
+        .raw("baseline: per message", Mode::PerMessage, n, None)
+        .await;
+    let per_receive = bench
+        .raw("baseline: per receive", Mode::PerReceive, n, None)
+        .await;
 
     // The Drip limit: 100 write requests a minute, per class.
     let drip = Some(100.0 / 60.0);
     let rl_worker = bench
-        .worker("rate-limited: worker", &["--rate-limit", "100/min"], n, drip)
+        .worker(
+            "rate-limited: worker",
+            &["--rate-limit", "100/min"],
+            n,
+            drip,
+        )
         .await;
     let baseline_fill = n.min(20_000);
     let rl_per_message = bench
-        .raw("rate-limited: per message", Mode::PerMessage, baseline_fill, drip)
+        .raw(
+            "rate-limited: per message",
+            Mode::PerMessage,
+            baseline_fill,
+            drip,
+        )
         .await;
     let rl_per_receive = bench
-        .raw("rate-limited: per receive", Mode::PerReceive, baseline_fill, drip)
+        .raw(
+            "rate-limited: per receive",
+            Mode::PerReceive,
+            baseline_fill,
+            drip,
+        )
         .await;
 
     let rows = [
@@ -282,7 +309,10 @@ async fn sweep(bench: &Bench) {
     let n = bench.args.sweep_messages;
     let mut points = Vec::new();
     println!("\nbatch-size sweep ({n} messages each)");
-    println!("{:>10} {:>10} {:>9} {:>10}", "records", "msgs/s", "p99 ms", "calls/10k");
+    println!(
+        "{:>10} {:>10} {:>9} {:>10}",
+        "records", "msgs/s", "p99 ms", "calls/10k"
+    );
     for size in [10, 30, 100, 300, 1_000, 3_000, 10_000] {
         let size_text = size.to_string();
         let row = bench

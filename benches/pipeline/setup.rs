@@ -71,6 +71,11 @@ pub struct Queues {
 impl Queues {
     pub async fn create(sqs: &Client, label: &str) -> Self {
         let stamp = uuid::Uuid::new_v4().simple().to_string();
+        let label: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
         let name = format!("bench-{label}-{}", &stamp[..8]);
         let create = |name: String| async move {
             sqs.create_queue()
@@ -129,7 +134,11 @@ pub async fn fill(sqs: &Client, url: &str, n: usize) {
                     );
                 }
                 let output = request.send().await.expect("SendMessageBatch");
-                assert!(output.failed.is_empty(), "fill failures: {:?}", output.failed);
+                assert!(
+                    output.failed.is_empty(),
+                    "fill failures: {:?}",
+                    output.failed
+                );
             }
         })
         .buffer_unordered(32)

@@ -98,7 +98,12 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
     let cpu = (field(11) + field(12)) / ticks;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

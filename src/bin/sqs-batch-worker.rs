@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sqs_batch_worker::cli::{enqueue, healthcheck};
+use sqs_batch_worker::cli::{check, enqueue, healthcheck, redrive};
 use sqs_batch_worker::config::Settings;
 use sqs_batch_worker::config::cli::{Cli, Command};
 use sqs_batch_worker::telemetry::logging;
@@ -44,6 +44,52 @@ async fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("enqueue: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check(args) => {
+            let settings = match Settings::resolve(args) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("check: configuration error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let client = sqs_batch_worker::sqs::connect().await;
+            let report = check::check(&settings, client).await;
+            for line in &report.lines {
+                println!("check: {line}");
+            }
+            for warning in &report.warnings {
+                println!("check: WARNING: {warning}");
+            }
+            for problem in &report.problems {
+                println!("check: PROBLEM: {problem}");
+            }
+            println!(
+                "check: {} problem(s), {} warning(s)",
+                report.problems.len(),
+                report.warnings.len()
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Redrive(args) => {
+            let client = sqs_batch_worker::sqs::connect().await;
+            match redrive::redrive(&args, client).await {
+                Ok(done) => {
+                    eprintln!(
+                        "redrive: moved {} messages from {} to {}; {} left in the DLQ (other reasons)",
+                        done.moved, args.from, args.to, done.skipped
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("redrive: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -27,6 +27,10 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Exit 0 when the local /healthz answers (the container health check; the image has no curl).
     Healthcheck(HealthcheckArgs),
+    /// Validate the `run` settings, reach both queues and the API's metadata; non-zero on a problem.
+    Check(RunArgs),
+    /// Move DLQ messages back to a queue after a fix: send, then delete, entry by entry.
+    Redrive(RedriveArgs),
 }
 
 #[derive(Clone, Debug, Default, Args)]
@@ -116,6 +120,22 @@ pub struct EnqueueArgs {
     /// MessageGroupId for a FIFO queue; `field:NAME` takes it from each line's JSON field.
     #[arg(long)]
     pub group_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// The DLQ to take messages from.
+    #[arg(long)]
+    pub from: String,
+    /// The queue to put them back on (usually the source queue).
+    #[arg(long)]
+    pub to: String,
+    /// Only messages with this `dlq-reason` (e.g. invalid_row); others stay in the DLQ.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Move at most this many.
+    #[arg(long)]
+    pub max: Option<usize>,
 }
 
 #[derive(Debug, Args)]

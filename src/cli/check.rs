@@ -1,0 +1,199 @@
+//! `sqs-batch-worker check`: with the same settings as `run`, reaches both queues and the API's
+//! metadata endpoint, prints what it found, and returns the problems that would stop the worker
+//! from working safely (the caller exits non-zero on any).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::api::RecordsApi;
+use crate::config::{AckOn, Operation, Settings};
+use crate::sqs::Queue;
+use crate::telemetry::Telemetry;
+
+/// SQS's limit on in-flight messages per standard queue (20,000 for FIFO).
+const STANDARD_IN_FLIGHT_LIMIT: usize = 120_000;
+const FIFO_IN_FLIGHT_LIMIT: usize = 20_000;
+/// Below this, a heartbeat cannot reliably renew a message before its visibility ends.
+const MIN_VISIBILITY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub warnings: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    fn found(&mut self, line: String) {
+        self.lines.push(line);
+    }
+}
+
+/// The longest a message can be held with no heartbeat: the batch wait, every submit attempt
+/// at its timeout, and (in `completed` mode) the job.
+pub fn worst_case_hold(settings: &Settings) -> Duration {
+    let submit = settings.request_timeout * settings.retry_attempts as u32;
+    let job = match settings.ack_on {
+        AckOn::Completed => settings.job_timeout,
+        AckOn::Accepted => Duration::ZERO,
+    };
+    settings.batch_max_wait + submit + job
+}
+
+async fn check_source(settings: &Settings, source: &Queue, report: &mut Report) {
+    let attributes = [
+        QueueAttributeName::VisibilityTimeout,
+        QueueAttributeName::RedrivePolicy,
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ];
+    let mut found = Vec::new();
+    for name in attributes {
+        match source.attribute(name.clone()).await {
+            Ok(value) => found.push(value),
+            Err(error) => {
+                report.problems.push(format!(
+                    "--queue-url (env SQS_QUEUE_URL): {error}. Fix: check the URL, the region and sqs:GetQueueAttributes"
+                ));
+                return;
+            }
+        }
+    }
+    let queue_visibility = found[0]
+        .as_deref()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+    let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
+    report.found(format!(
+        "source queue: reachable, {} visible, {} in flight, visibility timeout {}s{}",
+        found[2].as_deref().unwrap_or("?"),
+        found[3].as_deref().unwrap_or("?"),
+        visibility.as_secs(),
+        if source.is_fifo() { ", FIFO" } else { "" }
+    ));
+    let hold = worst_case_hold(settings);
+    if visibility < MIN_VISIBILITY {
+        report.problems.push(format!(
+            "the visibility timeout ({}s) is too short for the heartbeat to renew it. Fix: set the queue's VisibilityTimeout or --visibility-timeout to at least 30s",
+            visibility.as_secs()
+        ));
+    } else if visibility < hold {
+        report.warnings.push(format!(
+            "a batch can be held up to {}s (wait {}s + {} attempts x {}s request timeout{}), longer than the {}s visibility timeout: the heartbeat extends it, and if the worker stalls the messages are redelivered (no loss; idempotency absorbs the repeat)",
+            hold.as_secs(),
+            settings.batch_max_wait.as_secs(),
+            settings.retry_attempts,
+            settings.request_timeout.as_secs(),
+            match settings.ack_on {
+                AckOn::Completed => format!(" + {}s job timeout", settings.job_timeout.as_secs()),
+                AckOn::Accepted => String::new(),
+            },
+            visibility.as_secs()
+        ));
+    } else {
+        report.found(format!(
+            "worst-case hold of a message without a heartbeat: {}s, within the visibility timeout",
+            hold.as_secs()
+        ));
+    }
+    match &found[1] {
+        Some(policy) => report.found(format!("redrive policy: {policy}")),
+        None => report.problems.push(
+            "the source queue has no RedrivePolicy: a message that keeps failing transiently is retried forever. Fix: attach a redrive DLQ with maxReceiveCount (deploy/cloudformation/queues.yaml does)".into(),
+        ),
+    }
+    let limit = if source.is_fifo() {
+        FIFO_IN_FLIGHT_LIMIT
+    } else {
+        STANDARD_IN_FLIGHT_LIMIT
+    };
+    let held = settings.max_in_flight * settings.batch_max_records + settings.pollers * 10;
+    if held > limit {
+        report.problems.push(format!(
+            "--max-in-flight x --batch-max-records holds up to {held} messages, over SQS's {limit} in-flight limit. Fix: lower either"
+        ));
+    }
+}
+
+async fn check_dlq(settings: &Settings, dlq: &Queue, source: &Queue, report: &mut Report) {
+    if settings.dlq_url == settings.queue_url {
+        report.problems.push(
+            "--dlq-url is the source queue: rejected messages would be received again. Fix: give the worker's own reject DLQ".into(),
+        );
+        return;
+    }
+    match dlq
+        .attribute(QueueAttributeName::ApproximateNumberOfMessages)
+        .await
+    {
+        Ok(depth) => report.found(format!(
+            "reject DLQ: reachable, {} messages waiting{}",
+            depth.as_deref().unwrap_or("?"),
+            if dlq.is_fifo() { ", FIFO" } else { "" }
+        )),
+        Err(error) => report.problems.push(format!(
+            "--dlq-url (env SQS_DLQ_URL): {error}. Fix: check the URL and sqs:SendMessage on it"
+        )),
+    }
+    if source.is_fifo() && !dlq.is_fifo() {
+        report.warnings.push(
+            "the source is FIFO but the DLQ is not: DLQ entries lose their message group".into(),
+        );
+    }
+}
+
+async fn check_api(settings: &Settings, report: &mut Report) {
+    let api = match RecordsApi::new(settings, Arc::new(Telemetry::new())) {
+        Ok(api) => api,
+        Err(error) => {
+            report.problems.push(format!("--api-url: {error}"));
+            return;
+        }
+    };
+    match api.metadata().await {
+        Ok(schema) => {
+            report.found(format!(
+                "Records API: object '{}' with {} fields, match keys {:?}",
+                schema.name,
+                schema.fields.len(),
+                schema.match_keys
+            ));
+            if settings.operation == Operation::Upsert
+                && !schema.match_keys.contains(&settings.match_key)
+            {
+                report.problems.push(format!(
+                    "--match-key {:?} is not a match key of '{}'. Fix: use one of {:?}",
+                    settings.match_key, schema.name, schema.match_keys
+                ));
+            }
+        }
+        Err(error) => report.problems.push(format!(
+            "GET {}/metadata/objects/{}: {error}. Fix: check --api-url, --object and the token",
+            settings.api_url, settings.object
+        )),
+    }
+}
+
+pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
+    let mut report = Report::default();
+    report.found(format!(
+        "config: {} '{}' ({}), batches of up to {} records / {} bytes / {:?}, {} pollers, {} in flight, ack on {:?}",
+        settings.operation.path(),
+        settings.object,
+        settings.api_url,
+        settings.batch_max_records,
+        settings.batch_max_bytes,
+        settings.batch_max_wait,
+        settings.pollers,
+        settings.max_in_flight,
+        settings.ack_on
+    ));
+    let source = Queue::new(client.clone(), settings.queue_url.clone());
+    let dlq = Queue::new(client, settings.dlq_url.clone());
+    check_source(settings, &source, &mut report).await;
+    check_dlq(settings, &dlq, &source, &mut report).await;
+    check_api(settings, &mut report).await;
+    report
+}
