@@ -9,24 +9,17 @@ use std::time::Duration;
 
 use common::rig::{Rig, RigOptions, profile, wait_for};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// The real binary, pointed at the rig, with the AWS chain aimed at LocalStack.
 fn spawn_binary(rig: &Rig, extra: &[(&str, &str)], log: &str) -> Child {
     let log = std::fs::File::create(log).expect("create the log file");
-    Command::new(env!("CARGO_BIN_EXE_sqs-batch-worker"))
+    common::worker_binary()
         .arg("run")
         .args(rig.args(extra))
-        .env("AWS_ENDPOINT_URL", common::localstack_url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("SQS_QUEUE_URL")
-        .env_remove("RECORDS_API_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
-        .kill_on_drop(true)
         .spawn()
         .expect("the worker binary starts")
 }

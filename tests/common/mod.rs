@@ -66,3 +66,18 @@ pub async fn create_queue(sqs: &Client, name: &str, attributes: &[(&str, &str)])
         .queue_url
         .expect("queue url")
 }
+
+/// The real `sqs-batch-worker` binary with the AWS chain aimed at LocalStack.
+pub fn worker_binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqs-batch-worker"));
+    command
+        .env("AWS_ENDPOINT_URL", localstack_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("SQS_QUEUE_URL")
+        .env_remove("SQS_DLQ_URL")
+        .env_remove("RECORDS_API_TOKEN")
+        .kill_on_drop(true);
+    command
+}
