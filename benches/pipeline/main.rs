@@ -26,6 +26,8 @@ struct Args {
     window: Duration,
     sweep: bool,
     sweep_messages: usize,
+    /// `--only worker` or `--only ceiling`: that run alone (for profiling and A/B checks).
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +45,10 @@ fn parse_args() -> Args {
         window: Duration::from_secs(value("--window").unwrap_or(60) as u64),
         sweep: argv.iter().any(|a| a == "--sweep"),
         sweep_messages: value("--sweep-messages").unwrap_or(messages.min(20_000)),
+        only: argv
+            .windows(2)
+            .find(|w| w[0] == "--only")
+            .map(|w| w[1].clone()),
     }
 }
 
@@ -222,6 +228,17 @@ async fn main() {
         bench.args.window.as_secs()
     );
 
+    match bench.args.only.as_deref() {
+        Some("worker") => {
+            let worker = bench.worker("worker (defaults)", &[], n, None).await;
+            return report::print_table(&[worker]);
+        }
+        Some("ceiling") => {
+            let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
+            return report::print_table(&[ceiling]);
+        }
+        _ => {}
+    }
     let ceiling = bench
         .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
         .await;
@@ -229,7 +246,7 @@ async fn main() {
     let big = bench
         .worker(
             "worker (--batch-max-records 10000)",
-            &["--batch-max-records", "10000"],
+            &["--batch-max-records", "10000", "--batch-max-wait", "20s"],
             n,
             None,
         )

@@ -140,7 +140,7 @@ pub async fn run(
     let mut first_receive = None;
     let started = Instant::now();
     let text = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the worker exited early ({status}); see {log}");
         }

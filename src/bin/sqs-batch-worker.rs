@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+// glibc malloc was the largest single cost in the worker's profile (~18% of its CPU: every SQS
+// response and every record is a burst of small allocations); mimalloc handles that pattern far
+// more cheaply.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use sqs_batch_worker::cli::{check, enqueue, healthcheck, redrive};
 use sqs_batch_worker::config::Settings;

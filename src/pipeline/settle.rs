@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::message::Received;
 use crate::outcome::{Reason, Rejection, Settlement};
 use crate::sqs::{Holdings, Queue, dlq};
@@ -15,6 +17,9 @@ const SEND_BATCH_BYTES: usize = 200 * 1024;
 const ENTRY_ATTEMPTS: u32 = 4;
 /// An already-deleted message has nowhere else to go, so its DLQ copy is tried for longer.
 const DELETED_DLQ_ATTEMPTS: u32 = 10;
+/// DeleteMessageBatch calls in flight for one batch: a 1,000-message batch is 100 calls, and
+/// issuing them one after another kept its capacity held for half a second.
+const CONCURRENT_DELETES: usize = 8;
 
 pub struct Acks {
     pub source: Queue,
@@ -30,7 +35,13 @@ async fn pause(attempt: u32) {
 impl Acks {
     /// Deletes messages, retrying refused entries; stale receipts are counted and logged.
     pub async fn delete(&self, messages: &[Arc<Received>]) {
-        for group in messages.chunks(10) {
+        futures::stream::iter(messages.chunks(10))
+            .for_each_concurrent(CONCURRENT_DELETES, |group| self.delete_group(group))
+            .await;
+    }
+
+    async fn delete_group(&self, group: &[Arc<Received>]) {
+        {
             let mut pending: Vec<&Arc<Received>> = group.iter().collect();
             for attempt in 0..ENTRY_ATTEMPTS {
                 let receipts: Vec<&str> = pending.iter().map(|m| m.receipt.as_str()).collect();
