@@ -263,7 +263,15 @@ async fn main() {
     let rl_worker = bench
         .worker(
             "rate-limited: worker",
-            &["--rate-limit", "100/min"],
+            // What a user facing the Drip limit sets: its pace, and the largest batches.
+            &[
+                "--rate-limit",
+                "100/min",
+                "--batch-max-records",
+                "10000",
+                "--batch-max-wait",
+                "20s",
+            ],
             n,
             drip,
         )
