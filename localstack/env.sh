@@ -13,3 +13,16 @@ LS_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ls_healthy() {
   curl -fsS --max-time 2 "$LS_URL/_localstack/health" >/dev/null 2>&1
 }
+
+# SQS for the worker; CloudFormation, CloudWatch, IAM and STS for the deploy/ stack test.
+LS_SERVICES="${LOCALSTACK_SERVICES:-sqs,cloudformation,cloudwatch,iam,sts}"
+
+# True when every service in LS_SERVICES is enabled in the running LocalStack.
+ls_has_services() {
+  curl -fsS --max-time 2 "$LS_URL/_localstack/health" 2>/dev/null | python3 -c '
+import json, sys
+services = json.load(sys.stdin).get("services", {})
+wanted = sys.argv[1].split(",")
+sys.exit(0 if all(services.get(s) in ("available", "running") for s in wanted) else 1)
+' "$LS_SERVICES"
+}

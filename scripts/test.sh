@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command (b): the whole test suite. Installs and starts LocalStack when it is not running,
-# then checks formatting and lints, runs every test against LocalStack and the emulator, and builds
-# the benchmarks. `.ci/run` calls exactly this.
+# then checks formatting and lints, runs every test against LocalStack and the emulator, checks
+# deploy/ (cfn-lint, systemd-analyze), and builds the benchmarks. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,5 +11,6 @@ localstack/start.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+scripts/check-deploy.sh
 cargo bench --locked --no-run
 echo "test: all green in $(( $(date +%s) - started )) s"

@@ -107,7 +107,7 @@ pub async fn run_with(
     started: impl FnOnce(Started),
 ) -> Result<Summary, RunError> {
     let settings = Arc::new(settings);
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry = Arc::new(Telemetry::with_systemd());
     let api = RecordsApi::new(&settings, telemetry.clone())
         .map_err(|e| RunError::Fatal(e.to_string()))?;
     let source = Queue::new(client.clone(), settings.queue_url.clone());
@@ -120,9 +120,6 @@ pub async fn run_with(
         .visibility_timeout()
         .await
         .map_err(|e| unreachable_queue("--queue-url", e))?;
-    dlq.visibility_timeout()
-        .await
-        .map_err(|e| unreachable_queue("--dlq-url", e))?;
     let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
 
     let listener = server::bind(settings.listen).await.map_err(|e| {
@@ -231,7 +228,22 @@ pub async fn run_with(
         stop_heartbeat.clone(),
     ));
 
+    let watchdog_task = telemetry.systemd.watchdog_every().map(|every| {
+        let telemetry = telemetry.clone();
+        let stop = stop_heartbeat.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => telemetry.systemd.watchdog_tick(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    });
+
     shutdown.await;
+    telemetry.systemd.stopping();
     let deadline = Instant::now() + settings.drain_timeout;
     tracing::info!(
         drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
@@ -263,6 +275,9 @@ pub async fn run_with(
     pipeline.acks.release(&open, "shutdown").await;
     stop_heartbeat.cancel();
     let _ = heartbeat_task.await;
+    if let Some(task) = watchdog_task {
+        let _ = task.await;
+    }
     stop_server.cancel();
     let _ = server_task.await;
     let counts = telemetry.counts();

@@ -4,31 +4,18 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::rig::{Rig, RigOptions, profile, wait_for};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-/// The real binary, pointed at the rig, with the AWS chain aimed at LocalStack.
 fn spawn_binary(rig: &Rig, extra: &[(&str, &str)], log: &str) -> Child {
-    let log = std::fs::File::create(log).expect("create the log file");
-    common::worker_binary()
-        .arg("run")
-        .args(rig.args(extra))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("the worker binary starts")
+    rig.spawn_binary(extra, log)
 }
 
 fn signal(child: &Child, signal: i32) {
-    let pid = child.id().expect("the child is running") as i32;
-    // SAFETY: kill(2) on a child we own; no memory is touched.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal})");
+    common::signal(child, signal)
 }
 
 fn emails_of(bodies: impl IntoIterator<Item = String>) -> HashSet<String> {
@@ -48,10 +35,7 @@ async fn committed(rig: &Rig) -> HashSet<String> {
 }
 
 fn log_path(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    dir.join(format!("{name}-{}.log", common::unique("w")))
-        .display()
-        .to_string()
+    common::log_path(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

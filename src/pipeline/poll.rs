@@ -21,6 +21,9 @@ pub const WAIT_TIME_S: i32 = 20;
 /// that has messages answers in milliseconds, and one that has none loses nothing when dropped.
 pub const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
+/// How often a loop waiting on backpressure tells the watchdog it is alive.
+const BACKPRESSURE_CHECK: Duration = Duration::from_secs(5);
+
 pub struct Poller {
     pub pipeline: Arc<Pipeline>,
     pub holdings: Arc<Holdings>,
@@ -36,12 +39,17 @@ impl Poller {
         let visibility = self.pipeline.settings.visibility_timeout;
         let mut failures = 0u32;
         loop {
-            let capacity = tokio::select! {
-                permit = self.capacity.clone().acquire_many_owned(self.per_receive as u32) => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = stop.cancelled() => break,
+            let capacity = loop {
+                // Waiting on backpressure is the loop doing its job: keep the watchdog fed.
+                self.pipeline.telemetry.systemd.poll_alive();
+                tokio::select! {
+                    permit = self.capacity.clone().acquire_many_owned(self.per_receive as u32) => match permit {
+                        Ok(permit) => break permit,
+                        Err(_) => return,
+                    },
+                    _ = tokio::time::sleep(BACKPRESSURE_CHECK) => continue,
+                    _ = stop.cancelled() => return,
+                }
             };
             let receive = source.receive(self.per_receive as i32, WAIT_TIME_S, visibility);
             tokio::pin!(receive);
@@ -62,6 +70,7 @@ impl Poller {
                     messages
                 }
                 Err(error) => {
+                    self.pipeline.telemetry.systemd.poll_alive();
                     failures += 1;
                     let pause = Duration::from_millis(250 * 2u64.pow(failures.min(6)));
                     tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "receive failed");

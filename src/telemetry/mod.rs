@@ -3,6 +3,7 @@
 
 pub mod logging;
 pub mod server;
+pub mod systemd;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,7 @@ pub struct Telemetry {
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
     blocked: Mutex<Option<String>>,
+    pub systemd: systemd::Notifier,
 }
 
 impl Default for Telemetry {
@@ -150,6 +152,15 @@ impl Telemetry {
             sqs_ready: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),
             blocked: Mutex::new(None),
+            systemd: systemd::Notifier::disabled(),
+        }
+    }
+
+    /// Telemetry that also speaks systemd's notify protocol when run under systemd.
+    pub fn with_systemd() -> Self {
+        Self {
+            systemd: systemd::Notifier::from_env(),
+            ..Self::new()
         }
     }
 
@@ -288,8 +299,13 @@ impl Telemetry {
         debug!(count, "extended visibility");
     }
 
+    /// A receive succeeded. The first one, after the metadata fetch, makes the worker ready.
     pub fn sqs_reached(&self) {
-        self.sqs_ready.store(true, Ordering::Relaxed);
+        self.systemd.poll_alive();
+        if !self.sqs_ready.swap(true, Ordering::Relaxed) && self.api_ready.load(Ordering::Relaxed) {
+            info!("first receive done and the API reached: ready");
+            self.systemd.ready();
+        }
     }
 
     pub fn api_reached(&self) {

@@ -81,3 +81,19 @@ pub fn worker_binary() -> tokio::process::Command {
         .kill_on_drop(true);
     command
 }
+
+/// A log file path under the target directory's scratch space.
+pub fn log_path(name: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    dir.join(format!("{name}-{}.log", unique("w")))
+        .display()
+        .to_string()
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &tokio::process::Child, signal: i32) {
+    let pid = child.id().expect("the child is running") as i32;
+    // SAFETY: kill(2) on a child we own; no memory is touched.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}

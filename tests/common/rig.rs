@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 pub const TOKEN: &str = "rig-token-7f3a";
 
 pub struct RigOptions {
+    /// Use these (source, DLQ) queue URLs instead of creating fresh ones.
+    pub queues: Option<(String, String)>,
     pub fifo: bool,
     /// The source queue's visibility timeout, in seconds.
     pub visibility_s: u32,
@@ -34,6 +36,7 @@ pub struct RigOptions {
 impl Default for RigOptions {
     fn default() -> Self {
         Self {
+            queues: None,
             fifo: false,
             visibility_s: 30,
             emulator: EmulatorConfig::for_tests(TOKEN),
@@ -115,6 +118,19 @@ impl Rig {
     pub async fn with(options: RigOptions) -> Self {
         init_logs();
         let sqs = super::sqs().await;
+        let emulator = emulator::start(options.emulator)
+            .await
+            .expect("the emulator starts");
+        if let Some((queue_url, dlq_url)) = options.queues {
+            return Self {
+                sqs,
+                fifo: queue_url.ends_with(".fifo"),
+                queue_url,
+                dlq_url,
+                emulator,
+                http: reqwest::Client::new(),
+            };
+        }
         let suffix = if options.fifo { ".fifo" } else { "" };
         let base = super::unique("rig");
         let visibility = options.visibility_s.to_string();
@@ -131,9 +147,6 @@ impl Rig {
         };
         let dlq_url =
             super::create_queue(&sqs, &format!("{base}-dlq{suffix}"), dlq_attributes).await;
-        let emulator = emulator::start(options.emulator)
-            .await
-            .expect("the emulator starts");
         Self {
             sqs,
             queue_url,
@@ -220,6 +233,19 @@ impl Rig {
             listen: started.listen,
             telemetry: started.telemetry,
         }
+    }
+
+    /// Starts the real binary against this rig, logging to `log`.
+    pub fn spawn_binary(&self, extra: &[(&str, &str)], log: &str) -> tokio::process::Child {
+        let log = std::fs::File::create(log).expect("create the log file");
+        super::worker_binary()
+            .arg("run")
+            .args(self.args(extra))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("the worker binary starts")
     }
 
     /// Sends bodies to the source queue, 10 per SendMessageBatch, and returns their message IDs
