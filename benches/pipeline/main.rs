@@ -130,13 +130,19 @@ impl Bench {
         queues
     }
 
-    async fn raw(&self, name: &str, mode: Mode, messages: usize, limit: Option<f64>) -> Row {
+    /// A filled queue, a reset emulator (with the write limit, if any), and when the run ends.
+    async fn prepare(&self, name: &str, messages: usize, limit: Option<f64>) -> (Queues, Until) {
         let queues = self.queue(name, messages).await;
         self.control.reset(limit).await;
         let until = match limit {
             Some(_) => Until::Window(self.args.window),
             None => Until::Count(messages),
         };
+        (queues, until)
+    }
+
+    async fn raw(&self, name: &str, mode: Mode, messages: usize, limit: Option<f64>) -> Row {
+        let (queues, until) = self.prepare(name, messages, limit).await;
         let mut outcome = raw::run(
             &self.sqs,
             &queues.source,
@@ -164,12 +170,7 @@ impl Bench {
     }
 
     async fn worker(&self, name: &str, flags: &[&str], messages: usize, limit: Option<f64>) -> Row {
-        let queues = self.queue(name, messages).await;
-        self.control.reset(limit).await;
-        let until = match limit {
-            Some(_) => Until::Window(self.args.window),
-            None => Until::Count(messages),
-        };
+        let (queues, until) = self.prepare(name, messages, limit).await;
         let log = self
             .out
             .join(format!("{}.log", name.replace([' ', ','], "_")));

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use sqs_batch_worker::cli::{check, enqueue, healthcheck, redrive};
 use sqs_batch_worker::config::Settings;
-use sqs_batch_worker::config::cli::{Cli, Command};
+use sqs_batch_worker::config::cli::{Cli, Command, RunArgs};
 use sqs_batch_worker::telemetry::logging;
 use sqs_batch_worker::{RunError, run};
 
@@ -19,12 +19,9 @@ use sqs_batch_worker::{RunError, run};
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => {
-            let settings = match Settings::resolve(args) {
+            let settings = match resolve(args, "sqs-batch-worker") {
                 Ok(settings) => settings,
-                Err(error) => {
-                    eprintln!("sqs-batch-worker: configuration error: {error}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             logging::init(settings.log_format);
             match run(settings, shutdown_signal()).await {
@@ -55,12 +52,9 @@ async fn main() -> ExitCode {
             }
         }
         Command::Check(args) => {
-            let settings = match Settings::resolve(args) {
+            let settings = match resolve(args, "check") {
                 Ok(settings) => settings,
-                Err(error) => {
-                    eprintln!("check: configuration error: {error}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let client = sqs_batch_worker::sqs::connect().await;
             let report = check::check(&settings, client).await;
@@ -108,6 +102,14 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The settings, or exit code 2 after saying which setting is wrong and how to fix it.
+fn resolve(args: RunArgs, who: &str) -> Result<Settings, ExitCode> {
+    Settings::resolve(args).map_err(|error| {
+        eprintln!("{who}: configuration error: {error}");
+        ExitCode::from(2)
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
