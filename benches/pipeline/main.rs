@@ -26,7 +26,7 @@ struct Args {
     window: Duration,
     sweep: bool,
     sweep_messages: usize,
-    /// `--only worker` or `--only ceiling`: that run alone (for profiling and A/B checks).
+    /// `--only worker|ceiling|ratelimited`: those runs alone (profiling, A/B checks).
     only: Option<String>,
 }
 
@@ -200,6 +200,19 @@ impl Bench {
     }
 }
 
+/// The Drip limit of seed 000: 100 write requests a minute, per class.
+const DRIP: Option<f64> = Some(100.0 / 60.0);
+
+/// What a user facing the Drip limit sets: its pace, and the largest batches.
+const RATE_LIMITED_WORKER: &[&str] = &[
+    "--rate-limit",
+    "100/min",
+    "--batch-max-records",
+    "10000",
+    "--batch-max-wait",
+    "20s",
+];
+
 fn per_min(row: &Row) -> f64 {
     row.messages as f64 * 60.0 / row.seconds.max(1e-9)
 }
@@ -238,6 +251,26 @@ async fn main() {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
             return report::print_table(&[ceiling]);
         }
+        Some("ratelimited") => {
+            let worker = bench
+                .worker("rate-limited: worker", RATE_LIMITED_WORKER, n, DRIP)
+                .await;
+            let per_message = bench
+                .raw(
+                    "rate-limited: per message",
+                    Mode::PerMessage,
+                    n.min(20_000),
+                    DRIP,
+                )
+                .await;
+            println!(
+                "rate-limited: worker {:.0}/min, per message {:.0}/min, ratio {:.0}",
+                per_min(&worker),
+                per_min(&per_message),
+                per_min(&worker) / per_min(&per_message).max(1e-9)
+            );
+            return report::print_table(&[worker, per_message]);
+        }
         _ => {}
     }
     let ceiling = bench
@@ -259,23 +292,8 @@ async fn main() {
         .raw("baseline: per receive", Mode::PerReceive, n, None)
         .await;
 
-    // The Drip limit: 100 write requests a minute, per class.
-    let drip = Some(100.0 / 60.0);
     let rl_worker = bench
-        .worker(
-            "rate-limited: worker",
-            // What a user facing the Drip limit sets: its pace, and the largest batches.
-            &[
-                "--rate-limit",
-                "100/min",
-                "--batch-max-records",
-                "10000",
-                "--batch-max-wait",
-                "20s",
-            ],
-            n,
-            drip,
-        )
+        .worker("rate-limited: worker", RATE_LIMITED_WORKER, n, DRIP)
         .await;
     let baseline_fill = n.min(20_000);
     let rl_per_message = bench
@@ -283,7 +301,7 @@ async fn main() {
             "rate-limited: per message",
             Mode::PerMessage,
             baseline_fill,
-            drip,
+            DRIP,
         )
         .await;
     let rl_per_receive = bench
@@ -291,7 +309,7 @@ async fn main() {
             "rate-limited: per receive",
             Mode::PerReceive,
             baseline_fill,
-            drip,
+            DRIP,
         )
         .await;
 
