@@ -10,7 +10,7 @@ source localstack/env.sh
 echo "check-deploy: cfn-lint clean"
 
 command -v systemd-analyze >/dev/null || { echo "check-deploy: systemd-analyze not found. Fix: apt-get install systemd" >&2; exit 1; }
-binary="$PWD/target/debug/sqs-batch-worker"
+binary="${CARGO_TARGET_DIR:-$PWD/target}/debug/sqs-batch-worker"
 [ -x "$binary" ] || cargo build --locked --bin sqs-batch-worker
 unit_dir=$(mktemp -d)
 trap 'rm -rf "$unit_dir"' EXIT
