@@ -75,30 +75,28 @@ async fn the_token_never_appears_in_logs_errors_or_help() {
     assert!(!text.contains(SECRET), "--help hides the token's value");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_object_is_a_configuration_error_at_start_up() {
-    let rig = Rig::new().await;
+/// Runs the binary with one setting overridden; it must exit 2. Returns what it printed.
+async fn config_error(rig: &Rig, flag: &str, value: &str) -> String {
     let output = common::worker_binary()
         .arg("run")
-        .args(rig.args(&[("--object", "unicorns")]))
+        .args(rig.args(&[(flag, value)]))
         .output()
         .await
         .expect("runs");
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(2), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_object_is_a_configuration_error_at_start_up() {
+    let rig = Rig::new().await;
+    let text = config_error(&rig, "--object", "unicorns").await;
     assert!(
         text.contains("--object") && text.contains("unicorns") && text.contains("Fix:"),
         "{text}"
     );
-
-    let output = common::worker_binary()
-        .arg("run")
-        .args(rig.args(&[("--batch-max-bytes", "64MiB")]))
-        .output()
-        .await
-        .expect("runs");
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{text}");
+    let text = config_error(&rig, "--batch-max-bytes", "64MiB").await;
     assert!(
         text.contains("--batch-max-bytes") && text.contains("BATCH_MAX_BYTES"),
         "{text}"
