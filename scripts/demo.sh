@@ -8,9 +8,10 @@ N=${DEMO_MESSAGES:-10000}
 work=$(mktemp -d)
 localstack/start.sh
 cargo build --release --locked --bins
+bin="${CARGO_TARGET_DIR:-target}/release"
 eval "$(localstack/create-queues.sh --name "demo-$(date +%s)")"
 export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-target/release/records-emulator --listen 127.0.0.1:18080 --token demo-token >"$work/emulator.log" 2>&1 &
+"$bin/records-emulator" --listen 127.0.0.1:18080 --token demo-token >"$work/emulator.log" 2>&1 &
 emu=$!
 trap 'kill $emu $worker 2>/dev/null || true' EXIT
 sleep 1
@@ -24,12 +25,12 @@ for i in range(n):
     elif i % 200 == 4: print(json.dumps({"tier": "gold"}))
     else: print(json.dumps({"email": f"user{i % 5000}@example.com", "tier": "gold", "score": i, "last_seen_at": "2026-04-21T10:00:00Z"}))
 PY
-RECORDS_API_TOKEN=demo-token target/release/sqs-batch-worker run --queue-url "$SQS_QUEUE_URL" --dlq-url "$SQS_DLQ_URL" \
+RECORDS_API_TOKEN=demo-token "$bin/sqs-batch-worker" run --queue-url "$SQS_QUEUE_URL" --dlq-url "$SQS_DLQ_URL" \
   --api-url http://127.0.0.1:18080/public/v1 --object profiles --batch-max-wait 1s --listen 127.0.0.1:19090 \
   --log-format json >"$work/worker.log" 2>&1 &
 worker=$!
 started=$(date +%s.%N)
-target/release/sqs-batch-worker enqueue --queue-url "$SQS_QUEUE_URL" "$work/messages.jsonl"
+"$bin/sqs-batch-worker" enqueue --queue-url "$SQS_QUEUE_URL" "$work/messages.jsonl"
 metric() { curl -s 127.0.0.1:19090/metrics | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
 for _ in $(seq 1 300); do
   done_n=$(( $(metric sbw_messages_deleted_total) ))
