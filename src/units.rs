@@ -106,4 +106,12 @@ mod tests {
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
     }
+
+    /// Issue 10, defect 10: huge numbers are errors, never panics.
+    #[test]
+    fn extreme_values_are_errors() {
+        assert!(parse_duration("1.9e19").is_err());
+        assert!(parse_duration("1e400").is_err());
+        assert!(parse_rate("1e-300").is_err());
+    }
 }

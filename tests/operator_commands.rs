@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Output;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use common::rig::{Rig, profile};
 
 async fn run(args: &[String]) -> (Option<i32>, String) {
@@ -32,31 +32,8 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// Attaches a redrive DLQ to the rig's source queue, as the CloudFormation stack does.
 async fn attach_redrive(rig: &Rig) {
-    let name = common::unique("redrive");
-    let url = common::create_queue(&rig.sqs, &name, &[]).await;
-    let arn = rig
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .expect("an ARN");
-    rig.sqs
-        .set_queue_attributes()
-        .queue_url(&rig.queue_url)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#),
-        )
-        .send()
-        .await
-        .expect("SetQueueAttributes");
+    rig.attach_redrive(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,4 +202,27 @@ mod tests {
             }
         }
     }
+
+    /// Issue 10, defect 3: the key is the sorted message IDs, so the body must not depend on the
+    /// order the messages were received in, or a redelivery gets 422 KEY_REUSED.
+    #[test]
+    fn the_body_is_the_same_whatever_the_receive_order() {
+        let body = |order: &[usize]| {
+            let mut batcher = Batcher::new(Limits {
+                max_records: 100,
+                max_bytes: 10_000,
+                max_wait: Duration::from_secs(5),
+                operation: Operation::Append,
+                match_key: "email".into(),
+            });
+            let now = Instant::now();
+            for i in order {
+                let json = format!(r#"{{"email":"u{i}@x.io"}}"#);
+                let m = Arc::new(Received::fake(&format!("m{i}"), &json));
+                batcher.push(decoded(&json, None), m, now);
+            }
+            batcher.flush(FlushReason::Shutdown).unwrap().body()
+        };
+        assert_eq!(body(&[0, 1, 2, 3]), body(&[2, 0, 3, 1]));
+    }
 }

@@ -9,6 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
 pub mod rig;
+pub mod sqs_proxy;
 pub mod tamper;
 
 pub fn localstack_url() -> String {

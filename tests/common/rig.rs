@@ -371,6 +371,36 @@ impl Rig {
         entries
     }
 
+    /// Attaches a redrive DLQ to the source queue, as the CloudFormation stack does, and returns
+    /// its URL.
+    pub async fn attach_redrive(&self, max_receive_count: u32) -> String {
+        let url = super::create_queue(&self.sqs, &super::unique("redrive"), &[]).await;
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("an ARN");
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                format!(
+                    r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive_count}"}}"#
+                ),
+            )
+            .send()
+            .await
+            .expect("SetQueueAttributes");
+        url
+    }
+
     pub async fn dlq(&self) -> Vec<DlqEntry> {
         self.drain(&self.dlq_url.clone()).await
     }
