@@ -26,6 +26,7 @@ pub mod config;
 pub mod contract;
 pub mod decode;
 pub mod emulator;
+pub mod lease;
 pub mod message;
 pub mod outcome;
 pub mod pipeline;

@@ -5,13 +5,15 @@ use std::time::Instant;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Received {
     pub id: String,
-    pub receipt: String,
     pub body: String,
     pub md5_of_body: Option<String>,
     pub group_id: Option<String>,
+    /// FIFO `SequenceNumber`: the order of the message within its group, stable across
+    /// redeliveries.
+    pub sequence: Option<u128>,
     pub receive_count: u32,
     /// SQS `SentTimestamp`, milliseconds since the epoch.
     pub sent_at_ms: Option<u64>,
@@ -19,33 +21,37 @@ pub struct Received {
 }
 
 impl Received {
-    /// None for an SDK message without an ID or receipt handle, which SQS never sends.
-    pub fn from_sdk(message: Message, received_at: Instant) -> Option<Self> {
+    /// The message and its receipt handle; None for an SDK message without an ID or receipt
+    /// handle, which SQS never sends.
+    pub fn from_sdk(message: Message, received_at: Instant) -> Option<(Self, String)> {
         let attributes = message.attributes.unwrap_or_default();
         let attribute = |name: MessageSystemAttributeName| attributes.get(&name).cloned();
-        Some(Self {
+        let receipt = message.receipt_handle?;
+        let received = Self {
             id: message.message_id?,
-            receipt: message.receipt_handle?,
             body: message.body.unwrap_or_default(),
             md5_of_body: message.md5_of_body,
             group_id: attribute(MessageSystemAttributeName::MessageGroupId),
+            sequence: attribute(MessageSystemAttributeName::SequenceNumber)
+                .and_then(|sequence| sequence.parse().ok()),
             receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
                 .and_then(|count| count.parse().ok())
                 .unwrap_or(1),
             sent_at_ms: attribute(MessageSystemAttributeName::SentTimestamp)
                 .and_then(|ms| ms.parse().ok()),
             received_at,
-        })
+        };
+        Some((received, receipt))
     }
 
     /// A message for unit tests and benchmarks.
     pub fn fake(id: &str, body: &str) -> Self {
         Self {
             id: id.to_owned(),
-            receipt: format!("receipt-{id}"),
             body: body.to_owned(),
             md5_of_body: None,
             group_id: None,
+            sequence: None,
             receive_count: 1,
             sent_at_ms: None,
             received_at: Instant::now(),

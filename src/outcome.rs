@@ -1,9 +1,7 @@
 //! What becomes of a message: its fate (which only ever gets worse: Delivered, then Retry, then
 //! Rejected), and the DLQ reasons of shared/worker-cli.md.
 
-use std::sync::Arc;
-
-use crate::message::Received;
+use crate::lease::Lease;
 
 /// The DLQ reason names that operators filter on (`dlq-reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,16 +116,17 @@ impl Fate {
     }
 }
 
-/// The decided fates of a set of messages, ready to be carried out against SQS.
+/// The decided fates of a set of messages, ready to be carried out against SQS. It owns their
+/// leases: carrying it out consumes them.
 #[derive(Debug, Default)]
 pub struct Settlement {
-    pub delivered: Vec<Arc<Received>>,
-    pub retry: Vec<Arc<Received>>,
-    pub rejected: Vec<(Arc<Received>, Rejection)>,
+    pub delivered: Vec<Lease>,
+    pub retry: Vec<Lease>,
+    pub rejected: Vec<(Lease, Rejection)>,
 }
 
 impl Settlement {
-    pub fn add(&mut self, message: Arc<Received>, fate: Fate) {
+    pub fn add(&mut self, message: Lease, fate: Fate) {
         match fate {
             Fate::Delivered => self.delivered.push(message),
             Fate::Retry => self.retry.push(message),

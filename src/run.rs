@@ -14,10 +14,11 @@ use crate::batch::batcher::{Batcher, Limits};
 use crate::config::{Operation, Settings};
 use crate::contract::ObjectSchema;
 use crate::decode::{Decoder, SchemaHandle};
-use crate::message::Received;
+use crate::lease::Lease;
+use crate::pipeline::fifo::ReleasedGroups;
 use crate::pipeline::settle::Acks;
 use crate::pipeline::{Pipeline, dispatch, heartbeat, poll};
-use crate::sqs::{Holdings, Queue, SqsError};
+use crate::sqs::{Holdings, Queue, SqsError, dlq};
 use crate::telemetry::{Counts, Telemetry, server};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,29 @@ fn unreachable_queue(setting: &str, error: SqsError) -> RunError {
     RunError::Fatal(format!("{setting}: {error}"))
 }
 
+/// The most a release's visibility grows to.
+pub const RELEASE_CAP: Duration = Duration::from_secs(15 * 60);
+
+/// How much of `--drain-timeout` is kept for releasing what is still held at the end.
+fn release_reserve(drain_timeout: Duration) -> Duration {
+    (drain_timeout / 5).min(Duration::from_secs(5))
+}
+
+/// The DLQ's `MaximumMessageSize`, or SQS's default when it cannot be read.
+async fn dlq_max_bytes(dlq: &Queue) -> usize {
+    match dlq
+        .attribute(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .await
+    {
+        Ok(Some(value)) => value.parse().unwrap_or(dlq::DEFAULT_MAX_MESSAGE_BYTES),
+        Ok(None) => dlq::DEFAULT_MAX_MESSAGE_BYTES,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the DLQ's MaximumMessageSize; assuming 256 KiB");
+            dlq::DEFAULT_MAX_MESSAGE_BYTES
+        }
+    }
+}
+
 /// Runs with the given SQS client; `started` is called once the telemetry server listens.
 pub async fn run_with(
     settings: Settings,
@@ -121,6 +145,7 @@ pub async fn run_with(
         .await
         .map_err(|e| unreachable_queue("--queue-url", e))?;
     let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
+    let dlq_max_bytes = dlq_max_bytes(&dlq).await;
 
     let listener = server::bind(settings.listen).await.map_err(|e| {
         RunError::Config(format!(
@@ -166,9 +191,15 @@ pub async fn run_with(
             dlq,
             holdings: holdings.clone(),
             telemetry: telemetry.clone(),
+            released_groups: Arc::new(ReleasedGroups::default()),
+            release_base: settings.release_backoff,
+            release_cap: RELEASE_CAP,
+            dlq_max_bytes,
         },
         schema,
         telemetry: telemetry.clone(),
+        outage: Default::default(),
+        open_jobs: Default::default(),
     });
     tracing::info!(
         queue = settings.queue_url,
@@ -182,16 +213,19 @@ pub async fn run_with(
         pollers = settings.pollers,
         max_in_flight = settings.max_in_flight,
         ack_on = ?settings.ack_on,
+        max_held_bytes = settings.max_held_bytes,
+        release_backoff_ms = settings.release_backoff.as_millis() as u64,
         visibility_s = visibility.as_secs(),
         listen = %listen,
         "worker started"
     );
 
-    // Backpressure: never hold more messages than the in-flight batches can take.
+    // Backpressure: never hold more messages than the in-flight batches can take, nor more
+    // bytes of bodies than --max-held-bytes (docs/operations.md has the memory formula).
     let capacity = settings.max_in_flight * settings.batch_max_records;
     let capacity_permits = Arc::new(Semaphore::new(capacity));
-    let (records_tx, records_rx) =
-        mpsc::unbounded_channel::<(crate::decode::Decoded, Arc<Received>)>();
+    let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
+    let (records_tx, records_rx) = mpsc::unbounded_channel::<(crate::decode::Decoded, Lease)>();
     let (batches_tx, batches_rx) = mpsc::channel(1);
     let stop_receiving = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
@@ -203,6 +237,8 @@ pub async fn run_with(
                 holdings: holdings.clone(),
                 decoder: decoder.clone(),
                 capacity: capacity_permits.clone(),
+                bytes: byte_permits.clone(),
+                bytes_budget: settings.max_held_bytes,
                 per_receive: capacity.min(10),
                 records: records_tx.clone(),
             };
@@ -221,12 +257,7 @@ pub async fn run_with(
         batches_rx,
         settings.source_is_fifo(),
     ));
-    let heartbeat_task = tokio::spawn(heartbeat::run(
-        source.clone(),
-        holdings.clone(),
-        telemetry.clone(),
-        stop_heartbeat.clone(),
-    ));
+    let heartbeat_task = tokio::spawn(heartbeat::run(pipeline.clone(), stop_heartbeat.clone()));
 
     let watchdog_task = telemetry.systemd.watchdog_every().map(|every| {
         let telemetry = telemetry.clone();
@@ -245,35 +276,54 @@ pub async fn run_with(
     shutdown.await;
     telemetry.systemd.stopping();
     let deadline = Instant::now() + settings.drain_timeout;
+    let work_deadline = deadline - release_reserve(settings.drain_timeout);
     tracing::info!(
         drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
         "shutdown: stop receiving, flush, drain"
     );
     stop_receiving.cancel();
-    for poller in pollers {
-        let _ = poller.await;
+    let mut pollers = pollers;
+    let receiving = futures::future::join_all(pollers.iter_mut());
+    if tokio::time::timeout_at(work_deadline.into(), receiving)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached while a receive was under way; stopping it");
     }
-    let drained = tokio::time::timeout_at(deadline.into(), &mut dispatch_task)
+    for poller in &pollers {
+        poller.abort();
+    }
+    let drained = tokio::time::timeout_at(work_deadline.into(), &mut dispatch_task)
         .await
         .is_ok();
     if !drained {
-        tracing::warn!("drain timeout reached; releasing every message whose fate is still open");
+        let abandoned = pipeline.open_jobs.snapshot();
+        tracing::warn!(
+            ?abandoned,
+            ack_on = ?settings.ack_on,
+            "drain timeout reached; releasing every message whose fate is still open, and no \
+             longer following these jobs (job id, messages)"
+        );
         dispatch_task.abort();
         let _ = dispatch_task.await;
     }
     batch_task.abort();
-    let open: Vec<Arc<Received>> = holdings
-        .all()
-        .into_iter()
-        .map(|(id, receipt)| {
-            let mut message = Received::fake(&id, "");
-            message.receipt = receipt;
-            Arc::new(message)
-        })
-        .collect();
-    let released_at_exit = open.len();
-    pipeline.acks.release(&open, "shutdown").await;
+    let _ = batch_task.await;
+    let released_at_exit =
+        match tokio::time::timeout_at(deadline.into(), pipeline.acks.release_everything()).await {
+            Ok(count) => count,
+            Err(_) => {
+                let open = holdings.len();
+                tracing::warn!(
+                    open,
+                    "drain timeout reached while releasing; these messages reappear when their \
+                     visibility ends"
+                );
+                open
+            }
+        };
     stop_heartbeat.cancel();
+    heartbeat_task.abort();
     let _ = heartbeat_task.await;
     if let Some(task) = watchdog_task {
         let _ = task.await;

@@ -14,13 +14,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn duration_from_secs(secs: f64, text: &str) -> Result<Duration, String> {
-    if secs.is_finite() && secs >= 0.0 {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "'{text}' is not a duration; write it like 250ms, 5s or 2m"
-        ))
-    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("'{text}' is not a duration; write it like 250ms, 5s or 2m"))
 }
 
 /// Parses `512KiB`, `5MiB`, `10MB`, `1000`; a bare number is bytes.
@@ -68,7 +63,8 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     };
     let count: f64 = count.parse().map_err(|_| bad())?;
     let rate = count / per;
-    if rate.is_finite() && rate > 0.0 {
+    // Below one a day, the interval between calls overflows what a timer can wait.
+    if rate.is_finite() && rate >= 1.0 / 86_400.0 {
         Ok(rate)
     } else {
         Err(bad())

@@ -57,9 +57,11 @@ async fn d01_accepted_mode_never_releases_messages_it_already_deleted() {
             ("--ack-on", "accepted"),
         ])
         .await;
-    wait_for("the first batch request", Duration::from_secs(30), || async {
-        !rig.batch_requests().await.is_empty()
-    })
+    wait_for(
+        "the first batch request",
+        Duration::from_secs(30),
+        || async { !rig.batch_requests().await.is_empty() },
+    )
     .await;
     rig.faults(json!({"next": [{"status": 413}, {"status": 404, "count": 2}]}))
         .await;
@@ -77,7 +79,12 @@ async fn d01_accepted_mode_never_releases_messages_it_already_deleted() {
         .iter()
         .filter_map(|row| row["email"].as_str().map(str::to_owned))
         .collect();
-    let dead: BTreeSet<String> = rig.dlq().await.iter().filter_map(|e| email(&e.body)).collect();
+    let dead: BTreeSet<String> = rig
+        .dlq()
+        .await
+        .iter()
+        .filter_map(|e| email(&e.body))
+        .collect();
     let (visible, in_flight) = rig.depth(&rig.queue_url).await;
     let all: BTreeSet<String> = bodies.iter().filter_map(|b| email(b)).collect();
     let accounted: BTreeSet<String> = committed.union(&dead).cloned().collect();
@@ -205,9 +212,11 @@ async fn d04_the_heartbeat_keeps_a_large_held_set_invisible_behind_a_slow_sqs() 
     let worker = rig
         .start_with_client(settings, common::sqs_via(&proxy.url).await)
         .await;
-    wait_for("the source queue to empty", Duration::from_secs(120), || {
-        rig.source_empty()
-    })
+    wait_for(
+        "the source queue to empty",
+        Duration::from_secs(120),
+        || rig.source_empty(),
+    )
     .await;
     let summary = worker.stop().await;
     assert_eq!(
@@ -237,9 +246,11 @@ async fn d05_a_black_holed_sqs_cannot_stretch_the_drain_past_its_deadline() {
     let worker = rig
         .start_with_client(settings, common::sqs_via(&proxy.url).await)
         .await;
-    wait_for("the first batch request", Duration::from_secs(30), || async {
-        !rig.batch_requests().await.is_empty()
-    })
+    wait_for(
+        "the first batch request",
+        Duration::from_secs(30),
+        || async { !rig.batch_requests().await.is_empty() },
+    )
     .await;
     proxy.update(|f| f.blackhole = true);
     let started = Instant::now();
@@ -262,7 +273,7 @@ async fn d05_a_black_holed_sqs_cannot_stretch_the_drain_past_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d06_held_bytes_are_bounded_not_only_held_messages() {
     let rig = Rig::new().await;
-    rig.faults(json!({"processing_ms": 4_000})).await;
+    rig.faults(json!({"processing_ms": 2_000})).await;
     let padding = "x".repeat(60 * 1024);
     let bodies: Vec<String> = (0..200)
         .map(|i| {
@@ -285,9 +296,11 @@ async fn d06_held_bytes_are_bounded_not_only_held_messages() {
         peak = peak.max(rig.depth(&rig.queue_url).await.1);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_for("the source queue to empty", Duration::from_secs(180), || {
-        rig.source_empty()
-    })
+    wait_for(
+        "the source queue to empty",
+        Duration::from_secs(180),
+        || rig.source_empty(),
+    )
     .await;
     worker.stop().await;
     // 2 MiB of budget is 34 such messages; each of the 4 pollers may hold one receive more.
@@ -368,8 +381,7 @@ async fn d09_an_api_outage_spends_time_not_receive_counts() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     rig.faults(json!({"statuses": {}})).await;
     wait_for("twenty rows", Duration::from_secs(180), || async {
-        rig.rows("profiles").await.len() == 20
-            || rig.depth(&redrive).await != (0, 0)
+        rig.rows("profiles").await.len() == 20 || rig.depth(&redrive).await != (0, 0)
     })
     .await;
     worker.stop().await;

@@ -252,7 +252,7 @@ impl RecordsApi {
     }
 
     pub async fn job(&self, status_path: &str) -> Result<JobStatus, ApiError> {
-        let url = format!("{}{}", self.base, status_path);
+        let url = status_url(&self.base, status_path);
         let data = self.call("job", self.http.get(url)).await?;
         let job: JobData = serde_json::from_value(data)
             .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
@@ -264,11 +264,46 @@ impl RecordsApi {
     }
 }
 
+/// `statusPath` is relative to the base URL, with or without its leading slash; an absolute URL
+/// is taken as it is.
+pub fn status_url(base: &str, status_path: &str) -> String {
+    if status_path.starts_with("http://") || status_path.starts_with("https://") {
+        return status_path.to_owned();
+    }
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        status_path.trim_start_matches('/')
+    )
+}
+
 fn transport(error: reqwest::Error) -> ApiError {
     if error.is_timeout() {
         ApiError::Timeout
     } else {
         // reqwest's message names the URL, never the headers; the token stays out.
         ApiError::Connect(error.without_url().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_url;
+
+    /// Issue 10, defect 8: `statusPath` joins the base with or without its leading slash.
+    #[test]
+    fn status_paths_join_the_base() {
+        let base = "http://api/public/v1";
+        for path in ["/records/p/jobs/j", "records/p/jobs/j"] {
+            assert_eq!(
+                status_url(base, path),
+                "http://api/public/v1/records/p/jobs/j"
+            );
+            assert_eq!(
+                status_url("http://api/public/v1/", path),
+                "http://api/public/v1/records/p/jobs/j"
+            );
+        }
+        assert_eq!(status_url(base, "https://other/j"), "https://other/j");
     }
 }

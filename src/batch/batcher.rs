@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Batch, Envelope, FlushReason, Row};
 use crate::config::Operation;
 use crate::decode::Decoded;
-use crate::message::Received;
+use crate::lease::Lease;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -63,7 +63,7 @@ impl Batcher {
 
     /// Adds a record. Returns the batches this closes: one flushed before it (bytes) and/or one
     /// flushed with it (size).
-    pub fn push(&mut self, item: Decoded, message: Arc<Received>, now: Instant) -> Vec<Batch> {
+    pub fn push(&mut self, item: Decoded, message: Lease, now: Instant) -> Vec<Batch> {
         let mut flushed = Vec::new();
         let existing = match (&item.key, self.limits.operation) {
             (Some(key), Operation::Upsert) => self.by_key.get(key).copied(),
@@ -98,7 +98,7 @@ impl Batcher {
         flushed
     }
 
-    fn insert(&mut self, item: Decoded, message: Arc<Received>, now: Instant) {
+    fn insert(&mut self, item: Decoded, message: Lease, now: Instant) {
         self.bytes += item.encoded.len() + usize::from(!self.rows.is_empty());
         if let (Some(key), Operation::Upsert) = (&item.key, self.limits.operation) {
             self.by_key.insert(key.clone(), self.rows.len());
@@ -150,7 +150,7 @@ mod tests {
         }
     }
 
-    fn item(id: &str, record: Value) -> (Decoded, Arc<Received>) {
+    fn item(id: &str, record: Value) -> (Decoded, Lease) {
         let Value::Object(record) = record else {
             panic!()
         };
@@ -160,7 +160,7 @@ mod tests {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let encoded = serde_json::to_string(&record).unwrap();
-        let message = Arc::new(Received::fake(id, &encoded));
+        let message = Lease::detached(crate::message::Received::fake(id, &encoded));
         (
             Decoded {
                 record,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::config::Operation;
-use crate::message::Received;
+use crate::lease::{Claim, Lease};
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]
@@ -55,12 +55,22 @@ pub struct Row {
     pub record: Map<String, Value>,
     pub encoded: String,
     pub key: Option<String>,
-    pub messages: Vec<Arc<Received>>,
+    pub messages: Vec<Lease>,
 }
 
 impl Row {
+    /// Where the row goes in a body: a function of its messages alone, never of the order they
+    /// were received in, so the same messages always make the same bytes under the same key.
+    /// FIFO rows follow their group's sequence; standard-queue rows their smallest message ID.
+    fn canonical_position(&self) -> Option<(Option<&str>, Option<u128>, &str)> {
+        self.messages
+            .iter()
+            .map(|m| (m.group_id.as_deref(), m.sequence, m.id.as_str()))
+            .min()
+    }
+
     /// Field-level merge: later fields win, and `null` is kept so that the API clears the field.
-    pub fn merge(&mut self, record: Map<String, Value>, message: Arc<Received>) {
+    pub fn merge(&mut self, record: Map<String, Value>, message: Lease) {
         for (field, value) in record {
             self.record.insert(field, value);
         }
@@ -96,7 +106,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(rows: Vec<Row>, reason: FlushReason, envelope: Arc<Envelope>) -> Self {
+    /// A batch of these rows, put in their canonical order.
+    pub fn new(mut rows: Vec<Row>, reason: FlushReason, envelope: Arc<Envelope>) -> Self {
+        rows.sort_by(|a, b| a.canonical_position().cmp(&b.canonical_position()));
         Self {
             rows,
             reason,
@@ -123,8 +135,24 @@ impl Batch {
             .body_len(self.rows.iter().map(|row| row.encoded.len()))
     }
 
-    pub fn messages(&self) -> impl Iterator<Item = &Arc<Received>> {
+    pub fn messages(&self) -> impl Iterator<Item = &Lease> {
         self.rows.iter().flat_map(|row| row.messages.iter())
+    }
+
+    /// The claims of every message still in the source queue, leaving the leases deleted-to-be.
+    pub fn take_claims(&mut self) -> Vec<Claim> {
+        self.rows
+            .iter_mut()
+            .flat_map(|row| row.messages.iter_mut())
+            .filter_map(Lease::take_claim)
+            .collect()
+    }
+
+    /// Takes out the rows that `pick` chooses; the rest stays, in order.
+    pub fn extract(&mut self, pick: impl Fn(&Row) -> bool) -> Vec<Row> {
+        let (picked, kept) = std::mem::take(&mut self.rows).into_iter().partition(pick);
+        self.rows = kept;
+        picked
     }
 
     pub fn message_count(&self) -> usize {
@@ -149,7 +177,11 @@ impl Batch {
             return Err(self);
         }
         let back = self.rows.split_off(self.rows.len() / 2);
-        let back = Batch::new(back, self.reason, self.envelope.clone());
+        let back = Batch {
+            rows: back,
+            reason: self.reason,
+            envelope: self.envelope.clone(),
+        };
         Ok((self, back))
     }
 
@@ -164,6 +196,7 @@ mod tests {
     use super::*;
     use crate::batch::batcher::{Batcher, Limits};
     use crate::decode::Decoded;
+    use crate::message::Received;
     use std::time::{Duration, Instant};
 
     pub fn decoded(json: &str, key: Option<&str>) -> Decoded {
@@ -189,7 +222,7 @@ mod tests {
             for i in 0..7 {
                 let json = format!(r#"{{"email":"u{i}@x.io","tier":"t{i}"}}"#);
                 let key = format!("u{i}@x.io");
-                let m = Arc::new(Received::fake(&format!("m{i}"), &json));
+                let m = Lease::detached(Received::fake(&format!("m{i}"), &json));
                 assert!(batcher.push(decoded(&json, Some(&key)), m, now).is_empty());
             }
             let batch = batcher.flush(FlushReason::Shutdown).unwrap();
@@ -218,7 +251,7 @@ mod tests {
             let now = Instant::now();
             for i in order {
                 let json = format!(r#"{{"email":"u{i}@x.io"}}"#);
-                let m = Arc::new(Received::fake(&format!("m{i}"), &json));
+                let m = Lease::detached(Received::fake(&format!("m{i}"), &json));
                 batcher.push(decoded(&json, None), m, now);
             }
             batcher.flush(FlushReason::Shutdown).unwrap().body()

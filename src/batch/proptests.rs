@@ -2,7 +2,6 @@
 //! number of recursive splits keeps every message exactly once, and every batch stays in its limits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -12,6 +11,7 @@ use super::batcher::{Batcher, Limits};
 use super::{Batch, FlushReason};
 use crate::config::Operation;
 use crate::decode::Decoded;
+use crate::lease::Lease;
 use crate::message::Received;
 
 fn decoded(record: Value, match_key: Option<String>) -> Decoded {
@@ -64,7 +64,7 @@ proptest! {
         for (i, (email, tier)) in inputs.iter().enumerate() {
             let email = format!("user{email}@example.com");
             let record = json!({"email": email, "tier": tier});
-            let message = Arc::new(Received::fake(&format!("m-{i}"), &record.to_string()));
+            let message = Lease::detached(Received::fake(&format!("m-{i}"), &record.to_string()));
             batches.extend(batcher.push(decoded(record, Some(email)), message, now));
         }
         batches.extend(batcher.flush(FlushReason::Shutdown));
@@ -102,7 +102,7 @@ proptest! {
         let now = Instant::now();
         for (i, tier) in tiers.iter().enumerate() {
             let record = json!({"email": "same@example.com", "tier": tier});
-            let message = Arc::new(Received::fake(&format!("m-{i}"), &record.to_string()));
+            let message = Lease::detached(Received::fake(&format!("m-{i}"), &record.to_string()));
             let flushed = batcher.push(decoded(record, Some("same@example.com".into())), message, now);
             prop_assert!(flushed.is_empty());
         }

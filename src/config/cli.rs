@@ -107,6 +107,14 @@ pub struct RunArgs {
     /// Pause after a 401/403 before trying again [default: 30s].
     #[arg(long, env = "RECORDS_AUTH_RETRY")]
     pub auth_retry: Option<String>,
+    /// Message bodies held at most (buffered and in flight) before receiving waits
+    /// [default: (max-in-flight + 1) x batch-max-bytes].
+    #[arg(long, env = "MAX_HELD_BYTES")]
+    pub max_held_bytes: Option<String>,
+    /// Visibility of a message released for a retry, doubled per receive up to 15m; receiving
+    /// pauses as long while the API is out [default: 10s].
+    #[arg(long, env = "RELEASE_BACKOFF")]
+    pub release_backoff: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ pub struct FileSettings {
     pub request_timeout: Option<toml::Value>,
     pub retry_attempts: Option<toml::Value>,
     pub auth_retry: Option<toml::Value>,
+    pub max_held_bytes: Option<toml::Value>,
+    pub release_backoff: Option<toml::Value>,
 }
 
 impl FileSettings {

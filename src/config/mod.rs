@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::contract::{MAX_BATCH_RECORDS, MAX_BODY_BYTES};
+
+/// The largest `--max-held-bytes`: what one semaphore acquisition can count.
+const MAX_HELD_BYTES: usize = u32::MAX as usize;
 use crate::secret::ApiToken;
 use crate::units::{parse_duration, parse_rate, parse_size};
 use cli::RunArgs;
@@ -84,6 +87,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub retry_attempts: usize,
     pub auth_retry: Duration,
+    pub max_held_bytes: usize,
+    pub release_backoff: Duration,
 }
 
 /// One setting's three names, for messages.
@@ -162,13 +167,25 @@ fn within(low: usize, high: usize) -> impl Fn(&usize) -> Result<(), String> {
     }
 }
 
-fn positive(value: &Duration) -> Result<(), String> {
-    if value.is_zero() {
-        Err("must be longer than zero".into())
-    } else {
-        Ok(())
+/// A duration longer than zero and at most `max`. Every duration is bounded, so that no deadline
+/// computed from one can overflow.
+fn up_to(max: Duration) -> impl Fn(&Duration) -> Result<(), String> {
+    move |value| {
+        if value.is_zero() {
+            Err("must be longer than zero".into())
+        } else if *value > max {
+            Err(format!(
+                "must be at most {}",
+                humantime::format_duration(max)
+            ))
+        } else {
+            Ok(())
+        }
     }
 }
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn anything<T>(_: &T) -> Result<(), String> {
     Ok(())
@@ -287,8 +304,8 @@ impl Settings {
             args.batch_max_wait.or(scalar(file.batch_max_wait)),
             "5s",
             parse_duration,
-            positive,
-            "use a duration such as 500ms or 5s",
+            up_to(HOUR),
+            "use a duration from 1ms to 1h, such as 500ms or 5s",
         )?;
         let pollers = parsed(
             &name!("--pollers", "SQS_POLLERS"),
@@ -312,8 +329,14 @@ impl Settings {
                 Some(text),
                 "",
                 parse_rate,
-                anything,
-                "write it like 1.5, 2/s or 100/min",
+                |rate: &f64| {
+                    if (1.0 / 86_400.0..=1e6).contains(rate) {
+                        Ok(())
+                    } else {
+                        Err("must be from 1/day to 1000000/s".into())
+                    }
+                },
+                "write it like 1.5, 2/s or 100/min, from 1/day to 1000000/s",
             )?),
             _ => None,
         };
@@ -334,8 +357,8 @@ impl Settings {
             args.job_timeout.or(scalar(file.job_timeout)),
             "10m",
             parse_duration,
-            positive,
-            "use a duration such as 10m",
+            up_to(7 * DAY),
+            "use a duration from 1s to 7 days, such as 10m",
         )?;
         let visibility_timeout = match args.visibility_timeout.or(scalar(file.visibility_timeout)) {
             Some(text) => Some(parsed(
@@ -359,8 +382,14 @@ impl Settings {
             args.drain_timeout.or(scalar(file.drain_timeout)),
             "25s",
             parse_duration,
-            anything,
-            "use a duration such as 25s",
+            |d: &Duration| {
+                if *d <= 12 * HOUR {
+                    Ok(())
+                } else {
+                    Err("must be at most 12h".into())
+                }
+            },
+            "use a duration from 0s to 12h, such as 25s",
         )?;
         let listen = parsed(
             &name!("--listen", "WORKER_LISTEN"),
@@ -392,8 +421,8 @@ impl Settings {
             args.request_timeout.or(scalar(file.request_timeout)),
             "30s",
             parse_duration,
-            positive,
-            "use a duration such as 30s",
+            up_to(HOUR),
+            "use a duration from 1ms to 1h, such as 30s",
         )?;
         let retry_attempts = parsed(
             &name!("--retry-attempts", "RECORDS_RETRY_ATTEMPTS"),
@@ -408,8 +437,25 @@ impl Settings {
             args.auth_retry.or(scalar(file.auth_retry)),
             "30s",
             parse_duration,
-            positive,
-            "use a duration such as 30s",
+            up_to(HOUR),
+            "use a duration from 1ms to 1h, such as 30s",
+        )?;
+        let default_held = ((max_in_flight + 1) * batch_max_bytes).min(MAX_HELD_BYTES);
+        let max_held_bytes = parsed(
+            &name!("--max-held-bytes", "MAX_HELD_BYTES"),
+            args.max_held_bytes.or(scalar(file.max_held_bytes)),
+            &default_held.to_string(),
+            |text| parse_size(text).map(|bytes| bytes.min(u64::MAX >> 1) as usize),
+            within(1024 * 1024, MAX_HELD_BYTES),
+            "use a size from 1MiB to 4GiB, e.g. 64MiB",
+        )?;
+        let release_backoff = parsed(
+            &name!("--release-backoff", "RELEASE_BACKOFF"),
+            args.release_backoff.or(scalar(file.release_backoff)),
+            "10s",
+            parse_duration,
+            up_to(HOUR),
+            "use a duration from 1s to 1h, such as 10s",
         )?;
         Ok(Self {
             queue_url,
@@ -434,6 +480,8 @@ impl Settings {
             request_timeout,
             retry_attempts,
             auth_retry,
+            max_held_bytes,
+            release_backoff,
         })
     }
 

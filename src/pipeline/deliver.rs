@@ -1,31 +1,32 @@
 //! A batch's life after the flush: submit under its key, handle each kind of refusal (split,
 //! drop the offender, bisect, pause, release), ack on acceptance, follow the job, and settle
-//! every message's fate.
+//! every message's fate. The batch owns its leases throughout; whatever path it takes, every lease
+//! ends in a settlement (or, if the task dies, as an orphan that the heartbeat releases).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
 use super::Pipeline;
 use super::jobs::{JobEnd, row_fates, track};
+use super::settle::release_visibility;
 use crate::api::{Accepted, Action, ApiError, classify};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
 use crate::config::AckOn;
 use crate::outcome::{Fate, Reason, Rejection, Settlement};
 
-/// Where a batch is in its life: may its job be resubmitted once more, and did its messages
-/// already leave the source queue?
+/// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
+/// resubmitted batch's halves are not resubmitted again.
 #[derive(Clone, Copy, Debug)]
 struct Attempt {
     resubmit_left: bool,
-    deleted: bool,
 }
 
 const FIRST: Attempt = Attempt {
     resubmit_left: true,
-    deleted: false,
 };
 
 fn settle_rows(rows: Vec<Row>, fate: impl Fn() -> Fate) -> Settlement {
@@ -45,38 +46,69 @@ fn rejected(reason: Reason, error: &ApiError) -> impl Fn() -> Fate {
 }
 
 impl Pipeline {
-    /// Delivers a freshly flushed (or freshly cut) batch under the key of its own message IDs.
+    /// Delivers a freshly flushed batch under the key of its own message IDs.
     pub fn deliver(self: &Arc<Self>, batch: Batch) -> BoxFuture<'static, ()> {
         let key = batch.key();
         self.deliver_as(batch, key, FIRST)
     }
 
+    /// Delivers a part of a batch (a half, the rest after an offender) under its own key.
+    fn deliver_part(self: &Arc<Self>, batch: Batch, attempt: Attempt) -> BoxFuture<'static, ()> {
+        let key = batch.key();
+        self.deliver_as(batch, key, attempt)
+    }
+
     fn deliver_as(
         self: &Arc<Self>,
-        batch: Batch,
+        mut batch: Batch,
         key: String,
         attempt: Attempt,
     ) -> BoxFuture<'static, ()> {
-        let span = tracing::info_span!(
-            "batch",
-            key = %key,
-            records = batch.rows.len(),
-            messages = batch.message_count()
-        );
         let this = self.clone();
-        Box::pin(
+        Box::pin(async move {
+            let behind = this.rows_behind_a_released_group(&mut batch);
+            if !behind.is_empty() {
+                this.acks
+                    .release(
+                        settle_rows(behind, || Fate::Retry).retry,
+                        "an earlier message of its FIFO group went back to the queue",
+                    )
+                    .await;
+                if batch.rows.is_empty() {
+                    return;
+                }
+                return this.deliver_part(batch, attempt).await;
+            }
+            let span = tracing::info_span!(
+                "batch",
+                key = %key,
+                records = batch.rows.len(),
+                messages = batch.message_count()
+            );
             async move {
                 let body = batch.body();
                 match this.api.submit(&key, body).await {
                     Ok(accepted) => {
                         this.telemetry.unblock();
+                        this.outage.ended();
                         this.accepted(batch, key, accepted, attempt).await;
                     }
                     Err(error) => this.refused(batch, key, error, attempt).await,
                 }
             }
-            .instrument(span),
-        )
+            .instrument(span)
+            .await
+        })
+    }
+
+    /// FIFO: the rows holding a message that an earlier message of its group was released after.
+    /// They go back to the queue with it instead of committing ahead of it.
+    fn rows_behind_a_released_group(&self, batch: &mut Batch) -> Vec<Row> {
+        if !self.settings.source_is_fifo() {
+            return Vec::new();
+        }
+        let groups = &self.acks.released_groups;
+        batch.extract(|row| row.messages.iter().any(|m| groups.must_follow(m)))
     }
 
     async fn refused(
@@ -90,11 +122,21 @@ impl Pipeline {
         self.telemetry
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
         let settlement = match action {
-            Action::Retry { .. } => settle_rows(batch.rows, || Fate::Retry),
+            Action::Retry { .. } => {
+                let least_received = batch.messages().map(|m| m.receive_count).min();
+                let pause = release_visibility(
+                    self.acks.release_base,
+                    least_received.unwrap_or(1),
+                    self.acks.release_cap,
+                );
+                self.telemetry.api_outage(&error, pause);
+                self.outage.began(Instant::now(), pause);
+                settle_rows(batch.rows, || Fate::Retry)
+            }
             Action::Split => match batch.halves() {
                 Ok((front, back)) => {
-                    self.deliver(front).await;
-                    self.deliver(back).await;
+                    self.deliver_part(front, attempt).await;
+                    self.deliver_part(back, attempt).await;
                     return;
                 }
                 Err(one) => settle_rows(one.rows, rejected(Reason::Oversize, &error)),
@@ -104,9 +146,8 @@ impl Pipeline {
                     let settlement = settle_rows(vec![row], rejected(Reason::UnknownField, &error));
                     self.refresh_schema().await;
                     if !batch.rows.is_empty() {
-                        let rest = self.deliver(batch);
-                        let ((), ()) =
-                            tokio::join!(self.acks.settle(settlement, attempt.deleted), rest);
+                        let rest = self.deliver_part(batch, attempt);
+                        let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
                         return;
                     }
                     settlement
@@ -137,15 +178,13 @@ impl Pipeline {
                 self.api.pacer().pause_for(self.settings.auth_retry);
                 settle_rows(batch.rows, || Fate::Retry)
             }
-            Action::KeyReused if attempt.resubmit_left => {
-                let key = derived_key(&key, "key-reused");
-                let attempt = Attempt {
-                    resubmit_left: false,
-                    ..attempt
-                };
-                return self.deliver_as(batch, key, attempt).await;
+            Action::KeyReused => {
+                // The key is the batch's sorted message IDs: a job for exactly these messages
+                // already exists (an earlier receive of them sent other bytes). Sending them
+                // again under another key would write them twice.
+                self.telemetry.key_reused(&key, batch.message_count());
+                settle_rows(batch.rows, || Fate::Delivered)
             }
-            Action::KeyReused => settle_rows(batch.rows, || Fate::Retry),
             Action::Release => {
                 self.telemetry.block(format!(
                     "the Records API refused the batch ({error}). Fix: check --object and --api-url"
@@ -153,7 +192,7 @@ impl Pipeline {
                 settle_rows(batch.rows, || Fate::Retry)
             }
         };
-        self.acks.settle(settlement, attempt.deleted).await;
+        self.acks.settle(settlement).await;
     }
 
     /// Halves the batch until the rows the API refuses stand alone, and dead-letters those.
@@ -166,19 +205,19 @@ impl Pipeline {
     ) {
         match batch.halves() {
             Ok((front, back)) => {
-                self.deliver(front).await;
-                self.deliver(back).await;
+                self.deliver_part(front, attempt).await;
+                self.deliver_part(back, attempt).await;
             }
             Err(one) => {
                 let settlement = settle_rows(one.rows, rejected(reason, error));
-                self.acks.settle(settlement, attempt.deleted).await;
+                self.acks.settle(settlement).await;
             }
         }
     }
 
     async fn accepted(
         self: &Arc<Self>,
-        batch: Batch,
+        mut batch: Batch,
         key: String,
         accepted: Accepted,
         attempt: Attempt,
@@ -195,12 +234,10 @@ impl Pipeline {
                 .filter_map(|m| m.sent_at_ms)
                 .map(|sent| std::time::Duration::from_millis(now_ms.saturating_sub(sent))),
         );
-        let mut attempt = attempt;
-        if self.settings.ack_on == AckOn::Accepted && !attempt.deleted {
-            let messages: Vec<_> = batch.messages().cloned().collect();
-            self.acks.delete(&messages).await;
-            attempt.deleted = true;
+        if self.settings.ack_on == AckOn::Accepted {
+            self.acks.delete(batch.take_claims()).await;
         }
+        let _open = self.open_jobs.open(&accepted.job_id, batch.message_count());
         let end = track(
             &self.api,
             &self.telemetry,
@@ -236,7 +273,6 @@ impl Pipeline {
                 let key = derived_key(&key, "resubmit");
                 let attempt = Attempt {
                     resubmit_left: false,
-                    ..attempt
                 };
                 return self.deliver_as(batch, key, attempt).await;
             }
@@ -259,7 +295,7 @@ impl Pipeline {
                 settle_rows(batch.rows, || Fate::Rejected(rejection.clone()))
             }
         };
-        self.acks.settle(settlement, attempt.deleted).await;
+        self.acks.settle(settlement).await;
     }
 
     /// Fetches the object's schema again, after the API said a field is not in it.

@@ -12,12 +12,12 @@ use super::fifo::GroupGate;
 use crate::batch::batcher::Batcher;
 use crate::batch::{Batch, FlushReason};
 use crate::decode::Decoded;
-use crate::message::Received;
+use crate::lease::Lease;
 use crate::telemetry::Telemetry;
 
 pub async fn batch_loop(
     mut batcher: Batcher,
-    mut records: mpsc::UnboundedReceiver<(Decoded, Arc<Received>)>,
+    mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
     batches: mpsc::Sender<Batch>,
     telemetry: Arc<Telemetry>,
 ) {
@@ -57,6 +57,19 @@ impl Drop for InFlight {
     }
 }
 
+/// A delivery task that panicked dropped its leases, which released its messages as orphans;
+/// say so loudly, since it is a bug.
+fn report(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = ended
+        && error.is_panic()
+    {
+        tracing::error!(
+            %error,
+            "a batch delivery panicked; its messages are released as orphans and redelivered"
+        );
+    }
+}
+
 pub async fn dispatch_loop(
     pipeline: Arc<Pipeline>,
     mut batches: mpsc::Receiver<Batch>,
@@ -91,8 +104,12 @@ pub async fn dispatch_loop(
             drop(counter);
             drop(slot);
         });
-        while tasks.try_join_next().is_some() {}
+        while let Some(ended) = tasks.try_join_next() {
+            report(ended);
+        }
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(ended) = tasks.join_next().await {
+        report(ended);
+    }
     pipeline.telemetry.set_in_flight(0);
 }

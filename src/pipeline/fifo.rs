@@ -1,8 +1,13 @@
 //! FIFO order across batches: a batch holding message group G is not submitted while an earlier
-//! batch with G is undecided. Batches take their groups in flush order.
+//! batch with G is undecided. Batches take their groups in flush order. And when a message of G
+//! goes back to the queue, every message of G the worker already held then is later in the group,
+//! so it goes back too instead of committing ahead of it (`ReleasedGroups`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::message::Received;
 
 use tokio::sync::Notify;
 
@@ -49,6 +54,38 @@ impl Drop for GroupHold {
     }
 }
 
+/// When each FIFO group last had a message released.
+#[derive(Default)]
+pub struct ReleasedGroups {
+    stamps: Mutex<HashMap<String, Instant>>,
+}
+
+/// Stamps older than this cannot matter: no message is held that long.
+const STAMP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl ReleasedGroups {
+    pub fn released(&self, group: &str, at: Instant) {
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if stamps.len() > 10_000 {
+            stamps.retain(|_, stamp| at.saturating_duration_since(*stamp) < STAMP_TTL);
+        }
+        let stamp = stamps.entry(group.to_owned()).or_insert(at);
+        *stamp = (*stamp).max(at);
+    }
+
+    /// True when an earlier message of this message's group went back to the queue after this
+    /// one was received: this one must follow it back.
+    pub fn must_follow(&self, message: &Received) -> bool {
+        let Some(group) = &message.group_id else {
+            return false;
+        };
+        let stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        stamps
+            .get(group)
+            .is_some_and(|released_at| *released_at >= message.received_at)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +107,23 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[test]
+    fn a_message_received_before_its_group_was_released_follows_it() {
+        let groups = ReleasedGroups::default();
+        let mut held = Received::fake("m2", "{}");
+        held.group_id = Some("g".into());
+        let t0 = held.received_at;
+        assert!(!groups.must_follow(&held));
+        groups.released("g", t0 + Duration::from_millis(5));
+        assert!(groups.must_follow(&held));
+        let mut later = Received::fake("m3", "{}");
+        later.group_id = Some("g".into());
+        later.received_at = t0 + Duration::from_secs(1);
+        assert!(!groups.must_follow(&later), "redelivered after the release");
+        let mut other = Received::fake("m4", "{}");
+        other.group_id = Some("h".into());
+        assert!(!groups.must_follow(&other));
     }
 }

@@ -16,6 +16,10 @@ pub enum JobEnd {
 
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(5);
+/// How long a job the API just accepted may answer 404 before the worker believes it is gone. A
+/// job store that lags its 202 (a replica, a cache) answers 404 at first, and reading that as
+/// "nothing committed" would send the batch again.
+pub const UNKNOWN_JOB_GRACE: Duration = Duration::from_secs(30);
 
 /// Polls `statusPath` with backoff until the job is terminal or `timeout` passes.
 pub async fn track(
@@ -24,8 +28,10 @@ pub async fn track(
     accepted: &Accepted,
     timeout: Duration,
 ) -> JobEnd {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started.checked_add(timeout).unwrap_or(started);
     let mut delay = FIRST_POLL;
+    let mut unknown_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -48,7 +54,16 @@ pub async fn track(
             },
             Err(ApiError::Status { status: 404, .. }) => {
                 telemetry.job_poll("unknown_job");
-                return JobEnd::Failed("the API no longer knows the job (404)".into());
+                let since = *unknown_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNKNOWN_JOB_GRACE {
+                    return JobEnd::Failed(format!(
+                        "the API did not know the job for {UNKNOWN_JOB_GRACE:?} (404)"
+                    ));
+                }
+                tracing::warn!(
+                    job_id = accepted.job_id,
+                    "the job is unknown (404); polling on"
+                );
             }
             Err(error) => {
                 telemetry.job_poll("error");

@@ -6,15 +6,18 @@ pub mod dispatch;
 pub mod fifo;
 pub mod heartbeat;
 pub mod jobs;
+pub mod outage;
 pub mod poll;
 pub mod settle;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::api::RecordsApi;
 use crate::config::Settings;
 use crate::decode::SchemaHandle;
 use crate::telemetry::Telemetry;
+use outage::Outage;
 use settle::Acks;
 
 pub struct Pipeline {
@@ -23,4 +26,35 @@ pub struct Pipeline {
     pub acks: Acks,
     pub schema: SchemaHandle,
     pub telemetry: Arc<Telemetry>,
+    pub outage: Outage,
+    pub open_jobs: OpenJobs,
+}
+
+/// The jobs the worker is following, with how many messages each holds, so that a drain that
+/// runs out of time can name the ones it abandons.
+#[derive(Default)]
+pub struct OpenJobs(Mutex<BTreeMap<String, usize>>);
+
+/// Removes its job from `OpenJobs` when dropped.
+pub struct OpenJob<'a>(&'a OpenJobs, String);
+
+impl OpenJobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn open(&self, job_id: &str, messages: usize) -> OpenJob<'_> {
+        self.lock().insert(job_id.to_owned(), messages);
+        OpenJob(self, job_id.to_owned())
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, usize)> {
+        self.lock().iter().map(|(id, n)| (id.clone(), *n)).collect()
+    }
+}
+
+impl Drop for OpenJob<'_> {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
 }

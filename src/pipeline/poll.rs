@@ -1,15 +1,21 @@
-//! The long-poll loops: receive up to 10 messages with `WaitTimeSeconds=20`, hold them, decode
-//! them, pass records to the batcher and dead-letter the undecodable at once. A loop waits while
-//! buffered plus in-flight messages would exceed what `--max-in-flight` batches can hold.
+//! The long-poll loops: receive up to 10 messages with `WaitTimeSeconds=20`, take a lease on each
+//! (a second copy of a message already held is absorbed into the first), decode them, pass
+//! records to the batcher and dead-letter the undecodable at once.
+//!
+//! Backpressure, in messages and in bytes: a loop receives only while buffered plus in-flight
+//! messages fit in what `--max-in-flight` batches can hold, and it waits with what it received
+//! until their bodies fit in `--max-held-bytes`. While the API is out (`outage`), it does not
+//! receive at all.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use crate::decode::{Decoded, Decoder};
+use crate::lease::Lease;
 use crate::message::Received;
 use crate::outcome::{Fate, Settlement};
 use crate::sqs::Holdings;
@@ -24,13 +30,20 @@ pub const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// How often a loop waiting on backpressure tells the watchdog it is alive.
 const BACKPRESSURE_CHECK: Duration = Duration::from_secs(5);
 
+/// The bytes a message holds against `--max-held-bytes`: its body.
+pub fn held_bytes(message: &Received) -> usize {
+    message.body.len().max(1)
+}
+
 pub struct Poller {
     pub pipeline: Arc<Pipeline>,
     pub holdings: Arc<Holdings>,
     pub decoder: Arc<Decoder>,
     pub capacity: Arc<Semaphore>,
+    pub bytes: Arc<Semaphore>,
+    pub bytes_budget: usize,
     pub per_receive: usize,
-    pub records: mpsc::UnboundedSender<(Decoded, Arc<Received>)>,
+    pub records: mpsc::UnboundedSender<(Decoded, Lease)>,
 }
 
 impl Poller {
@@ -39,6 +52,14 @@ impl Poller {
         let visibility = self.pipeline.settings.visibility_timeout;
         let mut failures = 0u32;
         loop {
+            if let Some(until) = self.pipeline.outage.receives_wait_until(Instant::now()) {
+                self.pipeline.telemetry.systemd.poll_alive();
+                let wait = until.min(Instant::now() + BACKPRESSURE_CHECK);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wait.into()) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
             let capacity = loop {
                 // Waiting on backpressure is the loop doing its job: keep the watchdog fed.
                 self.pipeline.telemetry.systemd.poll_alive();
@@ -83,39 +104,77 @@ impl Poller {
             self.pipeline.telemetry.sqs_reached();
             self.pipeline.telemetry.received(messages.len());
             // Even while stopping: the batcher flushes these with the rest of the buffer.
-            self.accept(messages, capacity).await;
+            self.accept(messages, capacity, &stop).await;
             if stopping || stop.is_cancelled() {
                 break;
             }
         }
     }
 
+    /// Leases the messages, waits until their bytes fit the budget, and hands them on.
     async fn accept(
         &self,
-        messages: Vec<Received>,
-        mut capacity: tokio::sync::OwnedSemaphorePermit,
+        messages: Vec<(Received, String)>,
+        mut capacity: OwnedSemaphorePermit,
+        stop: &CancellationToken,
     ) {
+        let mut fresh = Vec::with_capacity(messages.len());
+        for (message, receipt) in messages {
+            let share = capacity.split(1).into_iter().collect();
+            match self.holdings.hold(&message, receipt, share) {
+                Some(claim) => fresh.push((message, claim)),
+                None => self.pipeline.telemetry.duplicate_receipt(&message.id),
+            }
+        }
+        let total: usize = fresh.iter().map(|(m, _)| held_bytes(m)).sum();
+        let mut bytes = self.bytes_permit(total.min(self.bytes_budget), stop).await;
+        self.pipeline.telemetry.set_held_bytes(
+            self.bytes_budget - self.bytes.available_permits().min(self.bytes_budget),
+        );
         let mut undecodable = Settlement::default();
-        for message in messages {
-            let message = Arc::new(message);
-            self.holdings.hold(&message, capacity.split(1));
+        for (message, claim) in fresh {
+            let share = bytes.as_mut().and_then(|permit| {
+                let n = (held_bytes(&message) as u32).min(permit.num_permits() as u32);
+                permit.split(n as usize)
+            });
+            let lease = Lease::new(message, claim, share);
             match self
                 .decoder
-                .decode(&message.body, message.md5_of_body.as_deref())
+                .decode(&lease.body, lease.md5_of_body.as_deref())
             {
                 Ok(decoded) => {
-                    if let Err(mpsc::error::SendError((_, message))) =
-                        self.records.send((decoded, message))
+                    if let Err(mpsc::error::SendError((_, lease))) =
+                        self.records.send((decoded, lease))
                     {
                         // The batcher is gone (shutdown): the message goes back to the queue.
-                        undecodable.add(message, Fate::Retry);
+                        undecodable.add(lease, Fate::Retry);
                     }
                 }
-                Err(rejection) => undecodable.add(message, Fate::Rejected(rejection)),
+                Err(rejection) => undecodable.add(lease, Fate::Rejected(rejection)),
             }
         }
         if !undecodable.is_empty() {
-            self.pipeline.acks.settle(undecodable, false).await;
+            self.pipeline.acks.settle(undecodable).await;
+        }
+    }
+
+    /// The budget's bytes for a receive; none when the worker is stopping (the drain frees no
+    /// more room, and the messages are flushed with the rest).
+    async fn bytes_permit(
+        &self,
+        bytes: usize,
+        stop: &CancellationToken,
+    ) -> Option<OwnedSemaphorePermit> {
+        if bytes == 0 {
+            return None;
+        }
+        loop {
+            self.pipeline.telemetry.systemd.poll_alive();
+            tokio::select! {
+                permit = self.bytes.clone().acquire_many_owned(bytes as u32) => return permit.ok(),
+                _ = tokio::time::sleep(BACKPRESSURE_CHECK) => continue,
+                _ = stop.cancelled() => return None,
+            }
         }
     }
 }

@@ -1,95 +1,218 @@
-//! Carrying out fates against SQS: delete in groups of 10 with every entry checked, release with
-//! visibility 0, dead-letter then delete. A message leaves the source only after it was accepted or
-//! its DLQ copy was sent.
+//! Carrying out fates against SQS. Settling consumes leases: a delivered message is deleted, a
+//! rejected one is dead-lettered and then deleted, one to retry is released with a visibility that
+//! grows with its receive count. A message leaves the source only after it was accepted or its DLQ
+//! copy was sent, and a message that already left (deleted after a 202) can never be released.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::fifo::ReleasedGroups;
+use crate::lease::{Claim, Lease};
 use crate::message::Received;
 use crate::outcome::{Reason, Rejection, Settlement};
+use crate::sqs::entries::per_entry;
+use crate::sqs::holdings::Orphan;
 use crate::sqs::{Holdings, Queue, dlq};
 use crate::telemetry::Telemetry;
 
-/// SendMessageBatch takes at most 256 KiB in all; stay under it with room for attributes.
-const SEND_BATCH_BYTES: usize = 200 * 1024;
-const ENTRY_ATTEMPTS: u32 = 4;
+const ENTRY_ATTEMPTS: usize = 4;
 /// An already-deleted message has nowhere else to go, so its DLQ copy is tried for longer.
-const DELETED_DLQ_ATTEMPTS: u32 = 10;
-/// DeleteMessageBatch calls in flight for one batch: a 1,000-message batch is 100 calls, and
-/// issuing them one after another kept its capacity held for half a second.
-const CONCURRENT_DELETES: usize = 8;
+const DELETED_DLQ_ATTEMPTS: usize = 10;
+/// Batch calls in flight for one settlement: a 1,000-message batch is 100 calls, and issuing
+/// them one after another kept its capacity held for half a second.
+const CONCURRENT_CALLS: usize = 8;
+/// SQS's longest visibility timeout.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// How long a message released for a retry stays invisible: `base` doubled per earlier receive,
+/// at most `cap`. An outage of the API then spends time instead of receive counts.
+pub fn release_visibility(base: Duration, receive_count: u32, cap: Duration) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings)
+        .min(cap)
+        .min(MAX_VISIBILITY)
+}
 
 pub struct Acks {
     pub source: Queue,
     pub dlq: Queue,
     pub holdings: Arc<Holdings>,
     pub telemetry: Arc<Telemetry>,
+    pub released_groups: Arc<ReleasedGroups>,
+    /// The first release's visibility (`--release-backoff`) and the most it grows to.
+    pub release_base: Duration,
+    pub release_cap: Duration,
+    /// The DLQ's `MaximumMessageSize`, in bytes.
+    pub dlq_max_bytes: usize,
 }
 
-async fn pause(attempt: u32) {
-    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(8)))).await;
+/// One message to make visible again: its receipt's owner, after how long, and its FIFO group.
+struct Release {
+    id: String,
+    visibility: Duration,
+    group_id: Option<String>,
+    claim: Option<Claim>,
 }
 
 impl Acks {
-    /// Deletes messages, retrying refused entries; stale receipts are counted and logged.
-    pub async fn delete(&self, messages: &[Arc<Received>]) {
-        futures::stream::iter(messages.chunks(10))
-            .for_each_concurrent(CONCURRENT_DELETES, |group| self.delete_group(group))
+    /// Deletes the messages, retrying refused entries (with the newest receipt, when SQS handed
+    /// out another copy meanwhile). A delete that never goes through drops its claim, so the
+    /// message is released as an orphan and redelivered.
+    pub async fn delete(&self, claims: Vec<Claim>) {
+        let mut claims = claims;
+        let mut groups = Vec::new();
+        while !claims.is_empty() {
+            let rest = claims.split_off(claims.len().min(10));
+            groups.push(std::mem::replace(&mut claims, rest));
+        }
+        futures::stream::iter(groups)
+            .for_each_concurrent(CONCURRENT_CALLS, |group| self.delete_group(group))
             .await;
     }
 
-    async fn delete_group(&self, group: &[Arc<Received>]) {
-        {
-            let mut pending: Vec<&Arc<Received>> = group.iter().collect();
-            for attempt in 0..ENTRY_ATTEMPTS {
-                let receipts: Vec<&str> = pending.iter().map(|m| m.receipt.as_str()).collect();
-                let failed = match self.source.delete_batch(&receipts).await {
-                    Ok(failed) => failed,
-                    Err(error) => {
-                        tracing::warn!(%error, attempt, "DeleteMessageBatch failed");
-                        pause(attempt).await;
-                        continue;
-                    }
-                };
-                let mut retry = Vec::new();
-                for failure in &failed {
-                    let Some(message) = pending.get(failure.index) else {
-                        continue;
-                    };
-                    if failure.is_stale_receipt() {
-                        self.telemetry.stale_receipt(&message.id, &failure.code);
-                    } else {
-                        self.telemetry.delete_failed(&message.id, &failure.code);
-                        retry.push(*message);
-                    }
-                }
-                let done: Vec<&Arc<Received>> = pending
+    async fn delete_group(&self, group: Vec<Claim>) {
+        let sent: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let outcome = per_entry(
+            group,
+            ENTRY_ATTEMPTS,
+            |claims: &[Claim]| {
+                let receipts: Vec<String> = claims
                     .iter()
-                    .filter(|m| !retry.iter().any(|r| r.id == m.id))
-                    .copied()
+                    .map(|c| c.receipt().unwrap_or_default())
                     .collect();
-                let deleted = done.len() - failed.iter().filter(|f| f.is_stale_receipt()).count();
-                self.telemetry.deleted(deleted);
-                self.holdings.forget(done.iter().map(|m| m.id.as_str()));
-                pending = retry;
-                if pending.is_empty() {
-                    break;
-                }
-                pause(attempt).await;
+                *sent.lock().unwrap_or_else(|p| p.into_inner()) = receipts.clone();
+                Box::pin(async move {
+                    let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
+                    self.source.delete_batch(&receipts).await
+                })
+            },
+            |claim, failure| {
+                !failure.is_stale_receipt()
+                    || sent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(failure.index)
+                        .is_some_and(|used| Some(used) != claim.receipt().as_ref())
+            },
+        )
+        .await;
+        self.telemetry.deleted(outcome.done.len());
+        for claim in outcome.done {
+            claim.spend();
+        }
+        for (claim, code) in outcome.refused {
+            let failure = crate::sqs::EntryFailure {
+                index: 0,
+                code: code.clone(),
+                sender_fault: true,
+            };
+            if failure.is_stale_receipt() {
+                // The message is gone, or SQS gave it to another consumer: it is not ours.
+                self.telemetry.stale_receipt(claim.id(), &code);
+                claim.spend();
+            } else {
+                self.telemetry.delete_failed(claim.id(), &code);
+                drop(claim);
             }
-            // Still refused after every attempt: let go of them, and SQS redelivers them when their
-            // visibility runs out. Holding on would extend their visibility forever.
-            self.holdings.forget(pending.iter().map(|m| m.id.as_str()));
         }
     }
 
-    /// Makes messages visible again at once, so SQS redelivers them and counts the receive.
-    pub async fn release(&self, messages: &[Arc<Received>], why: &str) {
-        for group in messages.chunks(10) {
-            let receipts: Vec<&str> = group.iter().map(|m| m.receipt.as_str()).collect();
-            match self.source.change_visibility_batch(&receipts, 0).await {
+    /// Makes messages visible again, each after its backoff, and marks their FIFO groups so
+    /// that later messages of the group follow them back.
+    pub async fn release(&self, leases: Vec<Lease>, why: &str) {
+        let releases = leases
+            .into_iter()
+            .filter_map(|lease| {
+                let (message, claim) = lease.into_parts();
+                Some(Release {
+                    visibility: self.backoff(&message),
+                    id: message.id,
+                    group_id: message.group_id,
+                    claim: Some(claim?),
+                })
+            })
+            .collect();
+        self.release_all(releases, why).await;
+    }
+
+    /// Releases the orphans of dropped claims; returns how many.
+    pub async fn release_orphans(&self) -> usize {
+        let orphans = self.holdings.take_orphans();
+        let count = orphans.len();
+        if count > 0 {
+            self.telemetry.orphans_released(count);
+            let releases = orphans
+                .into_iter()
+                .map(|orphan: Orphan| Release {
+                    visibility: release_visibility(
+                        self.release_base,
+                        orphan.receive_count,
+                        self.release_cap,
+                    ),
+                    id: orphan.id,
+                    group_id: orphan.group_id,
+                    claim: None,
+                })
+                .collect();
+            self.release_all(releases, "its task ended without settling it")
+                .await;
+        }
+        count
+    }
+
+    /// Releases every held message at once, for the shutdown: another worker may take them now.
+    pub async fn release_everything(&self) -> usize {
+        let held = self.holdings.all();
+        let count = held.len();
+        let releases = held
+            .into_iter()
+            .map(|held| Release {
+                id: held.id,
+                visibility: Duration::ZERO,
+                group_id: None,
+                claim: None,
+            })
+            .collect();
+        self.release_all(releases, "shutdown").await;
+        count
+    }
+
+    fn backoff(&self, message: &Received) -> Duration {
+        release_visibility(self.release_base, message.receive_count, self.release_cap)
+    }
+
+    async fn release_all(&self, releases: Vec<Release>, why: &str) {
+        let now = Instant::now();
+        for release in &releases {
+            if let Some(group) = &release.group_id {
+                self.released_groups.released(group, now);
+            }
+        }
+        let mut releases = releases;
+        let mut groups = Vec::new();
+        while !releases.is_empty() {
+            let rest = releases.split_off(releases.len().min(10));
+            groups.push(std::mem::replace(&mut releases, rest));
+        }
+        futures::stream::iter(groups)
+            .for_each_concurrent(CONCURRENT_CALLS, |group| self.release_group(group, why))
+            .await;
+    }
+
+    async fn release_group(&self, group: Vec<Release>, why: &str) {
+        let entries: Vec<(String, i32)> = group
+            .iter()
+            .filter_map(|r| {
+                let receipt = self.holdings.receipt(&r.id)?;
+                Some((receipt, r.visibility.as_millis().div_ceil(1000) as i32))
+            })
+            .collect();
+        if !entries.is_empty() {
+            let borrowed: Vec<(&str, i32)> =
+                entries.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+            match self.source.change_visibility_batch(&borrowed).await {
                 Ok(failed) => {
                     for failure in failed {
                         tracing::warn!(
@@ -98,121 +221,126 @@ impl Acks {
                         );
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "release failed; the messages reappear when their visibility ends")
-                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "release failed; the messages reappear when their visibility ends"
+                ),
             }
-            self.telemetry.released(group.len(), why);
-            self.holdings.forget(group.iter().map(|m| m.id.as_str()));
+        }
+        let longest = group.iter().map(|r| r.visibility).max().unwrap_or_default();
+        self.telemetry.released(group.len(), why, longest);
+        for release in group {
+            match release.claim {
+                Some(claim) => claim.spend(),
+                None => self.holdings.forget([release.id.as_str()]),
+            }
         }
     }
 
     /// Sends DLQ copies; returns (sent, not sent).
-    pub async fn dead_letter(
-        &self,
-        items: Vec<(Arc<Received>, Rejection)>,
-        attempts: u32,
-    ) -> (Vec<Arc<Received>>, Vec<Arc<Received>>) {
+    pub async fn dead_letter(&self, items: Vec<(Lease, Rejection)>) -> (Vec<Lease>, Vec<Lease>) {
         let fifo = self.dlq.is_fifo();
+        let packed = pack(items, self.dlq_max_bytes);
+        let outcomes: Vec<_> = futures::stream::iter(packed)
+            .map(|group| {
+                let attempts = if group.iter().any(|(lease, _)| lease.is_deleted()) {
+                    DELETED_DLQ_ATTEMPTS
+                } else {
+                    ENTRY_ATTEMPTS
+                };
+                per_entry(
+                    group,
+                    attempts,
+                    move |items: &[(Lease, Rejection)]| {
+                        let entries = items
+                            .iter()
+                            .enumerate()
+                            .map(|(index, (message, rejection))| {
+                                dlq::entry(
+                                    index,
+                                    message,
+                                    rejection,
+                                    self.source.url(),
+                                    fifo,
+                                    self.dlq_max_bytes,
+                                )
+                            })
+                            .collect();
+                        Box::pin(self.dlq.send_batch(entries))
+                    },
+                    |_, _| true,
+                )
+            })
+            .buffered(CONCURRENT_CALLS)
+            .collect()
+            .await;
         let mut sent = Vec::new();
         let mut unsent = Vec::new();
-        for group in pack(items) {
-            let mut pending = group;
-            for attempt in 0..attempts {
-                let entries = pending
-                    .iter()
-                    .enumerate()
-                    .map(|(index, (message, rejection))| {
-                        dlq::entry(index, message, rejection, self.source.url(), fifo)
-                    })
-                    .collect();
-                let failed = match self.dlq.send_batch(entries).await {
-                    Ok(failed) => failed,
-                    Err(error) => {
-                        tracing::warn!(%error, attempt, "SendMessageBatch to the DLQ failed");
-                        pause(attempt).await;
-                        continue;
-                    }
-                };
-                let (mut retry, mut done) = (Vec::new(), Vec::new());
-                for (index, item) in pending.into_iter().enumerate() {
-                    match failed.iter().find(|f| f.index == index) {
-                        Some(failure) => {
-                            tracing::warn!(
-                                message_id = item.0.id,
-                                code = failure.code,
-                                "DLQ entry refused"
-                            );
-                            retry.push(item);
-                        }
-                        None => done.push(item),
-                    }
-                }
-                for (message, rejection) in done {
-                    self.telemetry
-                        .dead_lettered(&message.id, rejection.reason, &rejection.message);
-                    sent.push(message);
-                }
-                pending = retry;
-                if pending.is_empty() {
-                    break;
-                }
-                pause(attempt).await;
+        for outcome in outcomes {
+            for (message, rejection) in outcome.done {
+                self.telemetry
+                    .dead_lettered(&message.id, rejection.reason, &rejection.message);
+                sent.push(message);
             }
-            unsent.extend(pending.into_iter().map(|(message, _)| message));
+            for ((message, _), code) in outcome.refused {
+                tracing::warn!(message_id = message.id, code, "DLQ entry refused");
+                unsent.push(message);
+            }
         }
         (sent, unsent)
     }
 
-    /// Carries out a settlement. `deleted`: the messages already left the source (`--ack-on
-    /// accepted` after a 202), so nothing can be released and rejects must reach the DLQ.
-    pub async fn settle(&self, mut settlement: Settlement, deleted: bool) {
-        if deleted && !settlement.retry.is_empty() {
-            let rejection = Rejection::new(
-                Reason::JobFailed,
-                "the batch could not be delivered again after its job failed, and the message was \
-                 already deleted (--ack-on accepted)",
-            );
-            let retry = std::mem::take(&mut settlement.retry);
-            settlement
-                .rejected
-                .extend(retry.into_iter().map(|m| (m, rejection.clone())));
-        }
-        if !deleted {
-            self.delete(&settlement.delivered).await;
-        }
-        let attempts = if deleted {
-            DELETED_DLQ_ATTEMPTS
-        } else {
-            ENTRY_ATTEMPTS
-        };
-        let (sent, unsent) = self.dead_letter(settlement.rejected, attempts).await;
-        if deleted {
-            for message in &unsent {
+    /// Carries out a settlement, consuming its leases.
+    pub async fn settle(&self, settlement: Settlement) {
+        let Settlement {
+            delivered,
+            retry,
+            mut rejected,
+        } = settlement;
+        let claims = delivered
+            .into_iter()
+            .filter_map(|mut lease| lease.take_claim())
+            .collect();
+        self.delete(claims).await;
+        let (gone, retry): (Vec<Lease>, Vec<Lease>) =
+            retry.into_iter().partition(Lease::is_deleted);
+        let rejection = Rejection::new(
+            Reason::JobFailed,
+            "the batch could not be delivered again after its job failed, and the message was \
+             already deleted (--ack-on accepted)",
+        );
+        rejected.extend(gone.into_iter().map(|lease| (lease, rejection.clone())));
+        let (sent, unsent) = self.dead_letter(rejected).await;
+        let claims = sent
+            .into_iter()
+            .filter_map(|mut lease| lease.take_claim())
+            .collect();
+        self.delete(claims).await;
+        let mut retry = retry;
+        for lease in unsent {
+            if lease.is_deleted() {
                 self.telemetry
-                    .dlq_lost(&message.id, "the DLQ refused the message on every attempt");
+                    .dlq_lost(&lease.id, "the DLQ refused the message on every attempt");
+            } else {
+                self.telemetry
+                    .dlq_send_failed(&lease.id, "the DLQ refused it on every attempt");
+                retry.push(lease);
             }
-            return;
         }
-        self.delete(&sent).await;
-        for message in &unsent {
-            self.telemetry
-                .dlq_send_failed(&message.id, "the DLQ refused it on every attempt");
-        }
-        settlement.retry.extend(unsent);
-        self.release(&settlement.retry, "could not be settled now")
-            .await;
+        self.release(retry, "could not be settled now").await;
     }
 }
 
-/// Groups DLQ items into SendMessageBatch calls: at most 10 entries and about 200 KiB each.
-fn pack(items: Vec<(Arc<Received>, Rejection)>) -> Vec<Vec<(Arc<Received>, Rejection)>> {
-    let mut groups: Vec<Vec<(Arc<Received>, Rejection)>> = Vec::new();
+/// Groups DLQ items into SendMessageBatch calls: at most 10 entries and about 200 KiB each, or
+/// one entry alone when it is bigger.
+fn pack(items: Vec<(Lease, Rejection)>, max_message_bytes: usize) -> Vec<Vec<(Lease, Rejection)>> {
+    let batch_bytes = dlq::SEND_BATCH_BYTES.min(max_message_bytes.max(1));
+    let mut groups: Vec<Vec<(Lease, Rejection)>> = Vec::new();
     let mut bytes = 0;
     for item in items {
-        let size = item.0.body.len() + dlq::MAX_ERROR_MESSAGE + 512;
+        let size = dlq::entry_bytes(&item.0, &item.1);
         match groups.last_mut() {
-            Some(group) if group.len() < 10 && bytes + size <= SEND_BATCH_BYTES => {
+            Some(group) if group.len() < 10 && bytes + size <= batch_bytes => {
                 bytes += size;
                 group.push(item);
             }
@@ -233,13 +361,41 @@ mod tests {
     fn packing_respects_count_and_size() {
         let item = |size: usize| {
             (
-                Arc::new(Received::fake("m", &"x".repeat(size))),
+                Lease::detached(Received::fake("m", &"x".repeat(size))),
                 Rejection::new(Reason::Oversize, ""),
             )
         };
-        let groups = pack((0..25).map(|_| item(10)).collect());
+        let groups = pack((0..25).map(|_| item(10)).collect(), 256 * 1024);
         assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
-        let groups = pack((0..3).map(|_| item(150 * 1024)).collect());
+        let groups = pack((0..3).map(|_| item(150 * 1024)).collect(), 256 * 1024);
         assert_eq!(groups.len(), 3);
+    }
+
+    #[test]
+    fn release_visibility_doubles_per_receive_up_to_the_cap() {
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(900);
+        let table = [
+            (0, 10),
+            (1, 10),
+            (2, 20),
+            (3, 40),
+            (4, 80),
+            (5, 160),
+            (7, 640),
+            (8, 900),
+            (u32::MAX, 900),
+        ];
+        for (receive_count, seconds) in table {
+            assert_eq!(
+                release_visibility(base, receive_count, cap),
+                Duration::from_secs(seconds),
+                "receive {receive_count}"
+            );
+        }
+        assert_eq!(
+            release_visibility(Duration::from_secs(u64::MAX / 2), 30, Duration::MAX),
+            MAX_VISIBILITY
+        );
     }
 }

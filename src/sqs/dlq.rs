@@ -29,38 +29,96 @@ pub fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// The DLQ entry for one message; `id` is its index within the SendMessageBatch call.
+/// SendMessageBatch takes at most 256 KiB in all; stay under it with room to spare.
+pub const SEND_BATCH_BYTES: usize = 200 * 1024;
+/// SQS's default `MaximumMessageSize`, for a DLQ whose attribute cannot be read.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The `dlq-*` attributes of one message, required ones first. SQS counts each attribute's name,
+/// type and value against the message size.
+fn attributes(
+    message: &Received,
+    rejection: &Rejection,
+    source_queue: &str,
+) -> Vec<(&'static str, String)> {
+    let text = if rejection.message.is_empty() {
+        rejection.reason.as_str()
+    } else {
+        truncate(&rejection.message, MAX_ERROR_MESSAGE)
+    };
+    let mut attributes = vec![
+        ("dlq-reason", rejection.reason.as_str().to_owned()),
+        ("dlq-source-message-id", message.id.clone()),
+        ("dlq-receive-count", message.receive_count.to_string()),
+        ("dlq-error-message", text.to_owned()),
+        ("dlq-source-queue", source_queue.to_owned()),
+    ];
+    if let Some(code) = rejection.code.as_deref().filter(|code| !code.is_empty()) {
+        attributes.push(("dlq-error-code", code.to_owned()));
+    }
+    if let Some(job_id) = &rejection.job_id {
+        attributes.push(("dlq-job-id", job_id.clone()));
+    }
+    if let Some(row) = rejection.row_index {
+        attributes.push(("dlq-row-index", row.to_string()));
+    }
+    attributes
+}
+
+fn attribute_bytes(name: &str, value: &str) -> usize {
+    name.len() + "String".len() + value.len()
+}
+
+/// Bytes that SQS counts for a DLQ copy: the body and every attribute.
+pub fn entry_bytes(message: &Received, rejection: &Rejection) -> usize {
+    message.body.len()
+        + attributes(message, rejection, "")
+            .iter()
+            .map(|(name, value)| attribute_bytes(name, value))
+            .sum::<usize>()
+        + 512
+}
+
+/// Fits the attributes into what the DLQ takes beside the body: the error message is cut
+/// first, then the optional attributes go, last first. The three required ones always stay.
+fn fit(mut attributes: Vec<(&'static str, String)>, room: usize) -> Vec<(&'static str, String)> {
+    let size = |attributes: &[(&'static str, String)]| -> usize {
+        attributes
+            .iter()
+            .map(|(name, value)| attribute_bytes(name, value))
+            .sum()
+    };
+    let over = size(&attributes).saturating_sub(room);
+    if over > 0
+        && let Some((_, text)) = attributes
+            .iter_mut()
+            .find(|(name, _)| *name == "dlq-error-message")
+    {
+        let keep = text.len().saturating_sub(over);
+        *text = truncate(text, keep).to_owned();
+    }
+    while size(&attributes) > room && attributes.len() > 3 {
+        attributes.pop();
+    }
+    attributes
+}
+
+/// The DLQ entry for one message; `id` is its index within the SendMessageBatch call. The body
+/// is the original, byte for byte; the attributes are trimmed to fit `max_message_bytes`.
 pub fn entry(
     id: usize,
     message: &Received,
     rejection: &Rejection,
     source_queue: &str,
     fifo_dlq: bool,
+    max_message_bytes: usize,
 ) -> SendMessageBatchRequestEntry {
-    let text = if rejection.message.is_empty() {
-        rejection.reason.as_str()
-    } else {
-        truncate(&rejection.message, MAX_ERROR_MESSAGE)
-    };
+    let room = max_message_bytes.saturating_sub(message.body.len());
     let mut builder = SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
-        .message_body(message.body.clone())
-        .message_attributes("dlq-reason", attribute(rejection.reason.as_str()))
-        .message_attributes("dlq-error-message", attribute(text))
-        .message_attributes("dlq-source-message-id", attribute(message.id.clone()))
-        .message_attributes("dlq-source-queue", attribute(source_queue))
-        .message_attributes(
-            "dlq-receive-count",
-            attribute(message.receive_count.to_string()),
-        );
-    if let Some(code) = rejection.code.as_deref().filter(|code| !code.is_empty()) {
-        builder = builder.message_attributes("dlq-error-code", attribute(code));
-    }
-    if let Some(job_id) = &rejection.job_id {
-        builder = builder.message_attributes("dlq-job-id", attribute(job_id.clone()));
-    }
-    if let Some(row) = rejection.row_index {
-        builder = builder.message_attributes("dlq-row-index", attribute(row.to_string()));
+        .message_body(message.body.clone());
+    for (name, value) in fit(attributes(message, rejection, source_queue), room) {
+        builder = builder.message_attributes(name, attribute(value));
     }
     if fifo_dlq {
         builder = builder
@@ -88,7 +146,7 @@ mod tests {
         let rejection = Rejection::new(Reason::InvalidRow, "e".repeat(3000))
             .with_code(Some("CDP_ETL.VALIDATION.REQUEST_INVALID".into()))
             .in_job("rjob_1", Some(4));
-        let entry = entry(7, &message, &rejection, "http://q", true);
+        let entry = entry(7, &message, &rejection, "http://q", true, 256 * 1024);
         assert_eq!(entry.id, "7");
         assert_eq!(entry.message_body, message.body);
         let attributes = entry.message_attributes.unwrap();
@@ -109,5 +167,24 @@ mod tests {
     fn truncation_respects_characters() {
         assert_eq!(truncate("h\u{e9}llo", 2), "h");
         assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn a_copy_near_the_dlq_limit_keeps_its_body_and_the_required_attributes() {
+        let message = Received::fake("m-1", &"b".repeat(1000));
+        let rejection = Rejection::new(Reason::InvalidRow, "e".repeat(1024))
+            .with_code(Some("CODE".into()))
+            .in_job("rjob_1", Some(4));
+        let entry = entry(0, &message, &rejection, "http://q", false, 1300);
+        assert_eq!(entry.message_body, message.body);
+        let attributes = entry.message_attributes.unwrap();
+        let bytes: usize = attributes
+            .iter()
+            .map(|(name, value)| attribute_bytes(name, value.string_value().unwrap()))
+            .sum();
+        assert!(message.body.len() + bytes <= 1300, "{bytes}");
+        for required in ["dlq-reason", "dlq-source-message-id", "dlq-receive-count"] {
+            assert!(attributes.contains_key(required), "{required}");
+        }
     }
 }

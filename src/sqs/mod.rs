@@ -2,6 +2,7 @@
 //! the ledger of held messages, and the DLQ message format.
 
 pub mod dlq;
+pub mod entries;
 pub mod holdings;
 pub mod queue;
 

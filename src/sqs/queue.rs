@@ -1,9 +1,11 @@
 //! Queue operations with every batch entry's result checked: receive, delete, change visibility,
-//! send. Batch calls take at most 10 entries, as SQS requires.
+//! send. Batch calls take at most 10 entries, as SQS requires. Every call has an attempt and an
+//! operation timeout, so a black-holed connection costs seconds, never the worker.
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
@@ -16,14 +18,31 @@ use crate::message::Received;
 #[derive(Debug, thiserror::Error)]
 pub enum SqsError {
     #[error(
-        "SQS {operation} on {queue} failed: {message}. Fix: check the queue URL, AWS_REGION, \
-         AWS_ENDPOINT_URL and that the credentials may call {operation}"
+        "SQS {operation} on {queue} failed: {}. Fix: check the queue URL, AWS_REGION, \
+         AWS_ENDPOINT_URL and that the credentials may call {operation}",
+        DisplayErrorContext(source.as_ref())
     )]
     Call {
         operation: &'static str,
         queue: String,
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// One attempt of a call other than a long poll; the SDK retries within `OPERATION_TIMEOUT`.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+/// A long poll waits up to 20 s for messages, so its attempt needs longer than that.
+pub const RECEIVE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const RECEIVE_OPERATION_TIMEOUT: Duration = Duration::from_secs(65);
+
+fn timeouts(attempt: Duration, operation: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
 }
 
 /// One entry of a batch call that SQS refused.
@@ -66,9 +85,15 @@ fn failures(failed: Vec<BatchResultErrorEntry>) -> Vec<EntryFailure> {
 }
 
 impl Queue {
+    /// A queue reached through `client`, with this module's timeouts whatever the client had.
     pub fn new(client: Client, url: impl Into<String>) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .timeout_config(timeouts(ATTEMPT_TIMEOUT, OPERATION_TIMEOUT))
+            .build();
         Self {
-            client,
+            client: Client::from_conf(config),
             url: url.into(),
         }
     }
@@ -81,21 +106,26 @@ impl Queue {
         self.url.ends_with(".fifo")
     }
 
-    fn fail<E: std::error::Error + 'static>(&self, operation: &'static str, error: E) -> SqsError {
+    fn fail<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        operation: &'static str,
+        error: E,
+    ) -> SqsError {
         SqsError::Call {
             operation,
             queue: self.url.clone(),
-            message: DisplayErrorContext(error).to_string(),
+            source: Box::new(error),
         }
     }
 
-    /// One long poll: up to `max` messages, with the attributes the worker and the DLQ need.
+    /// One long poll: up to `max` messages and their receipt handles, with the attributes the
+    /// worker and the DLQ need.
     pub async fn receive(
         &self,
         max: i32,
         wait_s: i32,
         visibility: Option<Duration>,
-    ) -> Result<Vec<Received>, SqsError> {
+    ) -> Result<Vec<(Received, String)>, SqsError> {
         let mut request = self
             .client
             .receive_message()
@@ -105,11 +135,17 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber)
             .message_attribute_names("All");
         if let Some(visibility) = visibility {
             request = request.visibility_timeout(visibility.as_secs() as i32);
         }
         let output = request
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(timeouts(RECEIVE_ATTEMPT_TIMEOUT, RECEIVE_OPERATION_TIMEOUT)),
+            )
             .send()
             .await
             .map_err(|e| self.fail("ReceiveMessage", e))?;
@@ -146,20 +182,20 @@ impl Queue {
         Ok(failures(output.failed))
     }
 
-    /// Sets the visibility of up to 10 messages; 0 releases them for redelivery.
+    /// Sets the visibility of up to 10 messages, each (receipt, seconds); 0 releases one for
+    /// redelivery at once.
     pub async fn change_visibility_batch(
         &self,
-        receipts: &[&str],
-        seconds: i32,
+        entries: &[(&str, i32)],
     ) -> Result<Vec<EntryFailure>, SqsError> {
-        let entries = receipts
+        let entries = entries
             .iter()
             .enumerate()
-            .map(|(index, receipt)| {
+            .map(|(index, (receipt, seconds))| {
                 ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(index.to_string())
                     .receipt_handle(*receipt)
-                    .visibility_timeout(seconds)
+                    .visibility_timeout(*seconds)
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()

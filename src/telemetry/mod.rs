@@ -38,6 +38,13 @@ pub struct Telemetry {
     in_flight: Gauge,
     buffered: Gauge,
     visibility_extended: Counter,
+    orphans_released: Counter,
+    duplicate_receipts: Counter,
+    held_bytes: Gauge,
+    key_reused: Counter,
+    api_outages: Counter,
+    dlq_send_failed: Counter,
+    lost: Counter,
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
     blocked: Mutex<Option<String>>,
@@ -67,6 +74,48 @@ impl Telemetry {
         let in_flight = Gauge::default();
         let buffered = Gauge::default();
         let visibility_extended = Counter::default();
+        let orphans_released = Counter::default();
+        let duplicate_receipts = Counter::default();
+        let held_bytes = Gauge::default();
+        let key_reused = Counter::default();
+        let api_outages = Counter::default();
+        let dlq_send_failed = Counter::default();
+        let lost = Counter::default();
+        registry.register(
+            "orphans_released",
+            "Messages released because the task holding them ended without settling them (a bug)",
+            orphans_released.clone(),
+        );
+        registry.register(
+            "duplicate_receipts",
+            "Copies of a message received while the worker already held it",
+            duplicate_receipts.clone(),
+        );
+        registry.register(
+            "held_bytes",
+            "Bytes of message bodies held against --max-held-bytes",
+            held_bytes.clone(),
+        );
+        registry.register(
+            "key_reused",
+            "Batches answered KEY_REUSED: a job for the same messages already existed",
+            key_reused.clone(),
+        );
+        registry.register(
+            "api_outages",
+            "Batches whose retries were spent on transient failures; receiving paused",
+            api_outages.clone(),
+        );
+        registry.register(
+            "dlq_send_failed",
+            "Rejected messages the DLQ refused; they stay in the source queue",
+            dlq_send_failed.clone(),
+        );
+        registry.register(
+            "messages_lost",
+            "Messages deleted from the source that neither the API committed nor the DLQ took",
+            lost.clone(),
+        );
         registry.register(
             "messages_received",
             "Messages received from the source queue",
@@ -149,6 +198,13 @@ impl Telemetry {
             in_flight,
             buffered,
             visibility_extended,
+            orphans_released,
+            duplicate_receipts,
+            held_bytes,
+            key_reused,
+            api_outages,
+            dlq_send_failed,
+            lost,
             sqs_ready: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),
             blocked: Mutex::new(None),
@@ -182,14 +238,54 @@ impl Telemetry {
         debug!(count, "deleted messages");
     }
 
-    pub fn released(&self, count: usize, why: &str) {
+    pub fn released(&self, count: usize, why: &str, visibility: Duration) {
         self.released.inc_by(count as u64);
         if count > 0 {
             warn!(
                 count,
-                why, "released messages back to the queue for redelivery"
+                why,
+                visible_in_s = visibility.as_secs(),
+                "released messages back to the queue for redelivery"
             );
         }
+    }
+
+    pub fn orphans_released(&self, count: usize) {
+        self.orphans_released.inc_by(count as u64);
+        error!(
+            count,
+            "messages whose task ended without settling them are released for redelivery"
+        );
+    }
+
+    pub fn duplicate_receipt(&self, message_id: &str) {
+        self.duplicate_receipts.inc();
+        warn!(
+            message_id,
+            "SQS handed out a message the worker already holds; keeping one copy with the newest receipt"
+        );
+    }
+
+    pub fn set_held_bytes(&self, bytes: usize) {
+        self.held_bytes.set(bytes as i64);
+    }
+
+    pub fn key_reused(&self, key: &str, messages: usize) {
+        self.key_reused.inc();
+        warn!(
+            key,
+            messages,
+            "KEY_REUSED: a job for exactly these messages already exists; counting them as accepted"
+        );
+    }
+
+    pub fn api_outage(&self, error: &ApiError, pause: Duration) {
+        self.api_outages.inc();
+        warn!(
+            %error,
+            pause_s = pause.as_secs(),
+            "the Records API failed a batch on every retry; pausing receives and releasing its messages"
+        );
     }
 
     pub fn stale_receipt(&self, message_id: &str, code: &str) {
@@ -217,6 +313,7 @@ impl Telemetry {
     }
 
     pub fn dlq_send_failed(&self, message_id: &str, problem: &str) {
+        self.dlq_send_failed.inc();
         error!(
             message_id,
             problem, "could not send to the DLQ; the message stays in the source queue"
@@ -224,6 +321,7 @@ impl Telemetry {
     }
 
     pub fn dlq_lost(&self, message_id: &str, problem: &str) {
+        self.lost.inc();
         error!(
             message_id,
             problem,
