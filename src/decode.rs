@@ -195,4 +195,16 @@ mod tests {
         assert_eq!(decoded.encoded, r#"{"email":"a@x.io"}"#);
         assert_eq!(decoded.key.as_deref(), Some("a@x.io"));
     }
+
+    /// Integers beyond 64 bits, and every other number, keep the digits the producer wrote.
+    #[test]
+    fn numbers_keep_their_digits() {
+        for body in [
+            r#"{"email":"a@x.io","tier":123456789012345678901234567890}"#,
+            r#"{"email":"a@x.io","tier":1.50}"#,
+        ] {
+            let decoded = decoder(100).decode(body, None).unwrap();
+            assert_eq!(decoded.encoded, body);
+        }
+    }
 }

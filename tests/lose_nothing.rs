@@ -366,6 +366,25 @@ async fn d08_a_404_on_the_first_job_poll_does_not_resubmit() {
     assert!(rig.dlq().await.is_empty());
 }
 
+/// Defect 8, the second half: `statusPath` is relative to the base URL, with or without its
+/// leading slash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d08_a_status_path_without_its_slash_is_joined_to_the_base() {
+    let rig = Rig::new().await;
+    rig.faults(json!({"status_path_relative": true})).await;
+    rig.send(&events(10)).await;
+    let worker = rig
+        .start(&[APPEND[0], APPEND[1], ("--ack-on", "completed")])
+        .await;
+    wait_for("the source queue to empty", Duration::from_secs(60), || {
+        rig.source_empty()
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(event_values(&rig).await.len(), 10, "each record once");
+    assert!(rig.dlq().await.is_empty());
+}
+
 /// Defect 9: every transient failure released at visibility 0, so an API outage spent receive
 /// counts and SQS moved healthy messages to the redrive DLQ. A 30 s outage with
 /// `maxReceiveCount` 5 must cost time, not messages.

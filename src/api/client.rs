@@ -254,14 +254,30 @@ impl RecordsApi {
     pub async fn job(&self, status_path: &str) -> Result<JobStatus, ApiError> {
         let url = status_url(&self.base, status_path);
         let data = self.call("job", self.http.get(url)).await?;
-        let job: JobData = serde_json::from_value(data)
-            .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
-        Ok(JobStatus {
-            state: job.state,
-            invalid_rows: job.metrics.map_or(0, |m| m.invalid_rows),
-            errors: job.errors.unwrap_or_default(),
-        })
+        job_status(data)
     }
+}
+
+/// A job report's `data`, as the worker reads it.
+pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
+    let job: JobData = serde_json::from_value(data)
+        .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
+    Ok(JobStatus {
+        state: job.state,
+        invalid_rows: job.metrics.map_or(0, |m| m.invalid_rows),
+        errors: job.errors.unwrap_or_default(),
+    })
+}
+
+/// A whole job-report body (`{"data": ...}`), for checks that take arbitrary bytes.
+pub fn job_status_from_body(body: &[u8]) -> Result<JobStatus, ApiError> {
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
+    job_status(
+        envelope
+            .data
+            .ok_or_else(|| ApiError::Malformed("job status without a data envelope".into()))?,
+    )
 }
 
 /// `statusPath` is relative to the base URL, with or without its leading slash; an absolute URL

@@ -7,6 +7,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::cli::EnqueueArgs;
 use crate::sqs::Queue;
+use crate::sqs::entries::per_entry;
 
 const CONCURRENT_CALLS: usize = 8;
 const ATTEMPTS: u32 = 5;
@@ -101,44 +102,46 @@ async fn send_chunk(
     fifo: bool,
     group: &Option<String>,
 ) -> Result<(), (usize, String)> {
-    let mut pending: Vec<&String> = chunk.iter().collect();
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        let entries = pending
-            .iter()
-            .enumerate()
-            .map(|(index, line)| {
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .message_body(line.as_str());
-                if fifo {
-                    entry = entry
-                        .message_group_id(
-                            group_for(group, line).unwrap_or_else(|| "default".into()),
-                        )
-                        .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
-                }
-                entry.build().expect("id and body are set")
-            })
-            .collect();
-        match queue.send_batch(entries).await {
-            Ok(failed) if failed.is_empty() => return Ok(()),
-            Ok(failed) => {
-                last = failed
-                    .iter()
-                    .map(|f| f.code.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                pending = failed
-                    .iter()
-                    .filter_map(|f| pending.get(f.index).copied())
-                    .collect();
-            }
-            Err(error) => last = error.to_string(),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+    // One deduplication ID per line, kept across attempts, so a retried send is not a new message.
+    let lines: Vec<(&String, String)> = chunk
+        .iter()
+        .map(|line| (line, uuid::Uuid::new_v4().simple().to_string()))
+        .collect();
+    let outcome = per_entry(
+        lines,
+        ATTEMPTS as usize,
+        |lines: &[(&String, String)]| {
+            let entries = lines
+                .iter()
+                .enumerate()
+                .map(|(index, (line, dedup))| {
+                    let mut entry = SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(line.as_str());
+                    if fifo {
+                        entry = entry
+                            .message_group_id(
+                                group_for(group, line).unwrap_or_else(|| "default".into()),
+                            )
+                            .message_deduplication_id(dedup.as_str());
+                    }
+                    entry.build().expect("id and body are set")
+                })
+                .collect();
+            Box::pin(queue.send_batch(entries))
+        },
+        |_, _| true,
+    )
+    .await;
+    if outcome.refused.is_empty() {
+        return Ok(());
     }
-    Err((pending.len(), last))
+    let codes: Vec<String> = outcome
+        .refused
+        .iter()
+        .map(|(_, code)| code.clone())
+        .collect();
+    Err((codes.len(), codes.join(", ")))
 }
 
 #[cfg(test)]

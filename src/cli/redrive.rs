@@ -6,27 +6,23 @@
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
-    SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRequestEntry};
 
 use crate::config::cli::RedriveArgs;
 use crate::outcome::Reason;
+use crate::sqs::entries::per_entry;
+use crate::sqs::{Queue, SqsError};
 
 /// How long a received DLQ message stays hidden while it is being moved (or skipped).
 const HOLD_S: i32 = 120;
+const ENTRY_ATTEMPTS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
     #[error("--reason {0:?} is not a DLQ reason. Fix: use one of {1}")]
     UnknownReason(String, String),
-    #[error("{operation} on {queue} failed: {message}. Fix: check the URL and the credentials")]
-    Sqs {
-        operation: &'static str,
-        queue: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Sqs(#[from] SqsError),
     #[error(
         "moved {moved}, but {failed} messages could not be moved and stay in the DLQ (last error: {last}). Fix the cause and run redrive again"
     )]
@@ -42,14 +38,6 @@ pub struct Redriven {
     pub moved: usize,
     /// Messages whose `dlq-reason` did not match `--reason`; left in the DLQ.
     pub skipped: usize,
-}
-
-fn sqs_error(operation: &'static str, queue: &str, error: impl std::error::Error) -> RedriveError {
-    RedriveError::Sqs {
-        operation,
-        queue: queue.to_owned(),
-        message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
-    }
 }
 
 fn reason_of(message: &Message) -> Option<&str> {
@@ -95,7 +83,8 @@ pub async fn redrive(args: &RedriveArgs, client: Client) -> Result<Redriven, Red
         let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         return Err(RedriveError::UnknownReason(reason.clone(), all.join(", ")));
     }
-    let fifo_target = args.to.ends_with(".fifo");
+    let from = Queue::new(client.clone(), args.from.clone());
+    let to = Queue::new(client, args.to.clone());
     let max = args.max.unwrap_or(usize::MAX);
     let mut result = Redriven::default();
     let mut seen = HashSet::new();
@@ -104,18 +93,7 @@ pub async fn redrive(args: &RedriveArgs, client: Client) -> Result<Redriven, Red
     let mut last_error = String::new();
     while result.moved + failed < max {
         let want = (max - result.moved - failed).min(10) as i32;
-        let output = client
-            .receive_message()
-            .queue_url(&args.from)
-            .max_number_of_messages(want)
-            .wait_time_seconds(1)
-            .visibility_timeout(HOLD_S)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .send()
-            .await
-            .map_err(|e| sqs_error("ReceiveMessage", &args.from, e))?;
-        let messages = output.messages.unwrap_or_default();
+        let messages = from.receive_all_attributes(want, 1, HOLD_S).await?;
         // Everything visible has been looked at once: done.
         if messages.is_empty()
             || messages
@@ -134,70 +112,11 @@ pub async fn redrive(args: &RedriveArgs, client: Client) -> Result<Redriven, Red
         if wanted.is_empty() {
             continue;
         }
-        let entries = wanted
-            .iter()
-            .enumerate()
-            .map(|(i, m)| entry(i, m, fifo_target))
-            .collect();
-        let sent = client
-            .send_message_batch()
-            .queue_url(&args.to)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| sqs_error("SendMessageBatch", &args.to, e))?;
-        let refused: HashSet<String> = sent.failed.iter().map(|f| f.id.clone()).collect();
-        if let Some(f) = sent.failed.first() {
-            last_error = format!("{}: {}", f.code, f.message.clone().unwrap_or_default());
-        }
-        failed += refused.len();
-        // A refused send leaves its message in the DLQ; make it visible again at the end.
-        skipped_receipts.extend(
-            wanted
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| refused.contains(&i.to_string()))
-                .filter_map(|(_, m)| m.receipt_handle.clone()),
-        );
-        let deletes: Vec<DeleteMessageBatchRequestEntry> = wanted
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !refused.contains(&i.to_string()))
-            .map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let sent_ok = deletes.len();
-        if deletes.is_empty() {
-            continue;
-        }
-        let deleted = client
-            .delete_message_batch()
-            .queue_url(&args.from)
-            .set_entries(Some(deletes))
-            .send()
-            .await
-            .map_err(|e| sqs_error("DeleteMessageBatch", &args.from, e))?;
-        // A send that succeeded but whose delete failed leaves a copy in both queues: the message
-        // is duplicated, never lost. Say so.
-        for f in &deleted.failed {
-            tracing::warn!(
-                code = f.code,
-                "moved, but not deleted from the DLQ; it will be redriven again"
-            );
-            last_error = format!(
-                "delete {}: {}",
-                f.code,
-                f.message.clone().unwrap_or_default()
-            );
-        }
-        result.moved += sent_ok;
+        let moved = move_group(&from, &to, wanted, &mut skipped_receipts, &mut last_error).await;
+        failed += moved.refused;
+        result.moved += moved.sent;
     }
-    release(&client, &args.from, &skipped_receipts).await;
+    release(&from, &skipped_receipts).await;
     if failed > 0 {
         return Err(RedriveError::Partial {
             moved: result.moved,
@@ -208,29 +127,78 @@ pub async fn redrive(args: &RedriveArgs, client: Client) -> Result<Redriven, Red
     Ok(result)
 }
 
-/// Makes skipped messages visible in the DLQ again at once.
-async fn release(client: &Client, queue: &str, receipts: &[String]) {
-    for chunk in receipts.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, receipt)| {
-                aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .build()
-                    .expect("id and receipt are set")
+struct Moved {
+    sent: usize,
+    refused: usize,
+}
+
+/// Sends up to 10 DLQ messages to the target, then deletes from the DLQ the ones SQS took.
+async fn move_group(
+    from: &Queue,
+    to: &Queue,
+    wanted: Vec<Message>,
+    skipped_receipts: &mut Vec<String>,
+    last_error: &mut String,
+) -> Moved {
+    let fifo_target = to.is_fifo();
+    let sent = per_entry(
+        wanted,
+        ENTRY_ATTEMPTS,
+        |messages: &[Message]| {
+            let entries = messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| entry(i, m, fifo_target))
+                .collect();
+            Box::pin(to.send_batch(entries))
+        },
+        |_, _| true,
+    )
+    .await;
+    // A refused send leaves its message in the DLQ; make it visible again at the end.
+    for (message, code) in &sent.refused {
+        *last_error = code.clone();
+        skipped_receipts.extend(message.receipt_handle.clone());
+    }
+    let receipts: Vec<String> = sent
+        .done
+        .iter()
+        .filter_map(|m| m.receipt_handle.clone())
+        .collect();
+    let deleted = per_entry(
+        receipts,
+        ENTRY_ATTEMPTS,
+        |receipts: &[String]| {
+            let receipts: Vec<String> = receipts.to_vec();
+            Box::pin(async move {
+                let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
+                from.delete_batch(&receipts).await
             })
-            .collect();
-        if let Err(error) = client
-            .change_message_visibility_batch()
-            .queue_url(queue)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(error), "skipped messages stay hidden until their visibility ends");
+        },
+        |_, failure| !failure.is_stale_receipt(),
+    )
+    .await;
+    // A send that succeeded but whose delete failed leaves a copy in both queues: the message
+    // is duplicated, never lost. Say so.
+    for (_, code) in &deleted.refused {
+        tracing::warn!(
+            code,
+            "moved, but not deleted from the DLQ; it will be redriven again"
+        );
+        *last_error = format!("delete {code}");
+    }
+    Moved {
+        sent: sent.done.len(),
+        refused: sent.refused.len(),
+    }
+}
+
+/// Makes skipped messages visible in the DLQ again at once.
+async fn release(queue: &Queue, receipts: &[String]) {
+    for chunk in receipts.chunks(10) {
+        let entries: Vec<(&str, i32)> = chunk.iter().map(|r| (r.as_str(), 0)).collect();
+        if let Err(error) = queue.change_visibility_batch(&entries).await {
+            tracing::warn!(%error, "skipped messages stay hidden until their visibility ends");
         }
     }
 }

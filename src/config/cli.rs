@@ -108,7 +108,7 @@ pub struct RunArgs {
     #[arg(long, env = "RECORDS_AUTH_RETRY")]
     pub auth_retry: Option<String>,
     /// Message bodies held at most (buffered and in flight) before receiving waits
-    /// [default: (max-in-flight + 1) x batch-max-bytes].
+    /// [default: (max-in-flight + 1) x batch-max-bytes, at least 4MiB].
     #[arg(long, env = "MAX_HELD_BYTES")]
     pub max_held_bytes: Option<String>,
     /// Visibility of a message released for a retry, doubled per receive up to 15m; receiving

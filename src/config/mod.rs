@@ -440,7 +440,7 @@ impl Settings {
             up_to(HOUR),
             "use a duration from 1ms to 1h, such as 30s",
         )?;
-        let default_held = ((max_in_flight + 1) * batch_max_bytes).min(MAX_HELD_BYTES);
+        let default_held = ((max_in_flight + 1) * batch_max_bytes).clamp(4 << 20, MAX_HELD_BYTES);
         let max_held_bytes = parsed(
             &name!("--max-held-bytes", "MAX_HELD_BYTES"),
             args.max_held_bytes.or(scalar(file.max_held_bytes)),

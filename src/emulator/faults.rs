@@ -52,6 +52,10 @@ pub struct Faults {
     pub job_fail: f64,
     /// The next this many jobs to finish fail, before `job_fail` is rolled.
     pub job_fail_next: u32,
+    /// Probability that a job poll answers 404 although the job exists (a lagging job store).
+    pub job_unknown: f64,
+    /// Give `statusPath` without its leading slash; the contract says it is relative.
+    pub status_path_relative: bool,
     pub next: VecDeque<Scripted>,
     pub rate_limit_per_s: Option<f64>,
     pub job_rate_limit_per_s: Option<f64>,
@@ -75,6 +79,8 @@ pub struct FaultsPatch {
     commit_then_500: Option<f64>,
     job_fail: Option<f64>,
     job_fail_next: Option<u32>,
+    job_unknown: Option<f64>,
+    status_path_relative: Option<bool>,
     next: Option<Vec<Scripted>>,
     rate_limit_per_s: Option<Option<f64>>,
     job_rate_limit_per_s: Option<Option<f64>>,
@@ -105,6 +111,8 @@ impl Faults {
             commit_then_500: config.commit_then_500,
             job_fail: config.job_fail,
             job_fail_next: 0,
+            job_unknown: 0.0,
+            status_path_relative: false,
             next: VecDeque::new(),
             rate_limit_per_s: config.rate_limit,
             job_rate_limit_per_s: config.job_rate_limit,
@@ -125,6 +133,7 @@ impl Faults {
             .flat_map(|s| s.values())
             .chain(&patch.commit_then_500)
             .chain(&patch.job_fail)
+            .chain(&patch.job_unknown)
             .chain(&patch.reset)
             .chain(&patch.hang);
         if let Some(p) = probabilities
@@ -169,6 +178,8 @@ impl Faults {
             commit_then_500,
             job_fail,
             job_fail_next,
+            job_unknown,
+            status_path_relative,
             next,
             rate_limit_per_s,
             job_rate_limit_per_s,

@@ -42,6 +42,7 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/stats", get(stats))
         .route("/records/{object}", get(rows))
         .route("/jobs", get(jobs))
+        .route("/jobs/records", get(jobs_with_records))
         .route("/requests", get(requests))
         .route("/schemas", put(set_schemas));
     Router::new()
@@ -324,7 +325,11 @@ async fn write(
                 "jobId": job.id,
                 "state": "queued",
                 "acceptedRecords": accepted,
-                "statusPath": format!("/records/{object}/jobs/{}", job.id),
+                "statusPath": if emu.status_path_relative() {
+                    format!("records/{object}/jobs/{}", job.id)
+                } else {
+                    format!("/records/{object}/jobs/{}", job.id)
+                },
             });
             (StatusCode::ACCEPTED, data)
         }
@@ -464,13 +469,16 @@ async fn job(
         object_schema(&emu, &object)?;
         emu.take_token(Class::Jobs).map_err(rate_limited)?;
         injected_fault(&emu, Class::Jobs, &conn).await?;
-        let view = emu.job_view(&object, &job_id).ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                codes::NOT_FOUND,
-                format!("unknown job '{job_id}' for object '{object}'"),
-            )
-        })?;
+        let view = emu
+            .job_view(&object, &job_id)
+            .filter(|_| !emu.roll_job_unknown())
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    codes::NOT_FOUND,
+                    format!("unknown job '{job_id}' for object '{object}'"),
+                )
+            })?;
         Ok::<_, Response>(success(StatusCode::OK, view))
     };
     result.await.unwrap_or_else(|response| response)
@@ -521,6 +529,10 @@ async fn set_schemas(State(emu): Emu, body: Bytes) -> Response {
 
 async fn jobs(State(emu): Emu) -> Response {
     axum::Json(emu.jobs()).into_response()
+}
+
+async fn jobs_with_records(State(emu): Emu) -> Response {
+    axum::Json(emu.jobs_with_records()).into_response()
 }
 
 async fn rows(State(emu): Emu, Path(object): Path<String>) -> Response {

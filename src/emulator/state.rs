@@ -380,6 +380,36 @@ impl Emulator {
         );
     }
 
+    /// Whether this job poll answers 404 although the job exists.
+    pub fn roll_job_unknown(&self) -> bool {
+        let mut inner = self.lock();
+        let p = inner.faults.job_unknown;
+        p > 0.0 && inner.rng.random_bool(p)
+    }
+
+    pub fn status_path_relative(&self) -> bool {
+        self.lock().faults.status_path_relative
+    }
+
+    /// Every job with its idempotency key, state and records, for checks that a record was
+    /// committed under one key only.
+    pub fn jobs_with_records(&self) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .job_order
+            .iter()
+            .filter_map(|id| inner.jobs.get(id))
+            .map(|job| {
+                json!({
+                    "jobId": job.id,
+                    "state": job.state.name(),
+                    "idempotencyKey": job.idempotency_key,
+                    "records": job.records.as_ref(),
+                })
+            })
+            .collect()
+    }
+
     pub fn roll_commit_then_500(&self) -> bool {
         let mut inner = self.lock();
         let p = inner.faults.commit_then_500;

@@ -158,6 +158,28 @@ impl Queue {
             .collect())
     }
 
+    /// One short poll for an operator command: up to `max` SDK messages with every attribute.
+    pub async fn receive_all_attributes(
+        &self,
+        max: i32,
+        wait_s: i32,
+        visibility_s: i32,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, SqsError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_s)
+            .visibility_timeout(visibility_s)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .map_err(|e| self.fail("ReceiveMessage", e))?;
+        Ok(output.messages.unwrap_or_default())
+    }
+
     /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.
     pub async fn delete_batch(&self, receipts: &[&str]) -> Result<Vec<EntryFailure>, SqsError> {
         let entries = receipts

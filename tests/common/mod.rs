@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
+pub mod chaos;
 pub mod rig;
 pub mod sqs_proxy;
 pub mod tamper;

@@ -374,7 +374,12 @@ impl Rig {
     /// Attaches a redrive DLQ to the source queue, as the CloudFormation stack does, and returns
     /// its URL.
     pub async fn attach_redrive(&self, max_receive_count: u32) -> String {
-        let url = super::create_queue(&self.sqs, &super::unique("redrive"), &[]).await;
+        let url = if self.fifo {
+            let name = format!("{}.fifo", super::unique("redrive"));
+            super::create_queue(&self.sqs, &name, &[("FifoQueue", "true")]).await
+        } else {
+            super::create_queue(&self.sqs, &super::unique("redrive"), &[]).await
+        };
         let arn = self
             .sqs
             .get_queue_attributes()
@@ -429,6 +434,14 @@ impl Rig {
 
     pub async fn jobs(&self) -> Vec<Value> {
         match self.control("jobs").await {
+            Value::Array(jobs) => jobs,
+            other => panic!("jobs: {other}"),
+        }
+    }
+
+    /// Every job with its state, idempotency key and records.
+    pub async fn jobs_with_records(&self) -> Vec<Value> {
+        match self.control("jobs/records").await {
             Value::Array(jobs) => jobs,
             other => panic!("jobs: {other}"),
         }

@@ -1,0 +1,244 @@
+//! A generated-input fuzzer on stable Rust for the three parsers that take arbitrary bytes from
+//! outside: the message decoder (MD5, JSON, match key, schema, size), the job-report parser (and the
+//! row fates computed from a report), and config parsing (every `run` setting through clap and
+//! `Settings::resolve`). Inputs are seeded mutations of valid examples plus pure noise. Every input
+//! must end in a defined outcome (Ok or a typed error) without a panic; the counts are printed.
+//!
+//! ```text
+//! cargo bench --bench fuzz -- [--inputs 10000000] [--seed S]
+//! ```
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqs_batch_worker::api::client::job_status_from_body;
+use sqs_batch_worker::config::cli::{Cli, Command};
+use sqs_batch_worker::config::{Operation, Settings};
+use sqs_batch_worker::contract::ObjectSchema;
+use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
+use sqs_batch_worker::pipeline::jobs::row_fates;
+
+const BODIES: &[&str] = &[
+    r#"{"email":"a@example.com","first_name":"Ada","tier":"gold","score":12,"country":"NZ"}"#,
+    r#"{"email":"b@example.com","score":123456789012345678901234567890}"#,
+    r#"{"email":"c@example.com","first_name":null,"score":-1.5e300}"#,
+    r#"{"email":"","first_name":"\u00e9\ud83d\ude00"}"#,
+    r#"[1,2,3]"#,
+    r#"{"email":"d@example.com","nested":{"a":[{"b":{}}]}}"#,
+];
+
+const REPORTS: &[&str] = &[
+    r#"{"data":{"jobId":"rjob_1","state":"completed","metrics":{"totalRows":3,"validRows":2,"invalidRows":1},"errors":[{"index":1,"code":"X","message":"bad","path":"records[1].email"}]}}"#,
+    r#"{"data":{"state":"failed","error":{"code":"CDP_ETL.INTERNAL.JOB_FAILED"}}}"#,
+    r#"{"data":{"state":"processing","metrics":{"invalidRows":18446744073709551615}}}"#,
+    r#"{"data":{"state":"completed","errors":[{"path":"records[99999999999999999999].x"},{"index":-1}]}}"#,
+];
+
+const SETTINGS: &[(&str, &[&str])] = &[
+    ("--batch-max-records", &["1000", "0", "10001", "-1", "1e3"]),
+    (
+        "--batch-max-bytes",
+        &["5MiB", "1KiB", "10MB", "1e30", "12 parsecs"],
+    ),
+    (
+        "--batch-max-wait",
+        &["5s", "1.9e19", "1e19s", "NaN", "-0", "250ms"],
+    ),
+    ("--pollers", &["4", "0", "257", "99999999999999999999"]),
+    ("--max-in-flight", &["4", "1024", "1025"]),
+    (
+        "--rate-limit",
+        &["2/s", "100/min", "1e-300", "1e300", "inf", "none", "0/h"],
+    ),
+    ("--ack-on", &["accepted", "completed", "never"]),
+    ("--job-timeout", &["10m", "8d", "0s"]),
+    ("--visibility-timeout", &["30s", "12h", "13h", "0"]),
+    ("--drain-timeout", &["25s", "0s", "13h"]),
+    ("--request-timeout", &["30s", "2h"]),
+    ("--retry-attempts", &["8", "0", "101"]),
+    ("--auth-retry", &["30s", "1e19"]),
+    ("--max-held-bytes", &["64MiB", "1KiB", "5GiB"]),
+    ("--release-backoff", &["10s", "0s", "2h"]),
+    ("--listen", &["127.0.0.1:0", "[::1]:9090", "nowhere"]),
+    ("--operation", &["upsert", "append", "delete"]),
+    ("--match-key", &["email", "", " "]),
+];
+
+/// One mutation of `seed`: bytes flipped, cut, repeated, spliced or replaced with noise.
+fn mutate(rng: &mut StdRng, seed: &str) -> Vec<u8> {
+    let mut bytes = seed.as_bytes().to_vec();
+    for _ in 0..rng.random_range(0..4) {
+        let len = bytes.len().max(1);
+        match rng.random_range(0..8) {
+            0 => {
+                let at = rng.random_range(0..len);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b ^= 1 << rng.random_range(0..8);
+                }
+            }
+            1 => bytes.truncate(rng.random_range(0..len)),
+            2 => {
+                let at = rng.random_range(0..=bytes.len());
+                let noise: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+                bytes.splice(at..at, noise);
+            }
+            3 => {
+                let at = rng.random_range(0..=bytes.len());
+                let token = [
+                    "{",
+                    "}",
+                    "[",
+                    "]",
+                    "\"",
+                    ",",
+                    ":",
+                    "null",
+                    "1e999",
+                    "\\u0000",
+                    "-",
+                    "9999999999999999999999",
+                ][rng.random_range(0..12)];
+                bytes.splice(at..at, token.bytes());
+            }
+            4 => {
+                let depth = rng.random_range(1..200);
+                bytes = format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
+            }
+            5 => bytes = (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+            6 => {
+                let other = BODIES[rng.random_range(0..BODIES.len())].as_bytes();
+                let cut = rng.random_range(0..=bytes.len());
+                bytes.truncate(cut);
+                bytes.extend_from_slice(&other[rng.random_range(0..other.len())..]);
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
+fn schema() -> ObjectSchema {
+    serde_json::from_str(
+        r#"{"name":"profiles","matchKeys":["email"],"fields":[{"name":"email","type":"email","required":true},{"name":"first_name","type":"string"},{"name":"tier","type":"string"},{"name":"score","type":"number"},{"name":"country","type":"string"}]}"#,
+    )
+    .expect("the schema parses")
+}
+
+fn tally(outcomes: &mut BTreeMap<String, u64>, name: String) {
+    *outcomes.entry(name).or_default() += 1;
+}
+
+fn main() {
+    let mut inputs: u64 = 10_000_000;
+    let mut seed: u64 = 1;
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--inputs" => inputs = pair[1].parse().expect("--inputs N"),
+            "--seed" => seed = pair[1].parse().expect("--seed S"),
+            _ => {}
+        }
+    }
+    // A panic is a finding: count it, print the input, and fail at the end.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let decoder = Decoder {
+        operation: Operation::Upsert,
+        match_key: "email".into(),
+        schema: SchemaHandle::new(schema()),
+        max_record_bytes: 4096,
+    };
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut panics = 0u64;
+    let started = Instant::now();
+    for i in 0..inputs {
+        let kind = i % 10;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
+            0..=4 => {
+                let seed = BODIES[rng.random_range(0..BODIES.len())];
+                let bytes = mutate(&mut rng, seed);
+                let body = String::from_utf8_lossy(&bytes);
+                let md5 = match rng.random_range(0..3) {
+                    0 => Some(md5_hex(body.as_bytes())),
+                    1 => Some("0".repeat(32)),
+                    _ => None,
+                };
+                match decoder.decode(&body, md5.as_deref()) {
+                    Ok(_) => "decode ok".to_owned(),
+                    Err(rejection) => format!("decode {}", rejection.reason.as_str()),
+                }
+            }
+            5..=7 => {
+                let seed = REPORTS[rng.random_range(0..REPORTS.len())];
+                let bytes = mutate(&mut rng, seed);
+                match job_status_from_body(&bytes) {
+                    Ok(status) => {
+                        let rows = rng.random_range(0..50);
+                        let fates = row_fates(rows, &status, "rjob_fuzz");
+                        assert_eq!(fates.len(), rows, "one fate per row");
+                        format!("job {:?}", status.state)
+                    }
+                    Err(_) => "job malformed".to_owned(),
+                }
+            }
+            _ => {
+                let mut argv = vec![
+                    "sqs-batch-worker".to_owned(),
+                    "run".to_owned(),
+                    "--queue-url".to_owned(),
+                    "http://localhost:4566/000000000000/q".to_owned(),
+                    "--dlq-url".to_owned(),
+                    "http://localhost:4566/000000000000/dlq".to_owned(),
+                    "--api-url".to_owned(),
+                    "http://127.0.0.1:8080/public/v1".to_owned(),
+                    "--api-token".to_owned(),
+                    "t".to_owned(),
+                    "--object".to_owned(),
+                    "profiles".to_owned(),
+                ];
+                for _ in 0..rng.random_range(1..4) {
+                    let (flag, values) = SETTINGS[rng.random_range(0..SETTINGS.len())];
+                    let value = values[rng.random_range(0..values.len())];
+                    let value = if rng.random_bool(0.5) {
+                        String::from_utf8_lossy(&mutate(&mut rng, value)).into_owned()
+                    } else {
+                        value.to_owned()
+                    };
+                    argv.push(flag.to_owned());
+                    argv.push(value);
+                }
+                match Cli::try_parse_from(argv) {
+                    Ok(Cli {
+                        command: Command::Run(args),
+                    }) => match Settings::resolve(args) {
+                        Ok(_) => "config ok".to_owned(),
+                        Err(_) => "config error".to_owned(),
+                    },
+                    Ok(_) => "config other command".to_owned(),
+                    Err(_) => "config clap error".to_owned(),
+                }
+            }
+        }));
+        match result {
+            Ok(outcome) => tally(&mut outcomes, outcome),
+            Err(_) => {
+                panics += 1;
+                tally(&mut outcomes, format!("PANIC in kind {kind}"));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "fuzz: {inputs} inputs from seed {seed} in {:.1}s ({:.0} inputs/s), {panics} panics",
+        elapsed.as_secs_f64(),
+        inputs as f64 / elapsed.as_secs_f64()
+    );
+    for (outcome, count) in &outcomes {
+        println!("  {outcome:<32} {count}");
+    }
+    std::process::exit(i32::from(panics > 0));
+}
