@@ -15,7 +15,6 @@ use crate::config::{Operation, Settings};
 use crate::contract::ObjectSchema;
 use crate::decode::{Decoder, SchemaHandle};
 use crate::lease::Lease;
-use crate::pipeline::fifo::ReleasedGroups;
 use crate::pipeline::settle::Acks;
 use crate::pipeline::{Pipeline, dispatch, heartbeat, poll};
 use crate::sqs::{Holdings, Queue, SqsError, dlq};
@@ -191,7 +190,6 @@ pub async fn run_with(
             dlq,
             holdings: holdings.clone(),
             telemetry: telemetry.clone(),
-            released_groups: Arc::new(ReleasedGroups::default()),
             release_base: settings.release_backoff,
             release_cap: RELEASE_CAP,
             dlq_max_bytes,
@@ -309,6 +307,10 @@ pub async fn run_with(
     }
     batch_task.abort();
     let _ = batch_task.await;
+    // The heartbeat stops first: an extension landing after the final release would hide the
+    // message again for a whole visibility timeout.
+    heartbeat_task.abort();
+    let _ = heartbeat_task.await;
     let released_at_exit =
         match tokio::time::timeout_at(deadline.into(), pipeline.acks.release_everything()).await {
             Ok(count) => count,
@@ -323,8 +325,6 @@ pub async fn run_with(
             }
         };
     stop_heartbeat.cancel();
-    heartbeat_task.abort();
-    let _ = heartbeat_task.await;
     if let Some(task) = watchdog_task {
         let _ = task.await;
     }

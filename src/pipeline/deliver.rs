@@ -68,12 +68,8 @@ impl Pipeline {
         Box::pin(async move {
             let behind = this.rows_behind_a_released_group(&mut batch);
             if !behind.is_empty() {
-                this.acks
-                    .release(
-                        settle_rows(behind, || Fate::Retry).retry,
-                        "an earlier message of its FIFO group went back to the queue",
-                    )
-                    .await;
+                // Settled as retries: one already deleted (accepted mode) goes to the DLQ.
+                this.acks.settle(settle_rows(behind, || Fate::Retry)).await;
                 if batch.rows.is_empty() {
                     return;
                 }
@@ -107,7 +103,7 @@ impl Pipeline {
         if !self.settings.source_is_fifo() {
             return Vec::new();
         }
-        let groups = &self.acks.released_groups;
+        let groups = self.acks.holdings.released_groups();
         batch.extract(|row| row.messages.iter().any(|m| groups.must_follow(m)))
     }
 
@@ -147,7 +143,14 @@ impl Pipeline {
                     self.refresh_schema().await;
                     if !batch.rows.is_empty() {
                         let rest = self.deliver_part(batch, attempt);
-                        let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
+                        if self.settings.source_is_fifo() {
+                            // The offender is earlier in its group than what follows it: decide
+                            // it first, so a failed DLQ send takes the rest of its group back.
+                            self.acks.settle(settlement).await;
+                            rest.await;
+                        } else {
+                            let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
+                        }
                         return;
                     }
                     settlement

@@ -52,7 +52,7 @@ struct InFlight(Arc<Telemetry>, Arc<Semaphore>, usize);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let in_use = self.2 - self.1.available_permits() - 1;
+        let in_use = self.2.saturating_sub(self.1.available_permits() + 1);
         self.0.set_in_flight(in_use);
     }
 }

@@ -26,18 +26,36 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let seconds = visibility.as_secs().clamp(1, 43_200) as i32;
     let mut ticker = tokio::time::interval(tick(visibility));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One slow call must not hold up a round past the point where messages reappear: a call that
+    // takes longer than this is abandoned, and its messages stay due for the next round.
+    let call_limit = (visibility / 4).max(Duration::from_secs(1));
+    let mut orphans: Option<tokio::task::JoinHandle<usize>> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
+        // Orphans are released on the side, one batch of them at a time.
+        if orphans.as_ref().is_none_or(|task| task.is_finished()) {
+            let pipeline = pipeline.clone();
+            orphans = Some(tokio::spawn(async move {
+                pipeline.acks.release_orphans().await
+            }));
+        }
         let round = async {
-            pipeline.acks.release_orphans().await;
             let due = holdings.due_for_extension(Instant::now());
             let groups: Vec<Vec<HeldReceipt>> = due.chunks(10).map(<[_]>::to_vec).collect();
             futures::stream::iter(groups)
-                .for_each_concurrent(CONCURRENT_EXTENSIONS, |group| {
-                    extend(&pipeline, group, seconds)
+                .for_each_concurrent(CONCURRENT_EXTENSIONS, |group| async {
+                    if tokio::time::timeout(call_limit, extend(&pipeline, group, seconds))
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            limit_ms = call_limit.as_millis() as u64,
+                            "a visibility extension took too long; its messages stay due"
+                        );
+                    }
                 })
                 .await;
         };

@@ -50,7 +50,10 @@ pub async fn track(
                     telemetry.job_poll("failed");
                     return JobEnd::Failed("the job ended failed; no row was committed".into());
                 }
-                JobState::Queued | JobState::Processing => telemetry.job_poll("pending"),
+                JobState::Queued | JobState::Processing => {
+                    telemetry.job_poll("pending");
+                    unknown_since = None;
+                }
             },
             Err(ApiError::Status { status: 404, .. }) => {
                 telemetry.job_poll("unknown_job");

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::fifo::ReleasedGroups;
 use crate::lease::{Claim, Lease};
 use crate::message::Received;
 use crate::outcome::{Reason, Rejection, Settlement};
@@ -40,7 +39,6 @@ pub struct Acks {
     pub dlq: Queue,
     pub holdings: Arc<Holdings>,
     pub telemetry: Arc<Telemetry>,
-    pub released_groups: Arc<ReleasedGroups>,
     /// The first release's visibility (`--release-backoff`) and the most it grows to.
     pub release_base: Duration,
     pub release_cap: Duration,
@@ -120,20 +118,26 @@ impl Acks {
     }
 
     /// Makes messages visible again, each after its backoff, and marks their FIFO groups so
-    /// that later messages of the group follow them back.
-    pub async fn release(&self, leases: Vec<Lease>, why: &str) {
-        let releases = leases
-            .into_iter()
-            .filter_map(|lease| {
-                let (message, claim) = lease.into_parts();
-                Some(Release {
-                    visibility: self.backoff(&message),
-                    id: message.id,
-                    group_id: message.group_id,
-                    claim: Some(claim?),
-                })
-            })
-            .collect();
+    /// that later messages of the group follow them back. Only `settle` calls it, with leases
+    /// that still have their claim (it dead-letters the others).
+    async fn release(&self, leases: Vec<Lease>, why: &str) {
+        let mut releases = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let (message, claim) = lease.into_parts();
+            let Some(claim) = claim else {
+                self.telemetry.dlq_lost(
+                    &message.id,
+                    "a deleted message reached the release path (a bug); it cannot go back",
+                );
+                continue;
+            };
+            releases.push(Release {
+                visibility: self.backoff(&message),
+                id: message.id,
+                group_id: message.group_id,
+                claim: Some(claim),
+            });
+        }
         self.release_all(releases, why).await;
     }
 
@@ -187,7 +191,7 @@ impl Acks {
         let now = Instant::now();
         for release in &releases {
             if let Some(group) = &release.group_id {
-                self.released_groups.released(group, now);
+                self.holdings.released_groups().released(group, now);
             }
         }
         let mut releases = releases;
@@ -201,38 +205,54 @@ impl Acks {
             .await;
     }
 
+    /// Releases up to 10 messages. Their ledger entries go first, so the heartbeat does not
+    /// extend what is being released; a release SQS refuses for good leaves the message to
+    /// reappear when its visibility ends.
     async fn release_group(&self, group: Vec<Release>, why: &str) {
-        let entries: Vec<(String, i32)> = group
-            .iter()
-            .filter_map(|r| {
-                let receipt = self.holdings.receipt(&r.id)?;
-                Some((receipt, r.visibility.as_millis().div_ceil(1000) as i32))
+        let items: Vec<(String, i32, Release)> = group
+            .into_iter()
+            .filter_map(|release| {
+                let receipt = self.holdings.receipt(&release.id)?;
+                let seconds = release.visibility.as_millis().div_ceil(1000) as i32;
+                Some((receipt, seconds, release))
             })
             .collect();
-        if !entries.is_empty() {
-            let borrowed: Vec<(&str, i32)> =
-                entries.iter().map(|(r, s)| (r.as_str(), *s)).collect();
-            match self.source.change_visibility_batch(&borrowed).await {
-                Ok(failed) => {
-                    for failure in failed {
-                        tracing::warn!(
-                            code = failure.code,
-                            "release refused; the message reappears when its visibility ends"
-                        );
-                    }
-                }
-                Err(error) => tracing::warn!(
-                    %error,
-                    "release failed; the messages reappear when their visibility ends"
-                ),
+        self.holdings
+            .forget(items.iter().map(|(_, _, release)| release.id.as_str()));
+        let longest = items
+            .iter()
+            .map(|(_, _, r)| r.visibility)
+            .max()
+            .unwrap_or_default();
+        let outcome = per_entry(
+            items,
+            ENTRY_ATTEMPTS,
+            |items: &[(String, i32, Release)]| {
+                let entries: Vec<(String, i32)> =
+                    items.iter().map(|(r, s, _)| (r.clone(), *s)).collect();
+                Box::pin(async move {
+                    let entries: Vec<(&str, i32)> =
+                        entries.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+                    self.source.change_visibility_batch(&entries).await
+                })
+            },
+            |_, failure| !failure.is_stale_receipt(),
+        )
+        .await;
+        self.telemetry.released(outcome.done.len(), why, longest);
+        for (_, _, release) in outcome.done {
+            if let Some(claim) = release.claim {
+                claim.spend();
             }
         }
-        let longest = group.iter().map(|r| r.visibility).max().unwrap_or_default();
-        self.telemetry.released(group.len(), why, longest);
-        for release in group {
-            match release.claim {
-                Some(claim) => claim.spend(),
-                None => self.holdings.forget([release.id.as_str()]),
+        for ((_, _, release), code) in outcome.refused {
+            tracing::warn!(
+                message_id = release.id,
+                code,
+                "release refused; the message reappears when its visibility ends"
+            );
+            if let Some(claim) = release.claim {
+                claim.spend();
             }
         }
     }

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::lease::Claim;
 use crate::message::Received;
+use crate::pipeline::fifo::ReleasedGroups;
 
 struct Held {
     receipt: String,
@@ -41,6 +42,7 @@ pub struct Holdings {
     visibility: Duration,
     held: Mutex<HashMap<String, Held>>,
     orphans: Mutex<Vec<String>>,
+    released_groups: Arc<ReleasedGroups>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,7 +55,14 @@ impl Holdings {
             visibility,
             held: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
+            released_groups: Arc::new(ReleasedGroups::default()),
         })
+    }
+
+    /// When each FIFO group last had a message go back to the queue (or become an orphan, which
+    /// will): later messages of the group must follow it.
+    pub fn released_groups(&self) -> &ReleasedGroups {
+        &self.released_groups
     }
 
     pub fn visibility(&self) -> Duration {
@@ -101,8 +110,13 @@ impl Holdings {
         }
     }
 
-    /// A claim was dropped unspent.
+    /// A claim was dropped unspent. Its FIFO group is marked at once, before the heartbeat
+    /// releases the message, so no later message of the group commits ahead of it meanwhile.
     pub(crate) fn orphan(&self, id: &str) {
+        let group = lock(&self.held).get(id).and_then(|h| h.group_id.clone());
+        if let Some(group) = group {
+            self.released_groups.released(&group, Instant::now());
+        }
         lock(&self.orphans).push(id.to_owned());
     }
 

@@ -71,17 +71,43 @@ pub struct Queue {
     url: String,
 }
 
-fn failures(failed: Vec<BatchResultErrorEntry>) -> Vec<EntryFailure> {
-    failed
+/// The entries of a call of `sent` entries that did not succeed: those SQS names in `Failed`, and
+/// those it names nowhere (an entry is done only when `Successful` says so).
+fn failures<'a>(
+    sent: usize,
+    successful: impl IntoIterator<Item = &'a str>,
+    failed: Vec<BatchResultErrorEntry>,
+) -> Vec<EntryFailure> {
+    let mut answered = vec![false; sent];
+    let mut failures: Vec<EntryFailure> = failed
         .into_iter()
         .filter_map(|entry| {
+            let index: usize = entry.id.parse().ok()?;
+            *answered.get_mut(index)? = true;
             Some(EntryFailure {
-                index: entry.id.parse().ok()?,
+                index,
                 code: entry.code,
                 sender_fault: entry.sender_fault,
             })
         })
-        .collect()
+        .collect();
+    for id in successful {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| answered.get_mut(i)) {
+            *slot = true;
+        }
+    }
+    failures.extend(
+        answered
+            .iter()
+            .enumerate()
+            .filter(|(_, answered)| !**answered)
+            .map(|(index, _)| EntryFailure {
+                index,
+                code: "NotAnswered".to_owned(),
+                sender_fault: false,
+            }),
+    );
+    failures
 }
 
 impl Queue {
@@ -201,7 +227,11 @@ impl Queue {
             .send()
             .await
             .map_err(|e| self.fail("DeleteMessageBatch", e))?;
-        Ok(failures(output.failed))
+        Ok(failures(
+            receipts.len(),
+            output.successful.iter().map(|e| e.id.as_str()),
+            output.failed,
+        ))
     }
 
     /// Sets the visibility of up to 10 messages, each (receipt, seconds); 0 releases one for
@@ -210,6 +240,7 @@ impl Queue {
         &self,
         entries: &[(&str, i32)],
     ) -> Result<Vec<EntryFailure>, SqsError> {
+        let sent = entries.len();
         let entries = entries
             .iter()
             .enumerate()
@@ -230,7 +261,11 @@ impl Queue {
             .send()
             .await
             .map_err(|e| self.fail("ChangeMessageVisibilityBatch", e))?;
-        Ok(failures(output.failed))
+        Ok(failures(
+            sent,
+            output.successful.iter().map(|e| e.id.as_str()),
+            output.failed,
+        ))
     }
 
     /// Sends up to 10 entries whose IDs are their indexes; returns the entries SQS refused.
@@ -238,6 +273,7 @@ impl Queue {
         &self,
         entries: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<Vec<EntryFailure>, SqsError> {
+        let sent = entries.len();
         let output = self
             .client
             .send_message_batch()
@@ -246,7 +282,11 @@ impl Queue {
             .send()
             .await
             .map_err(|e| self.fail("SendMessageBatch", e))?;
-        Ok(failures(output.failed))
+        Ok(failures(
+            sent,
+            output.successful.iter().map(|e| e.id.as_str()),
+            output.failed,
+        ))
     }
 
     pub async fn attribute(&self, name: QueueAttributeName) -> Result<Option<String>, SqsError> {
@@ -276,6 +316,29 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_done_only_when_sqs_says_so() {
+        let failed = vec![
+            BatchResultErrorEntry::builder()
+                .id("1")
+                .code("InternalError")
+                .sender_fault(false)
+                .build()
+                .unwrap(),
+            BatchResultErrorEntry::builder()
+                .id("not-an-index")
+                .code("X")
+                .sender_fault(false)
+                .build()
+                .unwrap(),
+        ];
+        let found = failures(4, ["0", "3", "9"], failed);
+        let mut indexes: Vec<(usize, &str)> =
+            found.iter().map(|f| (f.index, f.code.as_str())).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, [(1, "InternalError"), (2, "NotAnswered")]);
+    }
 
     #[test]
     fn stale_receipts_are_recognised() {
