@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command (b): the whole test suite. Installs and starts LocalStack when it is not running,
 # then checks formatting and lints, runs every test against LocalStack and the emulator, checks
-# deploy/ (cfn-lint, systemd-analyze), and builds the benchmarks. `.ci/run` calls exactly this.
+# deploy/ (cfn-lint, systemd-analyze), builds the benchmarks and runs a short fuzz pass over the
+# parsers (the 10-million-input run is `cargo bench --bench fuzz`). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,4 +14,5 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
 scripts/check-deploy.sh
 cargo bench --locked --no-run
+cargo bench --locked --bench fuzz -- --inputs 500000
 echo "test: all green in $(( $(date +%s) - started )) s"
