@@ -82,6 +82,11 @@ impl Lease {
         }
     }
 
+    /// Gives the lease its share of the memory budget, once the budget had room.
+    pub fn hold_bytes(&mut self, bytes: Option<OwnedSemaphorePermit>) {
+        self._bytes = bytes;
+    }
+
     /// A lease with nothing to settle, for unit tests and benchmarks.
     pub fn detached(message: Received) -> Self {
         Self {

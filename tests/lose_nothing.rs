@@ -300,9 +300,11 @@ async fn d06_held_bytes_are_bounded_not_only_held_messages() {
         peak = peak.max(rig.depth(&rig.queue_url).await.1);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_for("the source queue to empty", Duration::from_secs(300), || {
-        rig.source_empty()
-    })
+    wait_for(
+        "the source queue to empty",
+        Duration::from_secs(300),
+        || rig.source_empty(),
+    )
     .await;
     worker.stop().await;
     assert!(
@@ -430,28 +432,44 @@ async fn d10_absurd_settings_exit_2_naming_the_setting() {
         ("--batch-max-bytes", "1e30"),
         ("--pollers", "99999999999999999999999"),
         ("--visibility-timeout", "1e19"),
+        ("--visibility-timeout", "NaN"),
+        ("--batch-max-records", "0"),
+        ("--batch-max-records", "-1"),
+        ("--max-in-flight", "1e9"),
+        ("--retry-attempts", "1e100"),
+        ("--job-timeout", "-5"),
+        ("--drain-timeout", "inf"),
+        ("--max-held-bytes", "1e100"),
+        ("--max-held-bytes", "1"),
+        ("--release-backoff", "1e19"),
+        ("--release-backoff", "0"),
+        ("--listen", "999.1.1.1:99999"),
+        ("--log-format", "xml"),
+        ("--ack-on", "\u{1F4A5}"),
+        ("--operation", ""),
+        ("--match-key", " "),
+        ("--queue-url", "ftp://queue"),
+        ("--api-url", "not a url"),
+        ("--api-token", "has spaces in it"),
+    ];
+    let base: [(&str, &str); 6] = [
+        ("--queue-url", "http://127.0.0.1:9/000000000000/q"),
+        ("--dlq-url", "http://127.0.0.1:9/000000000000/dlq"),
+        ("--api-url", "http://127.0.0.1:9/public/v1"),
+        ("--api-token", "t"),
+        ("--object", "profiles"),
+        ("--listen", "127.0.0.1:0"),
     ];
     let mut failures = Vec::new();
     for (flag, value) in cases {
+        let mut argv = vec!["run".to_owned()];
+        for (name, default) in base.iter().filter(|(name, _)| name != flag) {
+            argv.extend([name.to_string(), default.to_string()]);
+        }
+        argv.push(format!("{flag}={value}"));
         let output = tokio::time::timeout(
             Duration::from_secs(30),
-            common::worker_binary()
-                .args([
-                    "run",
-                    "--queue-url",
-                    "http://127.0.0.1:9/000000000000/q",
-                    "--dlq-url",
-                    "http://127.0.0.1:9/000000000000/dlq",
-                    "--api-url",
-                    "http://127.0.0.1:9/public/v1",
-                    "--api-token",
-                    "t",
-                    "--object",
-                    "profiles",
-                    flag,
-                    value,
-                ])
-                .output(),
+            common::worker_binary().args(&argv).output(),
         )
         .await;
         let outcome = match output {

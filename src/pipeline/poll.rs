@@ -122,22 +122,22 @@ impl Poller {
         for (message, receipt) in messages {
             let share = capacity.split(1).into_iter().collect();
             match self.holdings.hold(&message, receipt, share) {
-                Some(claim) => fresh.push((message, claim)),
+                Some(claim) => fresh.push(Lease::new(message, claim, None)),
                 None => self.pipeline.telemetry.duplicate_receipt(&message.id),
             }
         }
-        let total: usize = fresh.iter().map(|(m, _)| held_bytes(m)).sum();
+        let total: usize = fresh.iter().map(|lease| held_bytes(lease)).sum();
         let mut bytes = self.bytes_permit(total.min(self.bytes_budget), stop).await;
         self.pipeline.telemetry.set_held_bytes(
             self.bytes_budget - self.bytes.available_permits().min(self.bytes_budget),
         );
         let mut undecodable = Settlement::default();
-        for (message, claim) in fresh {
+        for mut lease in fresh {
             let share = bytes.as_mut().and_then(|permit| {
-                let n = (held_bytes(&message) as u32).min(permit.num_permits() as u32);
-                permit.split(n as usize)
+                let n = held_bytes(&lease).min(permit.num_permits());
+                permit.split(n)
             });
-            let lease = Lease::new(message, claim, share);
+            lease.hold_bytes(share);
             match self
                 .decoder
                 .decode(&lease.body, lease.md5_of_body.as_deref())
