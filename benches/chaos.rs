@@ -82,6 +82,7 @@ async fn main() {
     let mut violations = 0;
     let mut rounds = 0;
     let mut doubles = [0usize; 2];
+    let mut reordered = 0;
     let mut kills = 0;
     while options
         .rounds
@@ -95,10 +96,11 @@ async fn main() {
         violations += report.violations.len();
         doubles[usize::from(plan.completed)] += report.double_commits;
         kills += report.kills;
+        reordered += report.reordered_after_kill;
         rounds += 1;
     }
     println!(
-        "chaos: {rounds} rounds in {:.1} min from seed {}: {violations} violations, {kills} kills, double commits accepted-mode {} completed-mode {}",
+        "chaos: {rounds} rounds in {:.1} min from seed {}: {violations} violations, {kills} kills, double commits accepted-mode {} completed-mode {}, FIFO groups reordered after a kill in accepted mode {reordered}",
         started.elapsed().as_secs_f64() / 60.0,
         options.seed,
         doubles[0],

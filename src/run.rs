@@ -145,6 +145,13 @@ pub async fn run_with(
         .map_err(|e| unreachable_queue("--queue-url", e))?;
     let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
     let dlq_max_bytes = dlq_max_bytes(&dlq).await;
+    if settings.source_is_fifo() && settings.ack_on == crate::config::AckOn::Accepted {
+        tracing::warn!(
+            "FIFO source with --ack-on accepted: after a crash, a job accepted before it may \
+             finish after a later batch's job and reorder its group. Fix: --ack-on completed \
+             keeps every group in order"
+        );
+    }
 
     let listener = server::bind(settings.listen).await.map_err(|e| {
         RunError::Config(format!(
