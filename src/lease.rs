@@ -20,14 +20,16 @@ use crate::sqs::Holdings;
 /// The right to act on one message in the source queue. Spent by a delete or a release.
 pub struct Claim {
     id: String,
+    generation: u64,
     ledger: Arc<Holdings>,
     spent: bool,
 }
 
 impl Claim {
-    pub(crate) fn new(id: String, ledger: Arc<Holdings>) -> Self {
+    pub(crate) fn new(id: String, generation: u64, ledger: Arc<Holdings>) -> Self {
         Self {
             id,
+            generation,
             ledger,
             spent: false,
         }
@@ -37,22 +39,27 @@ impl Claim {
         &self.id
     }
 
-    /// The receipt handle of the newest copy SQS handed out, if the message is still held.
-    pub fn receipt(&self) -> Option<String> {
-        self.ledger.receipt(&self.id)
+    /// Which holding of the message this claim is for (the ledger's generation).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    /// The message left the source queue, or went back to it: forget it in the ledger.
+    /// The receipt handle of the newest copy SQS handed out, if this holding is still held.
+    pub fn receipt(&self) -> Option<String> {
+        self.ledger.receipt(&self.id, self.generation)
+    }
+
+    /// The message left the source queue, or went back to it: forget this holding.
     pub(crate) fn spend(mut self) {
         self.spent = true;
-        self.ledger.forget([self.id.as_str()]);
+        self.ledger.forget([(self.id.as_str(), self.generation)]);
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.spent {
-            self.ledger.orphan(&self.id);
+            self.ledger.orphan(&self.id, self.generation);
         }
     }
 }
@@ -103,6 +110,11 @@ impl Lease {
 
     pub fn take_claim(&mut self) -> Option<Claim> {
         self.claim.take()
+    }
+
+    /// Gives back a claim whose delete did not go through: the message is still in the queue.
+    pub fn restore_claim(&mut self, claim: Claim) {
+        self.claim = Some(claim);
     }
 
     pub fn into_parts(self) -> (Received, Option<Claim>) {

@@ -315,9 +315,15 @@ pub async fn run_with(
     batch_task.abort();
     let _ = batch_task.await;
     // The heartbeat stops first: an extension landing after the final release would hide the
-    // message again for a whole visibility timeout.
-    heartbeat_task.abort();
-    let _ = heartbeat_task.await;
+    // message again for a whole visibility timeout. It lets an orphan release under way finish.
+    stop_heartbeat.cancel();
+    let mut heartbeat_task = heartbeat_task;
+    if tokio::time::timeout_at(deadline.into(), &mut heartbeat_task)
+        .await
+        .is_err()
+    {
+        heartbeat_task.abort();
+    }
     let released_at_exit =
         match tokio::time::timeout_at(deadline.into(), pipeline.acks.release_everything()).await {
             Ok(count) => count,
@@ -331,7 +337,6 @@ pub async fn run_with(
                 open
             }
         };
-    stop_heartbeat.cancel();
     if let Some(task) = watchdog_task {
         let _ = task.await;
     }

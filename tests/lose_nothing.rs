@@ -274,9 +274,9 @@ async fn d05_a_black_holed_sqs_cannot_stretch_the_drain_past_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d06_held_bytes_are_bounded_not_only_held_messages() {
     let rig = Rig::new().await;
-    rig.faults(json!({"processing_ms": 2_000})).await;
+    rig.faults(json!({"processing_ms": 1_000})).await;
     let padding = "x".repeat(120 * 1024);
-    let bodies: Vec<String> = (0..200)
+    let bodies: Vec<String> = (0..150)
         .map(|i| {
             format!(r#"{{"email":"big{i}@example.com","first_name":"{padding}","score":{i}}}"#)
         })
@@ -311,7 +311,7 @@ async fn d06_held_bytes_are_bounded_not_only_held_messages() {
         peak <= 34 + 10,
         "at most the byte budget plus the poller's receive was held: peak {peak}"
     );
-    assert_eq!(rig.rows("profiles").await.len(), 200);
+    assert_eq!(rig.rows("profiles").await.len(), 150);
 }
 
 /// Defect 7: SQS hands out a message the worker still holds. It must be submitted once: an append

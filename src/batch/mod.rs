@@ -148,6 +148,23 @@ impl Batch {
             .collect()
     }
 
+    /// Puts back the claims whose delete did not go through; returns any that match no lease.
+    pub fn restore_claims(&mut self, claims: Vec<Claim>) -> Vec<Claim> {
+        let mut unmatched = Vec::new();
+        for claim in claims {
+            let lease = self
+                .rows
+                .iter_mut()
+                .flat_map(|row| row.messages.iter_mut())
+                .find(|lease| lease.is_deleted() && lease.id == claim.id());
+            match lease {
+                Some(lease) => lease.restore_claim(claim),
+                None => unmatched.push(claim),
+            }
+        }
+        unmatched
+    }
+
     /// Takes out the rows that `pick` chooses; the rest stays, in order.
     pub fn extract(&mut self, pick: impl Fn(&Row) -> bool) -> Vec<Row> {
         let (picked, kept) = std::mem::take(&mut self.rows).into_iter().partition(pick);

@@ -238,7 +238,10 @@ impl Pipeline {
                 .map(|sent| std::time::Duration::from_millis(now_ms.saturating_sub(sent))),
         );
         if self.settings.ack_on == AckOn::Accepted {
-            self.acks.delete(batch.take_claims()).await;
+            let undeleted = self.acks.delete(batch.take_claims()).await;
+            // A message whose delete failed is still in the queue: its lease keeps its claim,
+            // so it is settled like any other, never as "already deleted".
+            drop(batch.restore_claims(undeleted));
         }
         let _open = self.open_jobs.open(&accepted.job_id, batch.message_count());
         let end = track(

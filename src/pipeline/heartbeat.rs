@@ -33,7 +33,7 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         }
         // Orphans are released on the side, one batch of them at a time.
         if orphans.as_ref().is_none_or(|task| task.is_finished()) {
@@ -61,8 +61,13 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         };
         tokio::select! {
             () = round => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         }
+    }
+    // An orphan release under way finishes: its messages are already out of the ledger, so the
+    // shutdown's final release would not see them.
+    if let Some(task) = orphans {
+        let _ = task.await;
     }
 }
 

@@ -49,6 +49,7 @@ pub struct Acks {
 /// One message to make visible again: its receipt's owner, after how long, and its FIFO group.
 struct Release {
     id: String,
+    generation: u64,
     visibility: Duration,
     group_id: Option<String>,
     claim: Option<Claim>,
@@ -56,9 +57,10 @@ struct Release {
 
 impl Acks {
     /// Deletes the messages, retrying refused entries (with the newest receipt, when SQS handed
-    /// out another copy meanwhile). A delete that never goes through drops its claim, so the
-    /// message is released as an orphan and redelivered.
-    pub async fn delete(&self, claims: Vec<Claim>) {
+    /// out another copy meanwhile). Returns the claims whose delete never went through: those
+    /// messages are still in the queue, and dropping a claim releases its message as an orphan.
+    #[must_use = "a claim whose delete failed is still the caller's to settle"]
+    pub async fn delete(&self, claims: Vec<Claim>) -> Vec<Claim> {
         let mut claims = claims;
         let mut groups = Vec::new();
         while !claims.is_empty() {
@@ -66,11 +68,13 @@ impl Acks {
             groups.push(std::mem::replace(&mut claims, rest));
         }
         futures::stream::iter(groups)
-            .for_each_concurrent(CONCURRENT_CALLS, |group| self.delete_group(group))
-            .await;
+            .map(|group| self.delete_group(group))
+            .buffer_unordered(CONCURRENT_CALLS)
+            .concat()
+            .await
     }
 
-    async fn delete_group(&self, group: Vec<Claim>) {
+    async fn delete_group(&self, group: Vec<Claim>) -> Vec<Claim> {
         let sent: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let outcome = per_entry(
             group,
@@ -100,6 +104,7 @@ impl Acks {
         for claim in outcome.done {
             claim.spend();
         }
+        let mut failed = Vec::new();
         for (claim, code) in outcome.refused {
             let failure = crate::sqs::EntryFailure {
                 index: 0,
@@ -112,9 +117,10 @@ impl Acks {
                 claim.spend();
             } else {
                 self.telemetry.delete_failed(claim.id(), &code);
-                drop(claim);
+                failed.push(claim);
             }
         }
+        failed
     }
 
     /// Makes messages visible again, each after its backoff, and marks their FIFO groups so
@@ -133,6 +139,7 @@ impl Acks {
             };
             releases.push(Release {
                 visibility: self.backoff(&message),
+                generation: claim.generation(),
                 id: message.id,
                 group_id: message.group_id,
                 claim: Some(claim),
@@ -155,6 +162,7 @@ impl Acks {
                         orphan.receive_count,
                         self.release_cap,
                     ),
+                    generation: orphan.generation,
                     id: orphan.id,
                     group_id: orphan.group_id,
                     claim: None,
@@ -174,6 +182,7 @@ impl Acks {
             .into_iter()
             .map(|held| Release {
                 id: held.id,
+                generation: held.generation,
                 visibility: Duration::ZERO,
                 group_id: None,
                 claim: None,
@@ -212,13 +221,16 @@ impl Acks {
         let items: Vec<(String, i32, Release)> = group
             .into_iter()
             .filter_map(|release| {
-                let receipt = self.holdings.receipt(&release.id)?;
+                let receipt = self.holdings.receipt(&release.id, release.generation)?;
                 let seconds = release.visibility.as_millis().div_ceil(1000) as i32;
                 Some((receipt, seconds, release))
             })
             .collect();
-        self.holdings
-            .forget(items.iter().map(|(_, _, release)| release.id.as_str()));
+        self.holdings.forget(
+            items
+                .iter()
+                .map(|(_, _, release)| (release.id.as_str(), release.generation)),
+        );
         let longest = items
             .iter()
             .map(|(_, _, r)| r.visibility)
@@ -321,7 +333,9 @@ impl Acks {
             .into_iter()
             .filter_map(|mut lease| lease.take_claim())
             .collect();
-        self.delete(claims).await;
+        // A delete that never went through: the claim is dropped, so the message is released
+        // as an orphan and delivered again (idempotent for upserts).
+        drop(self.delete(claims).await);
         let (gone, retry): (Vec<Lease>, Vec<Lease>) =
             retry.into_iter().partition(Lease::is_deleted);
         let rejection = Rejection::new(
@@ -335,7 +349,8 @@ impl Acks {
             .into_iter()
             .filter_map(|mut lease| lease.take_claim())
             .collect();
-        self.delete(claims).await;
+        // As above: the DLQ copy is sent, and a second one may follow the redelivery.
+        drop(self.delete(claims).await);
         let mut retry = retry;
         for lease in unsent {
             if lease.is_deleted() {

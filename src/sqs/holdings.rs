@@ -5,6 +5,7 @@
 //! message whose fate is still open.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,9 @@ use crate::message::Received;
 use crate::pipeline::fifo::ReleasedGroups;
 
 struct Held {
+    /// Which holding of this ID the entry is: a claim acts only on its own generation, so a
+    /// claim from before a redelivery cannot forget or release the entry of the new copy.
+    generation: u64,
     receipt: String,
     renewed_at: Instant,
     receive_count: u32,
@@ -26,6 +30,7 @@ struct Held {
 #[derive(Debug)]
 pub struct Orphan {
     pub id: String,
+    pub generation: u64,
     pub receipt: String,
     pub receive_count: u32,
     pub group_id: Option<String>,
@@ -35,14 +40,16 @@ pub struct Orphan {
 #[derive(Clone, Debug)]
 pub struct HeldReceipt {
     pub id: String,
+    pub generation: u64,
     pub receipt: String,
 }
 
 pub struct Holdings {
     visibility: Duration,
     held: Mutex<HashMap<String, Held>>,
-    orphans: Mutex<Vec<String>>,
+    orphans: Mutex<Vec<(String, u64)>>,
     released_groups: Arc<ReleasedGroups>,
+    generations: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +63,7 @@ impl Holdings {
             held: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
             released_groups: Arc::new(ReleasedGroups::default()),
+            generations: AtomicU64::new(1),
         })
     }
 
@@ -85,9 +93,11 @@ impl Holdings {
             existing.receive_count = existing.receive_count.max(message.receive_count);
             return None;
         }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         held.insert(
             message.id.clone(),
             Held {
+                generation,
                 receipt,
                 renewed_at: message.received_at,
                 receive_count: message.receive_count,
@@ -95,29 +105,38 @@ impl Holdings {
                 _capacity: capacity,
             },
         );
-        Some(Claim::new(message.id.clone(), self.clone()))
+        Some(Claim::new(message.id.clone(), generation, self.clone()))
     }
 
-    pub fn receipt(&self, id: &str) -> Option<String> {
-        lock(&self.held).get(id).map(|h| h.receipt.clone())
+    /// The newest receipt of this holding of the message, if it is still held.
+    pub fn receipt(&self, id: &str, generation: u64) -> Option<String> {
+        lock(&self.held)
+            .get(id)
+            .filter(|h| h.generation == generation)
+            .map(|h| h.receipt.clone())
     }
 
-    /// The message is deleted or released: it is no longer ours, and its capacity is free.
-    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+    /// These holdings are deleted or released: no longer ours, and their capacity is free.
+    pub fn forget<'a>(&self, holdings: impl IntoIterator<Item = (&'a str, u64)>) {
         let mut held = lock(&self.held);
-        for id in ids {
-            held.remove(id);
+        for (id, generation) in holdings {
+            if held.get(id).is_some_and(|h| h.generation == generation) {
+                held.remove(id);
+            }
         }
     }
 
     /// A claim was dropped unspent. Its FIFO group is marked at once, before the heartbeat
     /// releases the message, so no later message of the group commits ahead of it meanwhile.
-    pub(crate) fn orphan(&self, id: &str) {
-        let group = lock(&self.held).get(id).and_then(|h| h.group_id.clone());
+    pub(crate) fn orphan(&self, id: &str, generation: u64) {
+        let group = lock(&self.held)
+            .get(id)
+            .filter(|h| h.generation == generation)
+            .and_then(|h| h.group_id.clone());
         if let Some(group) = group {
             self.released_groups.released(&group, Instant::now());
         }
-        lock(&self.orphans).push(id.to_owned());
+        lock(&self.orphans).push((id.to_owned(), generation));
     }
 
     /// The orphans still held, to be released; the list starts empty again.
@@ -125,9 +144,10 @@ impl Holdings {
         let ids = std::mem::take(&mut *lock(&self.orphans));
         let held = lock(&self.held);
         ids.into_iter()
-            .filter_map(|id| {
-                let h = held.get(&id)?;
+            .filter_map(|(id, generation)| {
+                let h = held.get(&id).filter(|h| h.generation == generation)?;
                 Some(Orphan {
+                    generation,
                     receipt: h.receipt.clone(),
                     receive_count: h.receive_count,
                     group_id: h.group_id.clone(),
@@ -158,6 +178,7 @@ impl Holdings {
                     h.renewed_at,
                     HeldReceipt {
                         id: id.clone(),
+                        generation: h.generation,
                         receipt: h.receipt.clone(),
                     },
                 )
@@ -183,6 +204,7 @@ impl Holdings {
             .iter()
             .map(|(id, h)| HeldReceipt {
                 id: id.clone(),
+                generation: h.generation,
                 receipt: h.receipt.clone(),
             })
             .collect()
@@ -200,8 +222,8 @@ mod tests {
         let t0 = first.received_at;
         let mut second = Received::fake("m2", "{}");
         second.received_at = t0 + Duration::from_secs(1);
-        let _c2 = holdings.hold(&second, "r2".into(), Vec::new());
-        let _c1 = holdings.hold(&first, "r1".into(), Vec::new());
+        let c2 = holdings.hold(&second, "r2".into(), Vec::new()).unwrap();
+        let c1 = holdings.hold(&first, "r1".into(), Vec::new()).unwrap();
         assert!(
             holdings
                 .due_for_extension(t0 + Duration::from_secs(4))
@@ -223,7 +245,8 @@ mod tests {
                 .due_for_extension(t0 + Duration::from_secs(7))
                 .is_empty()
         );
-        holdings.forget(["m1", "m2"]);
+        c1.spend();
+        c2.spend();
         assert!(holdings.is_empty());
     }
 
@@ -237,9 +260,25 @@ mod tests {
         assert!(claim.is_some());
         assert!(holdings.hold(&message, "new".into(), Vec::new()).is_none());
         assert_eq!(holdings.len(), 1);
-        assert_eq!(holdings.receipt("m1").as_deref(), Some("new"));
-        claim.unwrap().spend();
+        let claim = claim.unwrap();
+        assert_eq!(claim.receipt().as_deref(), Some("new"));
+        claim.spend();
         assert!(holdings.is_empty());
         assert!(holdings.take_orphans().is_empty());
+    }
+
+    /// A claim from before the message left and came back acts only on its own holding.
+    #[test]
+    fn an_old_claim_cannot_touch_a_new_holding_of_the_same_message() {
+        let holdings = Holdings::new(Duration::from_secs(10));
+        let message = Received::fake("m1", "{}");
+        let old = holdings.hold(&message, "r1".into(), Vec::new()).unwrap();
+        holdings.forget([("m1", old.generation())]);
+        let new = holdings.hold(&message, "r2".into(), Vec::new()).unwrap();
+        assert_eq!(old.receipt(), None);
+        old.spend();
+        assert_eq!(new.receipt().as_deref(), Some("r2"));
+        drop(new);
+        assert_eq!(holdings.take_orphans().len(), 1);
     }
 }
