@@ -83,6 +83,7 @@ async fn main() {
     let mut rounds = 0;
     let mut doubles = [0usize; 2];
     let mut reordered = 0;
+    let mut lost_after_kill = 0;
     let mut kills = 0;
     while options
         .rounds
@@ -97,10 +98,11 @@ async fn main() {
         doubles[usize::from(plan.completed)] += report.double_commits;
         kills += report.kills;
         reordered += report.reordered_after_kill;
+        lost_after_kill += report.lost_after_failed_job_and_kill;
         rounds += 1;
     }
     println!(
-        "chaos: {rounds} rounds in {:.1} min from seed {}: {violations} violations, {kills} kills, double commits accepted-mode {} completed-mode {}, FIFO groups reordered after a kill in accepted mode {reordered}",
+        "chaos: {rounds} rounds in {:.1} min from seed {}: {violations} violations, {kills} kills, double commits accepted-mode {} completed-mode {}, FIFO groups reordered after a kill in accepted mode {reordered}, messages lost to a failed job and a kill in accepted mode {lost_after_kill}",
         started.elapsed().as_secs_f64() / 60.0,
         options.seed,
         doubles[0],

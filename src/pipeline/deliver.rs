@@ -17,6 +17,7 @@ use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
 use crate::config::AckOn;
 use crate::outcome::{Fate, Reason, Rejection, Settlement};
+use crate::telemetry::Telemetry;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
 /// resubmitted batch's halves are not resubmitted again.
@@ -28,6 +29,43 @@ struct Attempt {
 const FIRST: Attempt = Attempt {
     resubmit_left: true,
 };
+
+/// Messages already deleted (`--ack-on accepted`) whose job then failed: until the resubmission
+/// settles them, the worker's memory is their only copy. If the delivery is dropped before that
+/// (a drain that ran out of time), they are counted and logged as lost, never silently gone.
+struct AtRisk {
+    ids: Vec<String>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl AtRisk {
+    fn of(batch: &Batch, telemetry: &Arc<Telemetry>) -> Self {
+        Self {
+            ids: batch
+                .messages()
+                .filter(|lease| lease.is_deleted())
+                .map(|lease| lease.id.clone())
+                .collect(),
+            telemetry: telemetry.clone(),
+        }
+    }
+
+    fn defuse(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for AtRisk {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            self.telemetry.dlq_lost(
+                id,
+                "deleted after its first 202 (--ack-on accepted); its job failed and the worker \
+                 stopped before the resubmission was settled",
+            );
+        }
+    }
+}
 
 fn settle_rows(rows: Vec<Row>, fate: impl Fn() -> Fate) -> Settlement {
     let mut settlement = Settlement::default();
@@ -280,7 +318,10 @@ impl Pipeline {
                 let attempt = Attempt {
                     resubmit_left: false,
                 };
-                return self.deliver_as(batch, key, attempt).await;
+                let at_risk = AtRisk::of(&batch, &self.telemetry);
+                self.deliver_as(batch, key, attempt).await;
+                at_risk.defuse();
+                return;
             }
             JobEnd::Failed(why) => {
                 self.telemetry

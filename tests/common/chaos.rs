@@ -121,6 +121,9 @@ pub struct RoundReport {
     /// FIFO groups whose order broke after a kill in accepted mode: a job accepted before the
     /// kill can finish after a later batch's job (docs/operations.md).
     pub reordered_after_kill: usize,
+    /// Valid messages lost in accepted mode because their job failed after their delete and the
+    /// worker was killed before the resubmission was accepted (docs/operations.md).
+    pub lost_after_failed_job_and_kill: usize,
     pub kills: usize,
     pub sigterms: usize,
     pub elapsed: Duration,
@@ -414,6 +417,7 @@ async fn check(
     report: &mut RoundReport,
 ) {
     let committed = committed_identities(rig, plan).await;
+    let only_in_failed_jobs = identities_only_in_failed_jobs(rig, plan).await;
     // A kill, or a drain that ran out of time, may leave a job unfollowed.
     let killed = report.kills + report.sigterms > 0;
     // Valid messages: committed, or dead-lettered for a reason the faults explain.
@@ -435,6 +439,8 @@ async fn check(
                     .violations
                     .push(format!("valid {} dead-lettered as {reasons:?}", s.identity));
             }
+        } else if accepted_and_killed(plan, report) && only_in_failed_jobs.contains(&s.identity) {
+            report.lost_after_failed_job_and_kill += 1;
         } else {
             report
                 .violations
@@ -572,6 +578,38 @@ fn accepted_and_killed(plan: &Plan, report: &RoundReport) -> bool {
     !plan.completed && report.kills + report.sigterms > 0
 }
 
+/// The record identity of a job's record, as `committed_identities` names it.
+fn identity_of(record: &Value, plan: &Plan) -> String {
+    if plan.append {
+        format!(
+            "{}:{}",
+            record["session_id"].as_str().unwrap_or(""),
+            record["value"]
+        )
+    } else {
+        record["email"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// Identities that some failed job held and no completed job did.
+async fn identities_only_in_failed_jobs(rig: &Rig, plan: &Plan) -> HashSet<String> {
+    let mut failed = HashSet::new();
+    let mut completed = HashSet::new();
+    for job in rig.jobs_with_records().await {
+        let target = if job["state"] == "completed" {
+            &mut completed
+        } else if job["state"] == "failed" {
+            &mut failed
+        } else {
+            continue;
+        };
+        for record in job["records"].as_array().into_iter().flatten() {
+            target.insert(identity_of(record, plan));
+        }
+    }
+    failed.difference(&completed).cloned().collect()
+}
+
 /// Records committed by more than one completed job under different keys.
 async fn double_commits(rig: &Rig, plan: &Plan) -> usize {
     let mut keys_of: HashMap<String, HashSet<String>> = HashMap::new();
@@ -605,7 +643,7 @@ pub fn print(report: &RoundReport) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "chaos round {}: {:.1}s committed={} dead_lettered={} valid_job_failed={} double_commits={} unreported_invalid_after_kill={} reordered_after_kill={} kills={} sigterms={} violations={}",
+        "chaos round {}: {:.1}s committed={} dead_lettered={} valid_job_failed={} double_commits={} unreported_invalid_after_kill={} reordered_after_kill={} lost_after_failed_job_and_kill={} kills={} sigterms={} violations={}",
         report.plan,
         report.elapsed.as_secs_f64(),
         report.committed,
@@ -614,6 +652,7 @@ pub fn print(report: &RoundReport) -> String {
         report.double_commits,
         report.unreported_invalid_after_kill,
         report.reordered_after_kill,
+        report.lost_after_failed_job_and_kill,
         report.kills,
         report.sigterms,
         report.violations.len()
