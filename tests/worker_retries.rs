@@ -241,7 +241,12 @@ async fn a_spent_retry_budget_releases_the_messages_and_never_dead_letters() {
             ("--max-in-flight", "1"),
         ])
         .await;
-    wait_empty(&rig).await;
+    // Wait for the outcome, not only an empty queue: the released messages wait out their
+    // backoff (10 s, then 20 s), and a loaded LocalStack once reported the queue empty meanwhile.
+    wait_for("all ten committed", Duration::from_secs(120), || async {
+        committed_emails(&rig).await.len() == 10 && rig.source_empty().await
+    })
+    .await;
     let summary = worker.stop().await;
 
     assert!(summary.counts.released >= 10, "released after the budget");
