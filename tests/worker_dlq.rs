@@ -314,7 +314,11 @@ async fn fifo_dlq_entries_keep_the_group_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_whose_md5_does_not_match_goes_to_the_dlq_as_md5_mismatch() {
     let rig = Rig::new().await;
-    let proxy = common::tamper::start("CORRUPTED-IN-TRANSIT").await;
+    let proxy = common::sqs_proxy::SqsProxy::start(1).await;
+    proxy.set(common::sqs_proxy::SqsFaults {
+        corrupt_md5_marker: Some("CORRUPTED-IN-TRANSIT"),
+        ..Default::default()
+    });
     let bodies = vec![
         r#"{"email":"md5@example.com","first_name":"CORRUPTED-IN-TRANSIT"}"#.to_owned(),
         profile(1),
@@ -322,7 +326,7 @@ async fn a_body_whose_md5_does_not_match_goes_to_the_dlq_as_md5_mismatch() {
     let ids = rig.send(&bodies).await;
     let settings = rig.settings(&[("--batch-max-wait", "500ms")]);
     let worker = rig
-        .start_with_client(settings, common::sqs_via(&proxy).await)
+        .start_with_client(settings, common::sqs_via(&proxy.url).await)
         .await;
     let dlq = finish(&rig, worker).await;
 

@@ -61,13 +61,7 @@ impl Acks {
     /// messages are still in the queue, and dropping a claim releases its message as an orphan.
     #[must_use = "a claim whose delete failed is still the caller's to settle"]
     pub async fn delete(&self, claims: Vec<Claim>) -> Vec<Claim> {
-        let mut claims = claims;
-        let mut groups = Vec::new();
-        while !claims.is_empty() {
-            let rest = claims.split_off(claims.len().min(10));
-            groups.push(std::mem::replace(&mut claims, rest));
-        }
-        futures::stream::iter(groups)
+        futures::stream::iter(calls_of_ten(claims))
             .map(|group| self.delete_group(group))
             .buffer_unordered(CONCURRENT_CALLS)
             .concat()
@@ -203,13 +197,7 @@ impl Acks {
                 self.holdings.released_groups().released(group, now);
             }
         }
-        let mut releases = releases;
-        let mut groups = Vec::new();
-        while !releases.is_empty() {
-            let rest = releases.split_off(releases.len().min(10));
-            groups.push(std::mem::replace(&mut releases, rest));
-        }
-        futures::stream::iter(groups)
+        futures::stream::iter(calls_of_ten(releases))
             .for_each_concurrent(CONCURRENT_CALLS, |group| self.release_group(group, why))
             .await;
     }
@@ -364,6 +352,16 @@ impl Acks {
         }
         self.release(retry, "could not be settled now").await;
     }
+}
+
+/// Owned groups of at most 10 entries, one SQS batch call each.
+fn calls_of_ten<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+    let mut groups = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(10));
+        groups.push(std::mem::replace(&mut items, rest));
+    }
+    groups
 }
 
 /// Groups DLQ items into SendMessageBatch calls: at most 10 entries and about 200 KiB each, or

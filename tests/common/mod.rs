@@ -11,7 +11,6 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 pub mod chaos;
 pub mod rig;
 pub mod sqs_proxy;
-pub mod tamper;
 
 pub fn localstack_url() -> String {
     std::env::var("LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())

@@ -1,7 +1,8 @@
 //! A fault proxy in front of LocalStack's SQS: it relays every call and, as its knobs say, adds
 //! latency, black-holes calls (accepts them and never answers), drops connections, marks random
 //! entries of the batch calls `Failed` without sending them on, and hands a received message out
-//! twice. Real SQS does each of these on a bad day; the worker must survive all of them.
+//! twice, or corrupts `MD5OfBody` (as a damaged transfer would: the Rust SDK does not check it).
+//! Real SQS does each of these on a bad day; the worker must survive all of them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct SqsFaults {
     pub fail_entries: f64,
     /// Probability that a received message appears twice in its ReceiveMessage answer.
     pub duplicate: f64,
+    /// Received messages whose body holds this marker get a wrong `MD5OfBody`.
+    pub corrupt_md5_marker: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -175,6 +178,12 @@ async fn forward(
     if status.is_success() && !refused.is_empty() {
         bytes = add_failures(&bytes, &refused).unwrap_or(bytes);
     }
+    if status.is_success()
+        && op == "ReceiveMessage"
+        && let Some(marker) = faults.corrupt_md5_marker
+    {
+        bytes = corrupt_md5(&bytes, marker).unwrap_or(bytes);
+    }
     if status.is_success() && op == "ReceiveMessage" && faults.duplicate > 0.0 {
         let (doubled, count) = duplicate(&bytes, faults.duplicate, &rng);
         state.lock().unwrap().duplicated += count;
@@ -249,6 +258,19 @@ fn add_failures(bytes: &Bytes, refused: &[String]) -> Option<Bytes> {
         }));
     }
     Some(Bytes::from(answer.to_string()))
+}
+
+/// Rewrites `MD5OfBody` of every message whose body holds the marker; None if nothing matched.
+fn corrupt_md5(bytes: &[u8], marker: &str) -> Option<Bytes> {
+    let mut value: Value = serde_json::from_slice(bytes).ok()?;
+    let mut changed = false;
+    for message in value.get_mut("Messages")?.as_array_mut()? {
+        if message["Body"].as_str().is_some_and(|b| b.contains(marker)) {
+            message["MD5OfBody"] = Value::String("0".repeat(32));
+            changed = true;
+        }
+    }
+    changed.then(|| Bytes::from(value.to_string()))
 }
 
 fn duplicate(bytes: &Bytes, probability: f64, rng: &Mutex<StdRng>) -> (Bytes, u64) {
