@@ -27,6 +27,9 @@ use tokio::process::Child;
 use super::rig::{Rig, RigOptions, TOKEN};
 use super::sqs_proxy::{SqsFaults, SqsProxy};
 
+/// How long after a spawn the driver waits before a SIGTERM: enough to exec and reach `main`.
+const SIGNAL_READY: Duration = Duration::from_millis(200);
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub seed: u64,
@@ -291,6 +294,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
     }
     events.sort();
     let storm_started = Instant::now();
+    let mut spawned_at = Instant::now();
     for (at, what) in events {
         tokio::time::sleep_until((storm_started + at).into()).await;
         match what {
@@ -299,8 +303,13 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
                 let _ = child.wait().await;
                 report.kills += 1;
                 child = spawn(&rig, plan, &proxy, &log);
+                spawned_at = Instant::now();
             }
             "term" => {
+                // A process that has not yet reached its `main` cannot have a handler; a
+                // supervisor's SIGTERM within microseconds of exec kills any program. Give it
+                // the time to start, as a real stop would.
+                tokio::time::sleep_until((spawned_at + SIGNAL_READY).into()).await;
                 super::signal(&child, libc::SIGTERM);
                 let code = exit_code(&mut child, Duration::from_secs(60)).await;
                 if code != Some(0) {
@@ -310,6 +319,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
                 }
                 report.sigterms += 1;
                 child = spawn(&rig, plan, &proxy, &log);
+                spawned_at = Instant::now();
             }
             _ => {
                 proxy.update(|f| f.blackhole = true);
