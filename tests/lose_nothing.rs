@@ -38,6 +38,14 @@ fn email(body: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Every event 0..count committed exactly once, and nothing dead-lettered.
+async fn assert_each_event_once(rig: &Rig, count: u64) {
+    let mut values = event_values(rig).await;
+    values.sort_unstable();
+    assert_eq!(values, (0..count).collect::<Vec<u64>>(), "each record once");
+    assert!(rig.dlq().await.is_empty(), "nothing dead-lettered");
+}
+
 const APPEND: [(&str, &str); 2] = [("--object", "events"), ("--operation", "append")];
 
 /// Defect 1: in accepted mode the messages are deleted after the first 202. When that job fails,
@@ -170,19 +178,8 @@ async fn d03_key_reused_for_the_same_messages_is_not_written_twice() {
             ("--batch-max-wait", "20s"),
         ])
         .await;
-    wait_for("the source queue to empty", Duration::from_secs(60), || {
-        rig.source_empty()
-    })
-    .await;
-    worker.stop().await;
-    let mut values = event_values(&rig).await;
-    values.sort_unstable();
-    assert_eq!(
-        values,
-        (0..10).collect::<Vec<u64>>(),
-        "each record is written once"
-    );
-    assert!(rig.dlq().await.is_empty());
+    rig.finish(worker, Duration::from_secs(60)).await;
+    assert_each_event_once(&rig, 10).await;
 }
 
 /// Defect 4: the heartbeat sent one ChangeMessageVisibilityBatch at a time. Behind an SQS that takes
@@ -203,22 +200,18 @@ async fn d04_the_heartbeat_keeps_a_large_held_set_invisible_behind_a_slow_sqs() 
     });
     rig.faults(json!({"processing_ms": 8_000})).await;
     rig.send(&(0..1_500).map(profile).collect::<Vec<_>>()).await;
-    let settings = rig.settings(&[
-        ("--batch-max-records", "1000"),
-        ("--batch-max-wait", "1s"),
-        ("--max-in-flight", "2"),
-        ("--ack-on", "completed"),
-    ]);
     let worker = rig
-        .start_with_client(settings, common::sqs_via(&proxy.url).await)
+        .start_via(
+            &proxy.url,
+            &[
+                ("--batch-max-records", "1000"),
+                ("--batch-max-wait", "1s"),
+                ("--max-in-flight", "2"),
+                ("--ack-on", "completed"),
+            ],
+        )
         .await;
-    wait_for(
-        "the source queue to empty",
-        Duration::from_secs(120),
-        || rig.source_empty(),
-    )
-    .await;
-    let summary = worker.stop().await;
+    let summary = rig.finish(worker, Duration::from_secs(120)).await;
     assert_eq!(
         summary.counts.received, 1_500,
         "no message reappeared while it was held"
@@ -238,13 +231,15 @@ async fn d05_a_black_holed_sqs_cannot_stretch_the_drain_past_its_deadline() {
     let proxy = SqsProxy::start(5).await;
     rig.faults(json!({"processing_ms": 60_000})).await;
     rig.send(&(0..20).map(profile).collect::<Vec<_>>()).await;
-    let settings = rig.settings(&[
-        ("--batch-max-wait", "300ms"),
-        ("--ack-on", "completed"),
-        ("--drain-timeout", "3s"),
-    ]);
     let worker = rig
-        .start_with_client(settings, common::sqs_via(&proxy.url).await)
+        .start_via(
+            &proxy.url,
+            &[
+                ("--batch-max-wait", "300ms"),
+                ("--ack-on", "completed"),
+                ("--drain-timeout", "3s"),
+            ],
+        )
         .await;
     wait_for(
         "the first batch request",
@@ -300,13 +295,7 @@ async fn d06_held_bytes_are_bounded_not_only_held_messages() {
         peak = peak.max(rig.depth(&rig.queue_url).await.1);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_for(
-        "the source queue to empty",
-        Duration::from_secs(300),
-        || rig.source_empty(),
-    )
-    .await;
-    worker.stop().await;
+    rig.finish(worker, Duration::from_secs(300)).await;
     assert!(
         peak <= 34 + 10,
         "at most the byte budget plus the poller's receive was held: peak {peak}"
@@ -325,20 +314,15 @@ async fn d07_a_message_received_twice_is_submitted_once() {
         ..SqsFaults::default()
     });
     rig.send(&events(30)).await;
-    let settings = rig.settings(&[APPEND[0], APPEND[1], ("--batch-max-wait", "500ms")]);
     let worker = rig
-        .start_with_client(settings, common::sqs_via(&proxy.url).await)
+        .start_via(
+            &proxy.url,
+            &[APPEND[0], APPEND[1], ("--batch-max-wait", "500ms")],
+        )
         .await;
-    wait_for("the source queue to empty", Duration::from_secs(60), || {
-        rig.source_empty()
-    })
-    .await;
-    worker.stop().await;
+    rig.finish(worker, Duration::from_secs(60)).await;
     assert!(proxy.injected().0 >= 30, "the proxy duplicated messages");
-    let mut values = event_values(&rig).await;
-    values.sort_unstable();
-    assert_eq!(values, (0..30).collect::<Vec<u64>>(), "each record once");
-    assert!(rig.dlq().await.is_empty());
+    assert_each_event_once(&rig, 30).await;
 }
 
 /// Defect 8: a 404 on the first job poll meant "the job does not exist" and the batch was sent
@@ -358,15 +342,8 @@ async fn d08_a_404_on_the_first_job_poll_does_not_resubmit() {
             ("--ack-on", "completed"),
         ])
         .await;
-    wait_for("the source queue to empty", Duration::from_secs(60), || {
-        rig.source_empty()
-    })
-    .await;
-    worker.stop().await;
-    let mut values = event_values(&rig).await;
-    values.sort_unstable();
-    assert_eq!(values, (0..20).collect::<Vec<u64>>(), "each record once");
-    assert!(rig.dlq().await.is_empty());
+    rig.finish(worker, Duration::from_secs(60)).await;
+    assert_each_event_once(&rig, 20).await;
 }
 
 /// Defect 8, the second half: `statusPath` is relative to the base URL, with or without its
@@ -379,13 +356,8 @@ async fn d08_a_status_path_without_its_slash_is_joined_to_the_base() {
     let worker = rig
         .start(&[APPEND[0], APPEND[1], ("--ack-on", "completed")])
         .await;
-    wait_for("the source queue to empty", Duration::from_secs(60), || {
-        rig.source_empty()
-    })
-    .await;
-    worker.stop().await;
-    assert_eq!(event_values(&rig).await.len(), 10, "each record once");
-    assert!(rig.dlq().await.is_empty());
+    rig.finish(worker, Duration::from_secs(60)).await;
+    assert_each_event_once(&rig, 10).await;
 }
 
 /// Defect 9: every transient failure released at visibility 0, so an API outage spent receive

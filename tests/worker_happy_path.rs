@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::rig::{Rig, profile, wait_for};
+use common::rig::{Rig, profile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_become_about_ten_batch_calls() {
@@ -16,13 +16,7 @@ async fn ten_thousand_messages_become_about_ten_batch_calls() {
     assert_eq!(rig.depth(&rig.queue_url).await, (10_000, 0));
 
     let worker = rig.start(&[("--batch-max-wait", "2s")]).await;
-    wait_for(
-        "the source queue to empty",
-        Duration::from_secs(120),
-        || rig.source_empty(),
-    )
-    .await;
-    let summary = worker.stop().await;
+    let summary = rig.finish(worker, Duration::from_secs(120)).await;
 
     let rows = rig.rows("profiles").await;
     let emails: HashSet<&str> = rows.iter().filter_map(|r| r["email"].as_str()).collect();

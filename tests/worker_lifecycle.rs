@@ -202,13 +202,7 @@ async fn fifo_order_within_a_group_is_kept_across_batches() {
             ("--batch-max-wait", "200ms"),
         ])
         .await;
-    wait_for(
-        "the source queue to empty",
-        Duration::from_secs(120),
-        || rig.source_empty(),
-    )
-    .await;
-    worker.stop().await;
+    rig.finish(worker, Duration::from_secs(120)).await;
 
     let rows = rig.rows("events").await;
     assert_eq!(rows.len(), groups * per_group);

@@ -235,6 +235,18 @@ impl Rig {
         }
     }
 
+    /// Starts the worker in-process with its SQS calls going through `endpoint` (a proxy).
+    pub async fn start_via(&self, endpoint: &str, extra: &[(&str, &str)]) -> Worker {
+        let client = super::sqs_via(endpoint).await;
+        self.start_with_client(self.settings(extra), client).await
+    }
+
+    /// Waits until the source queue is empty, then stops the worker and returns its summary.
+    pub async fn finish(&self, worker: Worker, within: Duration) -> Summary {
+        wait_for("the source queue to empty", within, || self.source_empty()).await;
+        worker.stop().await
+    }
+
     /// Starts the real binary against this rig, logging to `log`.
     pub fn spawn_binary(&self, extra: &[(&str, &str)], log: &str) -> tokio::process::Child {
         let log = std::fs::File::create(log).expect("create the log file");
