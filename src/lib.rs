@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod message;
 pub mod outcome;
 pub mod pipeline;
+pub mod quota;
 pub mod run;
 pub mod secret;
 pub mod sqs;

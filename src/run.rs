@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, RecordsApi};
 use crate::batch::batcher::{Batcher, Limits};
-use crate::config::{Operation, Settings};
+use crate::budget::{Budget, SharedTokens};
+use crate::config::{Concurrency, Operation, Settings};
 use crate::contract::ObjectSchema;
 use crate::decode::{Decoder, SchemaHandle};
 use crate::lease::Lease;
+use crate::pipeline::concurrency::Slots;
 use crate::pipeline::settle::Acks;
 use crate::pipeline::{Pipeline, dispatch, heartbeat, poll};
 use crate::sqs::{Holdings, Queue, SqsError, dlq};
@@ -50,6 +52,38 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let client = crate::sqs::connect().await;
     run_with(settings, client, shutdown, |_| {}).await
+}
+
+/// The budget: shared through `--budget-queue`, or local (saved to `--state-dir` when given).
+fn budget(
+    settings: &Settings,
+    client: &aws_sdk_sqs::Client,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Budget, RunError> {
+    if let Some(url) = &settings.budget_queue {
+        let tokens = SharedTokens::new(
+            Queue::new(client.clone(), url.clone()),
+            settings.rate_limit.len(),
+        );
+        return Ok(Budget::shared(
+            tokens,
+            &settings.rate_limit,
+            telemetry.clone(),
+        ));
+    }
+    Budget::local(
+        &settings.rate_limit,
+        settings.state_dir.as_deref(),
+        telemetry.clone(),
+    )
+    .map_err(|e| RunError::Config(e.to_string()))
+}
+
+/// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one
+/// visibility timeout carry, plus the open batch. `None` without a quota.
+pub fn read_ahead(budget: &Budget, visibility: Duration, max_records: usize) -> Option<usize> {
+    let calls = crate::budget::calls_within(budget.limits(), visibility)?;
+    Some((calls.floor().max(1.0) as usize + 1).saturating_mul(max_records))
 }
 
 async fn fetch_schema(api: &RecordsApi, settings: &Settings) -> Result<ObjectSchema, RunError> {
@@ -131,7 +165,8 @@ pub async fn run_with(
 ) -> Result<Summary, RunError> {
     let settings = Arc::new(settings);
     let telemetry = Arc::new(Telemetry::with_systemd());
-    let api = RecordsApi::new(&settings, telemetry.clone())
+    let budget = Arc::new(budget(&settings, &client, &telemetry)?);
+    let api = RecordsApi::new(&settings, budget, telemetry.clone())
         .map_err(|e| RunError::Fatal(e.to_string()))?;
     let source = Queue::new(client.clone(), settings.queue_url.clone());
     let dlq = Queue::new(client, settings.dlq_url.clone());
@@ -205,6 +240,11 @@ pub async fn run_with(
         telemetry: telemetry.clone(),
         outage: Default::default(),
         open_jobs: Default::default(),
+        slots: Slots::new(
+            settings.max_in_flight,
+            settings.concurrency == Concurrency::Adaptive,
+            telemetry.clone(),
+        ),
     });
     tracing::info!(
         queue = settings.queue_url,
@@ -231,7 +271,13 @@ pub async fn run_with(
     let capacity_permits = Arc::new(Semaphore::new(capacity));
     let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
     let (records_tx, records_rx) = mpsc::unbounded_channel::<(crate::decode::Decoded, Lease)>();
-    let (batches_tx, batches_rx) = mpsc::channel(1);
+    // Under a quota, read ahead only what the next calls within the visibility can carry.
+    let read_ahead = read_ahead(
+        pipeline.api.budget(),
+        visibility,
+        settings.batch_max_records,
+    );
+    let (waiting_tx, waiting_rx) = watch::channel(0usize);
     let stop_receiving = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
 
@@ -246,21 +292,18 @@ pub async fn run_with(
                 bytes_budget: settings.max_held_bytes,
                 per_receive: capacity.min(10),
                 records: records_tx.clone(),
+                waiting: waiting_rx.clone(),
+                read_ahead,
             };
             tokio::spawn(poller.run(stop_receiving.clone()))
         })
         .collect();
     drop(records_tx);
-    let batch_task = tokio::spawn(dispatch::batch_loop(
+    let mut dispatch_task = tokio::spawn(dispatch::run(
+        pipeline.clone(),
         batcher,
         records_rx,
-        batches_tx,
-        telemetry.clone(),
-    ));
-    let mut dispatch_task = tokio::spawn(dispatch::dispatch_loop(
-        pipeline.clone(),
-        batches_rx,
-        settings.source_is_fifo(),
+        waiting_tx,
     ));
     let heartbeat_task = tokio::spawn(heartbeat::run(pipeline.clone(), stop_heartbeat.clone()));
 
@@ -312,8 +355,6 @@ pub async fn run_with(
         dispatch_task.abort();
         let _ = dispatch_task.await;
     }
-    batch_task.abort();
-    let _ = batch_task.await;
     // The heartbeat stops first: an extension landing after the final release would hide the
     // message again for a whole visibility timeout. It lets an orphan release under way finish.
     stop_heartbeat.cancel();

@@ -1,5 +1,5 @@
 //! Parsers for the human units that flags, environment variables and TOML share:
-//! durations (`250ms`, `5s`, `2m`), sizes (`512KiB`, `5MiB`) and rates (`1.5`, `2/s`, `100/min`).
+//! durations (`250ms`, `5s`, `2m`), sizes (`512KiB`, `5MiB`). Rates are quotas: `quota`.
 
 use std::time::Duration;
 
@@ -45,32 +45,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-/// Parses a rate into events per second: `1.5`, `2/s`, `100/min`, `3600/h`.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let text = text.trim();
-    let bad = || format!("'{text}' is not a rate; write it like 1.5, 2/s or 100/min");
-    let (count, per) = match text.split_once('/') {
-        Some((count, unit)) => {
-            let per = match unit.trim() {
-                "s" | "sec" | "second" => 1.0,
-                "m" | "min" | "minute" => 60.0,
-                "h" | "hour" => 3600.0,
-                _ => return Err(bad()),
-            };
-            (count.trim(), per)
-        }
-        None => (text, 1.0),
-    };
-    let count: f64 = count.parse().map_err(|_| bad())?;
-    let rate = count / per;
-    // Below one a day, the interval between calls overflows what a timer can wait.
-    if rate.is_finite() && rate >= 1.0 / 86_400.0 {
-        Ok(rate)
-    } else {
-        Err(bad())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,20 +68,10 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
     }
 
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("2"), Ok(2.0));
-        assert_eq!(parse_rate("2/s"), Ok(2.0));
-        assert!((parse_rate("100/min").unwrap() - 100.0 / 60.0).abs() < 1e-9);
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("fast").is_err());
-    }
-
     /// Issue 10, defect 10: huge numbers are errors, never panics.
     #[test]
     fn extreme_values_are_errors() {
         assert!(parse_duration("1.9e19").is_err());
         assert!(parse_duration("1e400").is_err());
-        assert!(parse_rate("1e-300").is_err());
     }
 }

@@ -643,7 +643,7 @@ async fn rate_limit_per_class_answers_429_with_retry_after() {
 #[tokio::test]
 async fn cli_rate_limit_per_minute() {
     let mut config = EmulatorConfig::for_tests(TOKEN);
-    config.rate_limit = Some(sqs_batch_worker::units::parse_rate("60/min").unwrap());
+    config.rate_limit = sqs_batch_worker::quota::parse_quota("60/min").unwrap();
     let api = Api::with(config).await;
     assert_eq!(
         api.upsert(json!([{"email": "r@x.io"}]), None).await.status,

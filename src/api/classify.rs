@@ -24,6 +24,30 @@ pub enum Action {
     Release,
 }
 
+/// What one batch call's answer says about the API's load, for the adaptive concurrency limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Signal {
+    /// Answered, in this long.
+    Answered(Duration),
+    /// 429, 503, 504 or a timeout: too many requests at once.
+    Overloaded,
+    /// Anything else (a 4xx about the batch itself, a refused connection): says nothing about
+    /// how loaded the API is.
+    Neutral,
+}
+
+pub fn signal<T>(result: &Result<T, ApiError>, took: Duration) -> Signal {
+    match result {
+        Ok(_) => Signal::Answered(took),
+        Err(ApiError::Timeout) => Signal::Overloaded,
+        Err(ApiError::Status {
+            status: 429 | 503 | 504,
+            ..
+        }) => Signal::Overloaded,
+        Err(_) => Signal::Neutral,
+    }
+}
+
 pub fn classify(error: &ApiError) -> Action {
     match error {
         ApiError::Timeout | ApiError::Connect(_) | ApiError::Malformed(_) => {
@@ -75,6 +99,24 @@ mod tests {
             message: String::new(),
             path: path.map(str::to_owned),
             retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn load_signals_from_a_table() {
+        let took = Duration::from_millis(80);
+        let cases: Vec<(Result<(), ApiError>, Signal)> = vec![
+            (Ok(()), Signal::Answered(took)),
+            (Err(ApiError::Timeout), Signal::Overloaded),
+            (Err(status(429, None, None, Some(1))), Signal::Overloaded),
+            (Err(status(503, None, None, None)), Signal::Overloaded),
+            (Err(status(504, None, None, None)), Signal::Overloaded),
+            (Err(status(500, None, None, None)), Signal::Neutral),
+            (Err(status(413, None, None, None)), Signal::Neutral),
+            (Err(ApiError::Connect("refused".into())), Signal::Neutral),
+        ];
+        for (result, expected) in cases {
+            assert_eq!(signal(&result, took), expected, "{result:?}");
         }
     }
 

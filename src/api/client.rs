@@ -10,9 +10,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::classify::{Action, classify};
+use super::classify::{Action, Signal, classify, signal};
 use super::error::ApiError;
-use super::pacer::Pacer;
+use crate::budget::{Budget, Ticket};
 use crate::config::{Operation, Settings};
 use crate::contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
 use crate::secret::ApiToken;
@@ -58,7 +58,7 @@ pub struct RecordsApi {
     object: String,
     operation: Operation,
     retry_attempts: usize,
-    pacer: Pacer,
+    budget: Arc<Budget>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -114,7 +114,11 @@ fn auth_header(token: &ApiToken) -> HeaderValue {
 }
 
 impl RecordsApi {
-    pub fn new(settings: &Settings, telemetry: Arc<Telemetry>) -> Result<Self, ApiError> {
+    pub fn new(
+        settings: &Settings,
+        budget: Arc<Budget>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -128,13 +132,13 @@ impl RecordsApi {
             object: settings.object.clone(),
             operation: settings.operation,
             retry_attempts: settings.retry_attempts,
-            pacer: Pacer::new(settings.rate_limit),
+            budget,
             telemetry,
         })
     }
 
-    pub fn pacer(&self) -> &Pacer {
-        &self.pacer
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     async fn call(
@@ -194,9 +198,21 @@ impl RecordsApi {
         serde_json::from_value(data).map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
     }
 
-    /// One paced attempt. A 429 pauses every sender for its `Retry-After`.
-    pub async fn submit_once(&self, key: &str, body: Bytes) -> Result<Accepted, ApiError> {
-        self.pacer.wait().await;
+    /// One attempt, paid for by `ticket` or by a token taken now. A 429 pauses every sender for
+    /// its `Retry-After`; the answer's load signal goes to `on_answer`.
+    pub async fn submit_once(
+        &self,
+        key: &str,
+        body: Bytes,
+        records: usize,
+        ticket: Option<Ticket>,
+        on_answer: &(dyn Fn(Signal) + Sync),
+    ) -> Result<Accepted, ApiError> {
+        let _paid = match ticket {
+            Some(ticket) => ticket,
+            None => self.budget.acquire().await,
+        };
+        self.telemetry.call_records(records);
         let url = format!(
             "{}/records/{}/{}",
             self.base,
@@ -209,14 +225,16 @@ impl RecordsApi {
             .header(CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_KEY, key)
             .body(body);
+        let started = std::time::Instant::now();
         let result = self.call("batch", request).await;
+        on_answer(signal(&result, started.elapsed()));
         if let Err(ApiError::Status {
             status: 429,
             retry_after,
             ..
         }) = &result
         {
-            self.pacer
+            self.budget
                 .pause_for(retry_after.unwrap_or(Duration::from_secs(1)));
         }
         let data = result?;
@@ -232,15 +250,25 @@ impl RecordsApi {
     }
 
     /// Submits with exponential backoff and jitter on transient failures, always with the same key
-    /// and the same body bytes, honouring `Retry-After`.
-    pub async fn submit(&self, key: &str, body: Bytes) -> Result<Accepted, ApiError> {
+    /// and the same body bytes, honouring `Retry-After`. The first attempt spends `ticket`; every
+    /// retry pays for itself.
+    pub async fn submit(
+        &self,
+        key: &str,
+        body: Bytes,
+        records: usize,
+        ticket: Option<Ticket>,
+        on_answer: &(dyn Fn(Signal) + Sync),
+    ) -> Result<Accepted, ApiError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(20))
             .with_factor(2.0)
             .with_jitter()
             .with_max_times(self.retry_attempts.saturating_sub(1));
-        (|| self.submit_once(key, body.clone()))
+        let ticket = std::sync::Mutex::new(ticket);
+        let first = || ticket.lock().unwrap_or_else(|p| p.into_inner()).take();
+        (|| self.submit_once(key, body.clone(), records, first(), on_answer))
             .retry(backoff)
             .when(|error| matches!(classify(error), Action::Retry { .. }))
             .adjust(|error, delay| match (classify(error), delay) {

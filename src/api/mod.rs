@@ -4,8 +4,7 @@
 pub mod classify;
 pub mod client;
 pub mod error;
-pub mod pacer;
 
-pub use classify::{Action, classify};
+pub use classify::{Action, Signal, classify, signal};
 pub use client::{Accepted, JobError, JobState, JobStatus, RecordsApi};
 pub use error::ApiError;

@@ -20,6 +20,44 @@ pub struct Limits {
     pub match_key: String,
 }
 
+/// When the open batch leaves. Full batches close on their own, in `push`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    Now(FlushReason),
+    /// Once a slot is in hand and the oldest message has waited `--batch-max-wait`.
+    At(Instant),
+    /// Keep filling: nothing buffered, or no slot (an in-flight place and a budget token) yet.
+    Hold,
+}
+
+/// The one rule for when a batch leaves: only with a slot in hand; then at once if the worker is
+/// shutting down or the oldest message has waited `max_wait`, else when it will have. Without a
+/// slot it keeps filling, however old it is: a small batch must not queue behind the quota while
+/// records it could carry arrive.
+pub fn departure(
+    oldest: Option<Instant>,
+    max_wait: Duration,
+    slot_in_hand: bool,
+    closing: bool,
+    now: Instant,
+) -> Departure {
+    let Some(oldest) = oldest else {
+        return Departure::Hold;
+    };
+    if !slot_in_hand {
+        return Departure::Hold;
+    }
+    if closing {
+        return Departure::Now(FlushReason::Shutdown);
+    }
+    let due = oldest + max_wait;
+    if now >= due {
+        Departure::Now(FlushReason::Age)
+    } else {
+        Departure::At(due)
+    }
+}
+
 pub struct Batcher {
     limits: Limits,
     envelope: Arc<Envelope>,
@@ -113,11 +151,11 @@ impl Batcher {
         self.oldest.get_or_insert(now);
     }
 
-    /// The age trigger: a batch when the oldest buffered message has waited `max_wait`.
-    pub fn poll(&mut self, now: Instant) -> Option<Batch> {
-        match self.deadline() {
-            Some(deadline) if now >= deadline => self.flush(FlushReason::Age),
-            _ => None,
+    /// Asked when a slot is in hand: the open batch, if it may leave now (`departure`).
+    pub fn poll(&mut self, now: Instant, closing: bool) -> Option<Batch> {
+        match departure(self.oldest, self.limits.max_wait, true, closing, now) {
+            Departure::Now(reason) => self.flush(reason),
+            Departure::At(_) | Departure::Hold => None,
         }
     }
 
@@ -189,6 +227,51 @@ mod tests {
     }
 
     #[test]
+    fn departure_follows_the_table() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(2);
+        let s = Duration::from_secs;
+        // (oldest, slot in hand, closing, now, expected)
+        let cases = [
+            (None, true, false, t0, Departure::Hold),
+            (None, true, true, t0, Departure::Hold),
+            (Some(t0), false, false, t0 + s(60), Departure::Hold),
+            (Some(t0), false, true, t0 + s(60), Departure::Hold),
+            (Some(t0), true, false, t0 + s(1), Departure::At(t0 + s(2))),
+            (
+                Some(t0),
+                true,
+                false,
+                t0 + s(2),
+                Departure::Now(FlushReason::Age),
+            ),
+            (
+                Some(t0),
+                true,
+                false,
+                t0 + s(90),
+                Departure::Now(FlushReason::Age),
+            ),
+            (
+                Some(t0),
+                true,
+                true,
+                t0,
+                Departure::Now(FlushReason::Shutdown),
+            ),
+        ];
+        for (oldest, slot, closing, now, expected) in cases {
+            assert_eq!(
+                departure(oldest, wait, slot, closing, now),
+                expected,
+                "oldest {:?} slot {slot} closing {closing} now +{:?}",
+                oldest.map(|o| o - t0),
+                now - t0
+            );
+        }
+    }
+
+    #[test]
     fn flushes_on_age_of_the_oldest_message() {
         let mut b = Batcher::new(limits(100, 1_000_000));
         let t0 = Instant::now();
@@ -197,11 +280,11 @@ mod tests {
         let (d, m) = item("m1", json!({"email": "b@x"}));
         b.push(d, m, t0 + Duration::from_secs(3));
         assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(5)));
-        assert!(b.poll(t0 + Duration::from_millis(4999)).is_none());
-        let batch = b.poll(t0 + Duration::from_secs(5)).unwrap();
+        assert!(b.poll(t0 + Duration::from_millis(4999), false).is_none());
+        let batch = b.poll(t0 + Duration::from_secs(5), false).unwrap();
         assert_eq!(batch.reason, FlushReason::Age);
         assert_eq!(batch.message_count(), 2);
-        assert!(b.poll(t0 + Duration::from_secs(60)).is_none());
+        assert!(b.poll(t0 + Duration::from_secs(60), false).is_none());
     }
 
     #[test]

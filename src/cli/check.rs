@@ -145,7 +145,9 @@ async fn check_dlq(settings: &Settings, dlq: &Queue, source: &Queue, report: &mu
 }
 
 async fn check_api(settings: &Settings, report: &mut Report) {
-    let api = match RecordsApi::new(settings, Arc::new(Telemetry::new())) {
+    let telemetry = Arc::new(Telemetry::new());
+    let budget = Arc::new(crate::budget::Budget::unlimited(telemetry.clone()));
+    let api = match RecordsApi::new(settings, budget, telemetry) {
         Ok(api) => api,
         Err(error) => {
             report.problems.push(format!("--api-url: {error}"));

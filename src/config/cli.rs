@@ -74,12 +74,29 @@ pub struct RunArgs {
     /// Concurrent long-poll loops [default: 4].
     #[arg(long, env = "SQS_POLLERS")]
     pub pollers: Option<String>,
-    /// Batches submitted or being polled at once [default: 4].
+    /// Batches submitted or being polled at once; with --concurrency adaptive, the ceiling of the
+    /// adaptive limit [default: 4].
     #[arg(long, env = "MAX_IN_FLIGHT_BATCHES")]
     pub max_in_flight: Option<String>,
-    /// Client-side batch requests per second, e.g. 1.5 or 100/min [default: none].
+    /// The API's quota for batch calls: one limit or several, comma-separated, each N/PERIOD
+    /// (s, min, h, day, or a duration such as 15min) with an optional :BURST of banked calls,
+    /// e.g. 1.5, 100/min or 100/min:5,2000/day. Each is a token bucket, paced 2% under the stated
+    /// rate [default: none].
     #[arg(long, env = "RECORDS_RATE_LIMIT")]
     pub rate_limit: Option<String>,
+    /// adaptive: in-flight batches follow the API (AIMD: grow while answers stay fast, halve on
+    /// 429, 503, 504, timeouts and slow answers), at most --max-in-flight; fixed: always
+    /// --max-in-flight [default: adaptive].
+    #[arg(long, env = "RECORDS_CONCURRENCY")]
+    pub concurrency: Option<String>,
+    /// Directory where the local budget is saved after every call, so that a restart does not
+    /// start with a full bucket [default: none, buckets start full].
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// SQS FIFO queue that holds a --rate-limit budget shared by every replica [default: none,
+    /// each replica spends its own].
+    #[arg(long, env = "BUDGET_QUEUE_URL")]
+    pub budget_queue: Option<String>,
     /// accepted (delete after the 202) or completed (delete after the job ends) [default: accepted].
     #[arg(long, env = "ACK_ON")]
     pub ack_on: Option<String>,

@@ -12,8 +12,9 @@ use crate::contract::{MAX_BATCH_RECORDS, MAX_BODY_BYTES};
 
 /// The largest `--max-held-bytes`: what one semaphore acquisition can count.
 const MAX_HELD_BYTES: usize = u32::MAX as usize;
+use crate::quota::{Limit, parse_limits};
 use crate::secret::ApiToken;
-use crate::units::{parse_duration, parse_rate, parse_size};
+use crate::units::{parse_duration, parse_size};
 use cli::RunArgs;
 use file::{FileSettings, scalar};
 
@@ -57,6 +58,13 @@ pub enum AckOn {
     Completed,
 }
 
+/// How many batches may be in flight: adaptive (AIMD, at most `--max-in-flight`) or fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    Adaptive,
+    Fixed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -77,7 +85,11 @@ pub struct Settings {
     pub batch_max_wait: Duration,
     pub pollers: usize,
     pub max_in_flight: usize,
-    pub rate_limit: Option<f64>,
+    /// Every limit a batch call spends a token of; empty is no limit.
+    pub rate_limit: Vec<Limit>,
+    pub concurrency: Concurrency,
+    pub state_dir: Option<PathBuf>,
+    pub budget_queue: Option<String>,
     pub ack_on: AckOn,
     pub job_timeout: Duration,
     pub visibility_timeout: Option<Duration>,
@@ -323,23 +335,53 @@ impl Settings {
             within(1, 1024),
             "use a number from 1 to 1024",
         )?;
-        let rate_limit = match args.rate_limit.or(scalar(file.rate_limit)) {
-            Some(text) if text.trim() != "none" => Some(parsed(
-                &name!("--rate-limit", "RECORDS_RATE_LIMIT"),
-                Some(text),
-                "",
-                parse_rate,
-                |rate: &f64| {
-                    if (1.0 / 86_400.0..=1e6).contains(rate) {
-                        Ok(())
-                    } else {
-                        Err("must be from 1/day to 1000000/s".into())
-                    }
-                },
-                "write it like 1.5, 2/s or 100/min, from 1/day to 1000000/s",
-            )?),
-            _ => None,
-        };
+        let rate_limit = parsed(
+            &name!("--rate-limit", "RECORDS_RATE_LIMIT"),
+            args.rate_limit.or(scalar(file.rate_limit)),
+            "none",
+            parse_limits,
+            anything,
+            "write one limit or several, comma-separated, such as 1.5, 100/min or \
+             100/min,2000/day; add :BURST to bank calls (2000/day:50); from 1/week to 1000000/s",
+        )?;
+        let concurrency = parsed(
+            &name!("--concurrency", "RECORDS_CONCURRENCY"),
+            args.concurrency.or(file.concurrency),
+            "adaptive",
+            |text| match text.trim() {
+                "adaptive" => Ok(Concurrency::Adaptive),
+                "fixed" => Ok(Concurrency::Fixed),
+                _ => Err("must be adaptive or fixed".into()),
+            },
+            anything,
+            "use adaptive (AIMD up to --max-in-flight) or fixed (always --max-in-flight)",
+        )?;
+        let state_dir = args
+            .state_dir
+            .or(file.state_dir.map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty());
+        let budget_queue = args
+            .budget_queue
+            .or(file.budget_queue)
+            .filter(|url| !url.trim().is_empty());
+        if let Some(url) = &budget_queue {
+            if !url.ends_with(".fifo") {
+                return Err(invalid(
+                    &name!("--budget-queue", "BUDGET_QUEUE_URL"),
+                    url,
+                    "the shared budget needs a FIFO queue (its deduplication mints each token once)",
+                    "create a FIFO queue for the tokens (deploy/cloudformation.yaml has one) and give its URL",
+                ));
+            }
+            if rate_limit.is_empty() {
+                return Err(invalid(
+                    &name!("--budget-queue", "BUDGET_QUEUE_URL"),
+                    url,
+                    "a shared budget needs something to share",
+                    "set --rate-limit too, e.g. 100/min:5",
+                ));
+            }
+        }
         let ack_on = parsed(
             &name!("--ack-on", "ACK_ON"),
             args.ack_on.or(file.ack_on),
@@ -471,6 +513,9 @@ impl Settings {
             pollers,
             max_in_flight,
             rate_limit,
+            concurrency,
+            state_dir,
+            budget_queue,
             ack_on,
             job_timeout,
             visibility_timeout,
@@ -551,7 +596,7 @@ mod tests {
         assert_eq!(s.operation, Operation::Upsert);
         assert_eq!(s.match_key, "email");
         assert_eq!(s.api_url, "http://127.0.0.1:8080/public/v1");
-        assert!(s.rate_limit.is_none());
+        assert!(s.rate_limit.is_empty());
     }
 
     #[test]
@@ -565,7 +610,7 @@ mod tests {
         let s = Settings::from_parts(args, file).unwrap();
         assert_eq!(s.batch_max_records, 70);
         assert_eq!(s.batch_max_wait, Duration::from_secs(2));
-        assert!((s.rate_limit.unwrap() - 100.0 / 60.0).abs() < 1e-9);
+        assert!((s.rate_limit[0].per_second() - 100.0 / 60.0).abs() < 1e-9);
     }
 
     #[test]

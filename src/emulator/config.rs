@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::units::{parse_duration, parse_rate};
+use crate::quota::{Quota, parse_quota};
+use crate::units::parse_duration;
 
 /// A local, in-memory Records API with seeded fault injection.
 #[derive(Clone, Debug, Parser)]
@@ -32,12 +33,27 @@ pub struct EmulatorConfig {
     /// Time a job spends in `processing`.
     #[arg(long, env = "EMULATOR_PROCESSING", default_value = "200ms", value_parser = parse_duration)]
     pub processing: Duration,
-    /// Token-bucket limit per write class (single writes, batch writes): `2/s`, `100/min`.
-    #[arg(long, env = "EMULATOR_RATE_LIMIT", value_parser = parse_rate)]
-    pub rate_limit: Option<f64>,
-    /// Token-bucket limit for job reads.
-    #[arg(long, env = "EMULATOR_JOB_RATE_LIMIT", value_parser = parse_rate)]
-    pub job_rate_limit: Option<f64>,
+    /// Token-bucket limits per write class (single writes, batch writes), one or several, in the
+    /// worker's syntax: `2/s`, `100/min`, `100/min,2000/day`, `6/min:3` (burst 3). A limit without
+    /// `:BURST` holds one second of traffic, at least one request.
+    #[arg(long, env = "EMULATOR_RATE_LIMIT", value_parser = parse_quota, default_value = "none")]
+    pub rate_limit: Quota,
+    /// Token-bucket limits for job reads.
+    #[arg(long, env = "EMULATOR_JOB_RATE_LIMIT", value_parser = parse_quota, default_value = "none")]
+    pub job_rate_limit: Quota,
+    /// Runs every quota period this many times faster: with 96, `2000/day` refills in 15 minutes.
+    #[arg(long, env = "EMULATOR_TIME_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
+    pub time_scale: f64,
+    /// Answers 503 to a write while this many writes are already in progress (an API with
+    /// reserved concurrency).
+    #[arg(long, env = "EMULATOR_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Time a batch write takes per record, on top of --latency (answers slow down with size).
+    #[arg(long, env = "EMULATOR_LATENCY_PER_RECORD", value_parser = parse_duration)]
+    pub latency_per_record: Option<Duration>,
+    /// Time a job spends in `processing` per record, on top of --processing.
+    #[arg(long, env = "EMULATOR_PROCESSING_PER_RECORD", value_parser = parse_duration)]
+    pub processing_per_record: Option<Duration>,
     /// Probability of an injected status on writes, `STATUS=P`; repeatable (`--fault 503=0.1`).
     #[arg(long = "fault", env = "EMULATOR_FAULTS", value_delimiter = ',', value_parser = parse_fault)]
     pub faults: Vec<(u16, f64)>,
@@ -53,6 +69,15 @@ pub struct EmulatorConfig {
     /// Probability that a job ends `failed`, committing nothing.
     #[arg(long, env = "EMULATOR_JOB_FAIL", default_value_t = 0.0, value_parser = parse_probability)]
     pub job_fail: f64,
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.001..=1e6).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "'{text}' is not a time scale from 0.001 to 1000000"
+        )),
+    }
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {

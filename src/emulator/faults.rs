@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::config::EmulatorConfig;
+use crate::quota::{Limit, parse_limits};
 
 /// The endpoint classes that rate limits count and faults apply to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,8 +58,13 @@ pub struct Faults {
     /// Give `statusPath` without its leading slash; the contract says it is relative.
     pub status_path_relative: bool,
     pub next: VecDeque<Scripted>,
-    pub rate_limit_per_s: Option<f64>,
-    pub job_rate_limit_per_s: Option<f64>,
+    /// Write limits (single and batch writes), already time-scaled.
+    pub quota: Vec<Limit>,
+    pub job_quota: Vec<Limit>,
+    /// Writes in progress at which the next one is answered 503.
+    pub concurrency: Option<usize>,
+    pub latency_per_record_us: u64,
+    pub processing_per_record_us: u64,
     pub reset: f64,
     pub hang: f64,
     pub hang_ms: u64,
@@ -82,8 +88,14 @@ pub struct FaultsPatch {
     job_unknown: Option<f64>,
     status_path_relative: Option<bool>,
     next: Option<Vec<Scripted>>,
+    /// The old single-rate knob: `2` is `2/s`; `null` removes the write limits.
     rate_limit_per_s: Option<Option<f64>>,
     job_rate_limit_per_s: Option<Option<f64>>,
+    /// Write limits in the flag's syntax, e.g. `"6/min,2000/day:5"` (not time-scaled).
+    quota: Option<String>,
+    concurrency: Option<Option<usize>>,
+    latency_per_record_us: Option<u64>,
+    processing_per_record_us: Option<u64>,
     reset: Option<f64>,
     hang: Option<f64>,
     hang_ms: Option<u64>,
@@ -91,6 +103,10 @@ pub struct FaultsPatch {
     queued_ms: Option<u64>,
     processing_ms: Option<u64>,
     apply_to: Option<Vec<Class>>,
+}
+
+fn scaled(limits: &[Limit], factor: f64) -> Vec<Limit> {
+    limits.iter().map(|limit| limit.scaled(factor)).collect()
 }
 
 /// What one request gets.
@@ -114,8 +130,15 @@ impl Faults {
             job_unknown: 0.0,
             status_path_relative: false,
             next: VecDeque::new(),
-            rate_limit_per_s: config.rate_limit,
-            job_rate_limit_per_s: config.job_rate_limit,
+            quota: scaled(&config.rate_limit.0, config.time_scale),
+            job_quota: scaled(&config.job_rate_limit.0, config.time_scale),
+            concurrency: config.concurrency,
+            latency_per_record_us: config
+                .latency_per_record
+                .map_or(0, |d| d.as_micros() as u64),
+            processing_per_record_us: config
+                .processing_per_record
+                .map_or(0, |d| d.as_micros() as u64),
             reset: 0.0,
             hang: 0.0,
             hang_ms: 30_000,
@@ -126,7 +149,7 @@ impl Faults {
         }
     }
 
-    pub fn apply(&mut self, patch: FaultsPatch) -> Result<(), String> {
+    pub fn apply(&mut self, patch: FaultsPatch, time_scale: f64) -> Result<(), String> {
         let probabilities = patch
             .statuses
             .iter()
@@ -168,6 +191,27 @@ impl Faults {
         {
             return Err("rate limits must be positive numbers of requests per second".into());
         }
+        let per_second = |rate: Option<f64>| {
+            rate.map_or_else(Vec::new, |calls| {
+                vec![Limit {
+                    calls,
+                    period: Duration::from_secs(1),
+                    burst: None,
+                }]
+            })
+        };
+        if let Some(rate) = patch.rate_limit_per_s {
+            self.quota = per_second(rate);
+        }
+        if let Some(rate) = patch.job_rate_limit_per_s {
+            self.job_quota = per_second(rate);
+        }
+        if let Some(text) = &patch.quota {
+            self.quota = scaled(&parse_limits(text)?, time_scale);
+        }
+        if patch.concurrency == Some(Some(0)) {
+            return Err("concurrency must be at least 1 (or null for none)".into());
+        }
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(value) = patch.$field { self.$field = value.into(); })* };
         }
@@ -181,8 +225,9 @@ impl Faults {
             job_unknown,
             status_path_relative,
             next,
-            rate_limit_per_s,
-            job_rate_limit_per_s,
+            concurrency,
+            latency_per_record_us,
+            processing_per_record_us,
             reset,
             hang,
             hang_ms,
@@ -234,11 +279,11 @@ impl Faults {
         }
     }
 
-    pub fn rate_for(&self, class: Class) -> Option<f64> {
+    pub fn limits_for(&self, class: Class) -> &[Limit] {
         match class {
-            Class::Single | Class::Batch => self.rate_limit_per_s,
-            Class::Jobs => self.job_rate_limit_per_s,
-            Class::Metadata => None,
+            Class::Single | Class::Batch => &self.quota,
+            Class::Jobs => &self.job_quota,
+            Class::Metadata => &[],
         }
     }
 }
@@ -258,7 +303,7 @@ mod tests {
         let patch: FaultsPatch =
             serde_json::from_str(r#"{"next":[{"status":503,"count":2},{"fault":"reset"}]}"#)
                 .unwrap();
-        f.apply(patch).unwrap();
+        f.apply(patch, 1.0).unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         assert_eq!(f.decide(Class::Jobs, &mut rng), Decision::Pass);
         assert_eq!(f.decide(Class::Batch, &mut rng), Decision::Status(503));
@@ -271,9 +316,9 @@ mod tests {
     fn patches_are_checked() {
         let mut f = faults();
         let bad: FaultsPatch = serde_json::from_str(r#"{"statuses":{"503":1.5}}"#).unwrap();
-        assert!(f.apply(bad).is_err());
+        assert!(f.apply(bad, 1.0).is_err());
         let bad: FaultsPatch = serde_json::from_str(r#"{"statuses":{"200":0.5}}"#).unwrap();
-        assert!(f.apply(bad).is_err());
+        assert!(f.apply(bad, 1.0).is_err());
         assert!(serde_json::from_str::<FaultsPatch>(r#"{"nonsense":1}"#).is_err());
     }
 

@@ -7,7 +7,6 @@ mod envelope;
 mod faults;
 mod jobs;
 mod listener;
-mod ratelimit;
 mod routes;
 mod schema;
 mod state;

@@ -270,6 +270,8 @@ async fn write(
         ));
     }
     let schema = object_schema(emu, object)?;
+    // Busy (--concurrency): answered before the quota is charged, as a gateway in front would.
+    let _in_progress = emu.enter_write().ok_or_else(|| injected(503, 1))?;
     emu.take_token(op.class()).map_err(rate_limited)?;
     let body = read_body(headers, body).await?;
     let key = idempotency_key(headers)?;
@@ -307,6 +309,13 @@ async fn write(
     }
     injected_fault(emu, op.class(), conn).await?;
     let request = parse_write(op, &schema, &body)?;
+    let per_record = emu.latency_for(request.records.len());
+    if !per_record.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(per_record) => {}
+            _ = emu.shutdown.cancelled() => {}
+        }
+    }
     let correlation = envelope::correlation_id();
     let (status, data) = match op {
         Operation::UpsertBatch | Operation::AppendBatch => {

@@ -2,6 +2,7 @@
 //! faults and stats. One std `Mutex` guards it, and no code path holds it across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::EmulatorConfig;
 use super::faults::{Class, Decision, Faults, FaultsPatch};
-use super::ratelimit::Bucket;
 use super::schema::Schemas;
 use super::validate::RowError;
 use crate::contract::ObjectSchema;
+use crate::quota::{Bucket, Limit};
 
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -186,13 +187,16 @@ struct Stats {
     jobs_completed: u64,
     jobs_failed: u64,
     rate_limited: u64,
+    overloaded: u64,
+    max_in_progress: usize,
     injected: u64,
 }
 
 struct Inner {
     faults: Faults,
     rng: StdRng,
-    buckets: HashMap<Class, Bucket>,
+    /// Per class: the limits the buckets were built for, and the buckets.
+    buckets: HashMap<Class, (Vec<Limit>, Vec<Bucket>)>,
     idempotency: HashMap<String, Idempotency>,
     jobs: HashMap<String, Job>,
     job_order: Vec<String>,
@@ -228,8 +232,26 @@ impl LoggedRequest {
     }
 }
 
+/// A write in progress, counted for `--concurrency` until dropped.
+pub struct InProgress(Arc<Emulator>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The API's own bucket for a limit: the stated burst, or one second of traffic (at least one).
+fn api_bucket(limit: &Limit, now: Instant) -> Bucket {
+    let burst = limit
+        .burst
+        .unwrap_or_else(|| limit.per_second().ceil().clamp(1.0, 1e6) as u32);
+    Bucket::new(limit.per_second(), burst, now)
+}
+
 pub struct Emulator {
     pub config: EmulatorConfig,
+    in_progress: AtomicUsize,
     /// The start-up schemas, which `/__emu/reset` restores.
     initial_schemas: Schemas,
     /// The live schemas: `/__emu/schemas` replaces them, as a migration on the real API would.
@@ -251,6 +273,7 @@ impl Emulator {
             initial_schemas: schemas.clone(),
             schemas: RwLock::new(schemas),
             shutdown: CancellationToken::new(),
+            in_progress: AtomicUsize::new(0),
             inner: Mutex::new(inner),
         }
     }
@@ -279,25 +302,55 @@ impl Emulator {
             .or_default() += 1;
     }
 
-    /// Takes a rate-limit token for the class, or returns the `Retry-After` seconds.
+    /// Takes a token of every limit of the class, or returns the `Retry-After` seconds.
     pub fn take_token(&self, class: Class) -> Result<(), u64> {
         let mut inner = self.lock();
-        let Some(rate) = inner.faults.rate_for(class) else {
+        let limits = inner.faults.limits_for(class).to_vec();
+        if limits.is_empty() {
             return Ok(());
-        };
+        }
         let now = Instant::now();
-        let bucket = inner
+        let (built_for, buckets) = inner
             .buckets
             .entry(class)
-            .or_insert_with(|| Bucket::new(rate, now));
-        if bucket.rate() != rate {
-            *bucket = Bucket::new(rate, now);
+            .or_insert_with(|| (Vec::new(), Vec::new()));
+        if *built_for != limits {
+            *buckets = limits.iter().map(|limit| api_bucket(limit, now)).collect();
+            *built_for = limits;
         }
-        let taken = bucket.take(now);
-        if taken.is_err() {
+        let ready = buckets
+            .iter_mut()
+            .map(|b| b.ready_at(now))
+            .max()
+            .unwrap_or(now);
+        if ready > now {
             inner.stats.rate_limited += 1;
+            return Err((ready - now).as_secs_f64().ceil().max(1.0) as u64);
         }
-        taken
+        for bucket in buckets.iter_mut() {
+            bucket.take(now);
+        }
+        Ok(())
+    }
+
+    /// Enters a write, or `None` (answer 503) when `concurrency` writes are already in progress.
+    pub fn enter_write(self: &Arc<Self>) -> Option<InProgress> {
+        let mut inner = self.lock();
+        if let Some(limit) = inner.faults.concurrency
+            && self.in_progress.load(Ordering::SeqCst) >= limit
+        {
+            inner.stats.overloaded += 1;
+            return None;
+        }
+        let now = self.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.stats.max_in_progress = inner.stats.max_in_progress.max(now);
+        Some(InProgress(self.clone()))
+    }
+
+    /// The added time a batch write of `records` takes.
+    pub fn latency_for(&self, records: usize) -> Duration {
+        let per_record = self.lock().faults.latency_per_record_us;
+        Duration::from_micros(per_record) * u32::try_from(records).unwrap_or(u32::MAX)
     }
 
     /// The fault this request gets, its added latency, and the `Retry-After` for injected 429s.
@@ -445,13 +498,16 @@ impl Emulator {
             invalid_rows: 0,
             errors: Some(Vec::new()),
         };
+        let accepted = job.accepted;
         inner.jobs.insert(id.clone(), job);
         inner.job_order.push(id.clone());
         NewJob {
             id,
             generation: inner.generation,
             queued: Duration::from_millis(inner.faults.queued_ms),
-            processing: Duration::from_millis(inner.faults.processing_ms),
+            processing: Duration::from_millis(inner.faults.processing_ms)
+                + Duration::from_micros(inner.faults.processing_per_record_us)
+                    * u32::try_from(accepted).unwrap_or(u32::MAX),
         }
     }
 
@@ -597,6 +653,8 @@ impl Emulator {
             "jobs_failed": s.jobs_failed,
             "jobs_by_state": jobs_by_state,
             "rate_limited": s.rate_limited,
+            "overloaded": s.overloaded,
+            "max_in_progress": s.max_in_progress,
             "injected_faults": s.injected,
         })
     }
@@ -606,7 +664,7 @@ impl Emulator {
     }
 
     pub fn apply_faults(&self, patch: FaultsPatch) -> Result<(), String> {
-        self.lock().faults.apply(patch)
+        self.lock().faults.apply(patch, self.config.time_scale)
     }
 
     /// Back to the start-up configuration: faults as the flags set them, and no jobs, keys or rows.

@@ -15,6 +15,7 @@ use super::settle::release_visibility;
 use crate::api::{Accepted, Action, ApiError, classify};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
+use crate::budget::Ticket;
 use crate::config::AckOn;
 use crate::outcome::{Fate, Reason, Rejection, Settlement};
 use crate::telemetry::Telemetry;
@@ -85,15 +86,16 @@ fn rejected(reason: Reason, error: &ApiError) -> impl Fn() -> Fate {
 
 impl Pipeline {
     /// Delivers a freshly flushed batch under the key of its own message IDs.
-    pub fn deliver(self: &Arc<Self>, batch: Batch) -> BoxFuture<'static, ()> {
+    /// `ticket` pays for its first call.
+    pub fn deliver(self: &Arc<Self>, batch: Batch, ticket: Ticket) -> BoxFuture<'static, ()> {
         let key = batch.key();
-        self.deliver_as(batch, key, FIRST)
+        self.deliver_as(batch, key, FIRST, Some(ticket))
     }
 
     /// Delivers a part of a batch (a half, the rest after an offender) under its own key.
     fn deliver_part(self: &Arc<Self>, batch: Batch, attempt: Attempt) -> BoxFuture<'static, ()> {
         let key = batch.key();
-        self.deliver_as(batch, key, attempt)
+        self.deliver_as(batch, key, attempt, None)
     }
 
     fn deliver_as(
@@ -101,6 +103,7 @@ impl Pipeline {
         mut batch: Batch,
         key: String,
         attempt: Attempt,
+        ticket: Option<Ticket>,
     ) -> BoxFuture<'static, ()> {
         let this = self.clone();
         Box::pin(async move {
@@ -111,7 +114,8 @@ impl Pipeline {
                 if batch.rows.is_empty() {
                     return;
                 }
-                return this.deliver_part(batch, attempt).await;
+                let key = batch.key();
+                return this.deliver_as(batch, key, attempt, ticket).await;
             }
             let span = tracing::info_span!(
                 "batch",
@@ -121,7 +125,13 @@ impl Pipeline {
             );
             async move {
                 let body = batch.body();
-                match this.api.submit(&key, body).await {
+                let records = batch.rows.len();
+                let on_answer = |signal| this.slots.observe(signal);
+                match this
+                    .api
+                    .submit(&key, body, records, ticket, &on_answer)
+                    .await
+                {
                     Ok(accepted) => {
                         this.telemetry.unblock();
                         this.outage.ended();
@@ -216,7 +226,7 @@ impl Pipeline {
                      scope in --api-token-file / RECORDS_API_TOKEN; retrying every {:?}",
                     self.settings.auth_retry
                 ));
-                self.api.pacer().pause_for(self.settings.auth_retry);
+                self.api.budget().pause_for(self.settings.auth_retry);
                 settle_rows(batch.rows, || Fate::Retry)
             }
             Action::KeyReused => {
@@ -319,7 +329,7 @@ impl Pipeline {
                     resubmit_left: false,
                 };
                 let at_risk = AtRisk::of(&batch, &self.telemetry);
-                self.deliver_as(batch, key, attempt).await;
+                self.deliver_as(batch, key, attempt, None).await;
                 at_risk.defuse();
                 return;
             }

@@ -1,59 +1,76 @@
-//! The batcher task (feeds the pure batcher, fires its age trigger, flushes at shutdown) and the
-//! dispatcher (at most `--max-in-flight` batches at once, FIFO groups in order).
+//! The dispatcher: feeds the pure batcher, and sends a batch when it holds a slot, that is an
+//! in-flight place under the (adaptive) concurrency limit and a token of the budget. While it waits
+//! for a slot, the open batch keeps filling, up to `--batch-max-records` and `--batch-max-bytes`;
+//! a full batch closes and queues for the next slot. `--batch-max-wait` is the longest a batch
+//! waits once a slot is in hand (`batcher::departure` states the rule). FIFO groups leave in order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Pipeline;
+use super::concurrency::Slot;
 use super::fifo::GroupGate;
+use crate::batch::Batch;
 use crate::batch::batcher::Batcher;
-use crate::batch::{Batch, FlushReason};
+use crate::budget::Ticket;
 use crate::decode::Decoded;
 use crate::lease::Lease;
-use crate::telemetry::Telemetry;
 
-pub async fn batch_loop(
-    mut batcher: Batcher,
-    mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
-    batches: mpsc::Sender<Batch>,
-    telemetry: Arc<Telemetry>,
-) {
-    loop {
-        let deadline = batcher.deadline();
-        let flushed: Vec<Batch> = tokio::select! {
-            item = records.recv() => match item {
-                Some((decoded, message)) => batcher.push(decoded, message, Instant::now()),
-                None => {
-                    if let Some(batch) = batcher.flush(FlushReason::Shutdown) {
-                        let _ = batches.send(batch).await;
-                    }
-                    telemetry.set_buffered(0);
-                    return;
-                }
-            },
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() => {
-                batcher.poll(Instant::now()).into_iter().collect()
-            }
-        };
-        telemetry.set_buffered(batcher.buffered_messages());
-        for batch in flushed {
-            if batches.send(batch).await.is_err() {
-                return;
-            }
-        }
-    }
+/// How often arrivals are compared with what the quota carries.
+const OVERRUN_CHECK: Duration = Duration::from_secs(60);
+/// While arrivals stay above the quota, the warning repeats this often.
+const OVERRUN_REPEAT: Duration = Duration::from_secs(3600);
+
+/// Compares arrivals with what the quota carries at full batches. Pure: takes `now`.
+pub struct Overrun {
+    carried_per_s: Option<f64>,
+    since: Instant,
+    arrived: u64,
+    warned: Option<Instant>,
 }
 
-/// Counts a batch in flight for as long as it lives.
-struct InFlight(Arc<Telemetry>, Arc<Semaphore>, usize);
+impl Overrun {
+    pub fn new(carried_per_s: Option<f64>, now: Instant) -> Self {
+        Self {
+            carried_per_s,
+            since: now,
+            arrived: 0,
+            warned: None,
+        }
+    }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let in_use = self.2.saturating_sub(self.1.available_permits() + 1);
-        self.0.set_in_flight(in_use);
+    pub fn arrived(&mut self, count: u64) {
+        self.arrived += count;
+    }
+
+    /// At the end of a window: `Some((arrivals/s, carried/s))` when arrivals outran the quota
+    /// and the operator has not heard it within `OVERRUN_REPEAT`.
+    pub fn check(&mut self, now: Instant) -> Option<(f64, f64)> {
+        let carried = self.carried_per_s?;
+        let window = now.saturating_duration_since(self.since).as_secs_f64();
+        if window <= 0.0 {
+            return None;
+        }
+        let rate = self.arrived as f64 / window;
+        self.since = now;
+        self.arrived = 0;
+        if rate <= carried {
+            self.warned = None;
+            return None;
+        }
+        if self
+            .warned
+            .is_some_and(|at| now.saturating_duration_since(at) < OVERRUN_REPEAT)
+        {
+            return None;
+        }
+        self.warned = Some(now);
+        Some((rate, carried))
     }
 }
 
@@ -70,46 +87,175 @@ fn report(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
-pub async fn dispatch_loop(
+/// What the dispatcher holds between turns.
+struct Turn {
+    ready: VecDeque<(Batch, Instant)>,
+    slot: Option<Slot>,
+    ticket: Option<Ticket>,
+    getting_slot: Option<BoxFuture<'static, Slot>>,
+    getting_ticket: Option<BoxFuture<'static, Ticket>>,
+}
+
+impl Turn {
+    fn waiting_messages(&self, batcher: &Batcher) -> usize {
+        batcher.buffered_messages()
+            + self
+                .ready
+                .iter()
+                .map(|(batch, _)| batch.message_count())
+                .sum::<usize>()
+    }
+
+    fn has_work(&self, batcher: &Batcher) -> bool {
+        !self.ready.is_empty() || batcher.buffered_messages() > 0
+    }
+}
+
+pub async fn run(
     pipeline: Arc<Pipeline>,
-    mut batches: mpsc::Receiver<Batch>,
-    fifo: bool,
+    mut batcher: Batcher,
+    mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
+    waiting: watch::Sender<usize>,
 ) {
-    let limit = pipeline.settings.max_in_flight;
-    let slots = Arc::new(Semaphore::new(limit));
+    let telemetry = pipeline.telemetry.clone();
+    let fifo = pipeline.settings.source_is_fifo();
     let gate = Arc::new(GroupGate::default());
     let mut tasks = JoinSet::new();
-    while let Some(batch) = batches.recv().await {
-        pipeline.telemetry.batch_flushed(
-            batch.reason.as_str(),
-            batch.rows.len(),
-            batch.message_count(),
-        );
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+    let carried = pipeline
+        .api
+        .budget()
+        .limits()
+        .iter()
+        .map(|limit| limit.per_second)
+        .reduce(f64::min)
+        .map(|per_s| per_s * pipeline.settings.batch_max_records as f64);
+    let mut overrun = Overrun::new(carried, Instant::now());
+    let mut overrun_check = tokio::time::interval(OVERRUN_CHECK);
+    overrun_check.tick().await;
+    let mut turn = Turn {
+        ready: VecDeque::new(),
+        slot: None,
+        ticket: None,
+        getting_slot: None,
+        getting_ticket: None,
+    };
+    let mut closing = false;
+    loop {
+        let now = Instant::now();
+        let in_hand = turn.slot.is_some() && turn.ticket.is_some();
+        if in_hand {
+            let leaving = turn.ready.pop_front().or_else(|| {
+                let eligible = batcher.deadline();
+                batcher
+                    .poll(now, closing)
+                    .map(|batch| (batch, eligible.unwrap_or(now)))
+            });
+            if let Some((batch, eligible)) = leaving {
+                telemetry.slot_wait(now.saturating_duration_since(eligible));
+                telemetry.batch_flushed(
+                    batch.reason.as_str(),
+                    batch.rows.len(),
+                    batch.message_count(),
+                );
+                let hold = if fifo {
+                    Some(gate.acquire(batch.groups()).await)
+                } else {
+                    None
+                };
+                let (slot, ticket) = (turn.slot.take(), turn.ticket.take());
+                let pipeline = pipeline.clone();
+                tasks.spawn(async move {
+                    if let Some(ticket) = ticket {
+                        pipeline.deliver(batch, ticket).await;
+                    }
+                    drop(hold);
+                    drop(slot);
+                });
+                continue;
+            }
+        }
+        let waiting_now = turn.waiting_messages(&batcher);
+        telemetry.set_buffered(waiting_now);
+        waiting.send_replace(waiting_now);
+        let has_work = turn.has_work(&batcher);
+        if closing && !has_work {
             break;
-        };
-        let hold = if fifo {
-            Some(gate.acquire(batch.groups()).await)
+        }
+        if has_work && turn.slot.is_none() && turn.getting_slot.is_none() {
+            let slots = pipeline.slots.clone();
+            turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
+        }
+        if has_work && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none()
+        {
+            let pipeline = pipeline.clone();
+            turn.getting_ticket = Some(Box::pin(
+                async move { pipeline.api.budget().acquire().await },
+            ));
+        }
+        let deadline = if in_hand && turn.ready.is_empty() {
+            batcher.deadline()
         } else {
             None
         };
-        pipeline
-            .telemetry
-            .set_in_flight(limit - slots.available_permits());
-        let counter = InFlight(pipeline.telemetry.clone(), slots.clone(), limit);
-        let pipeline = pipeline.clone();
-        tasks.spawn(async move {
-            pipeline.deliver(batch).await;
-            drop(hold);
-            drop(counter);
-            drop(slot);
-        });
-        while let Some(ended) = tasks.try_join_next() {
-            report(ended);
+        tokio::select! {
+            item = records.recv(), if !closing => match item {
+                Some((decoded, lease)) => {
+                    overrun.arrived(1);
+                    let closed_at = Instant::now();
+                    for batch in batcher.push(decoded, lease, closed_at) {
+                        turn.ready.push_back((batch, closed_at));
+                    }
+                }
+                None => closing = true,
+            },
+            slot = async { turn.getting_slot.as_mut().expect("guarded").await }, if turn.getting_slot.is_some() => {
+                turn.slot = Some(slot);
+                turn.getting_slot = None;
+            }
+            ticket = async { turn.getting_ticket.as_mut().expect("guarded").await }, if turn.getting_ticket.is_some() => {
+                turn.ticket = Some(ticket);
+                turn.getting_ticket = None;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
+            Some(ended) = tasks.join_next(), if !tasks.is_empty() => report(ended),
+            _ = overrun_check.tick() => {
+                if let Some((arrivals, carried)) = overrun.check(Instant::now()) {
+                    telemetry.quota_overrun(arrivals, carried, (arrivals - carried) * 3600.0);
+                }
+            }
         }
     }
+    telemetry.set_buffered(0);
+    waiting.send_replace(0);
     while let Some(ended) = tasks.join_next().await {
         report(ended);
     }
-    pipeline.telemetry.set_in_flight(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrun_warns_once_per_hour_while_arrivals_outrun_the_quota() {
+        let t0 = Instant::now();
+        let min = |m: u64| t0 + Duration::from_secs(60 * m);
+        let mut watch = Overrun::new(Some(10.0), t0);
+        // (minute, arrivals in the minute before it, warns?)
+        let cases = [
+            (1, 300, false),
+            (2, 1200, true),
+            (3, 1200, false),
+            (62, 1200 * 59, true),
+            (63, 60, false),
+            (64, 6000, true),
+        ];
+        for (minute, arrived, warns) in cases {
+            watch.arrived(arrived);
+            assert_eq!(watch.check(min(minute)).is_some(), warns, "minute {minute}");
+        }
+        let mut unlimited = Overrun::new(None, t0);
+        unlimited.arrived(1_000_000);
+        assert!(unlimited.check(min(1)).is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! The running pipeline: poll, decode, batch, submit, ack and track jobs, dead-letter. Each stage
 //! is its own task; they meet in `Pipeline`, which holds what they share.
 
+pub mod concurrency;
 pub mod deliver;
 pub mod dispatch;
 pub mod fifo;
@@ -28,6 +29,8 @@ pub struct Pipeline {
     pub telemetry: Arc<Telemetry>,
     pub outage: Outage,
     pub open_jobs: OpenJobs,
+    /// Batches in flight, under the adaptive limit.
+    pub slots: concurrency::Slots,
 }
 
 /// The jobs the worker is following, with how many messages each holds, so that a drain that

@@ -4,13 +4,14 @@
 //!
 //! Backpressure, in messages and in bytes: a loop receives only while buffered plus in-flight
 //! messages fit in what `--max-in-flight` batches can hold, and it waits with what it received
-//! until their bodies fit in `--max-held-bytes`. While the API is out (`outage`), it does not
-//! receive at all.
+//! until their bodies fit in `--max-held-bytes`. Under a quota, it also waits while more messages
+//! wait for a slot than the calls within one visibility timeout can carry. While the API is out
+//! (`outage`), it does not receive at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
@@ -44,6 +45,9 @@ pub struct Poller {
     pub bytes_budget: usize,
     pub per_receive: usize,
     pub records: mpsc::UnboundedSender<(Decoded, Lease)>,
+    /// Messages waiting in the dispatcher for a slot, and how many may wait (`run::read_ahead`).
+    pub waiting: watch::Receiver<usize>,
+    pub read_ahead: Option<usize>,
 }
 
 impl Poller {
@@ -57,6 +61,18 @@ impl Poller {
                 let wait = until.min(Instant::now() + BACKPRESSURE_CHECK);
                 tokio::select! {
                     _ = tokio::time::sleep_until(wait.into()) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+            if let Some(limit) = self.read_ahead {
+                let mut waiting = self.waiting.clone();
+                let room = waiting.wait_for(|waiting| *waiting < limit);
+                tokio::select! {
+                    _ = room => {}
+                    _ = tokio::time::sleep(BACKPRESSURE_CHECK) => {
+                        self.pipeline.telemetry.systemd.poll_alive();
+                        continue;
+                    }
                     _ = stop.cancelled() => return,
                 }
             }

@@ -2,6 +2,7 @@
 //! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server.
 
 pub mod logging;
+pub mod quota;
 pub mod server;
 pub mod systemd;
 
@@ -45,6 +46,7 @@ pub struct Telemetry {
     api_outages: Counter,
     dlq_send_failed: Counter,
     lost: Counter,
+    quota: quota::QuotaMetrics,
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
     blocked: Mutex<Option<String>>,
@@ -182,7 +184,9 @@ impl Telemetry {
             "Messages whose visibility the heartbeat extended",
             visibility_extended.clone(),
         );
+        let quota = quota::QuotaMetrics::register(&mut registry);
         Self {
+            quota,
             registry,
             received,
             deleted,

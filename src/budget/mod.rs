@@ -1,0 +1,256 @@
+//! The API's quota, spent like money: every batch call takes a token from each `--rate-limit`
+//! bucket first, and a 429's `Retry-After` (or an auth failure) pauses every sender.
+//!
+//! Where the buckets live:
+//! - in this process (the default), optionally saved to `--state-dir` after every call so that a
+//!   restarted worker starts from what the last one left, not from a full bucket;
+//! - or shared by every replica through `--budget-queue`, an SQS FIFO queue of tokens
+//!   (`shared.rs`), so that N replicas spend one quota, not N.
+
+pub mod shared;
+pub mod state_file;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::quota::{Bucket, Limit};
+use crate::telemetry::Telemetry;
+pub use shared::SharedTokens;
+use state_file::StateFile;
+
+/// The worker paces each limit 2% below its stated rate: a call that leaves exactly one interval
+/// after the last can reach the API a millisecond early and be answered 429.
+pub const MARGIN: f64 = 0.02;
+
+/// A limit as the worker spends it: its label, bucket rate (with the margin) and burst.
+#[derive(Clone, Debug)]
+pub struct Spending {
+    pub label: String,
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Spending {
+    pub fn of(limit: &Limit) -> Self {
+        Self {
+            label: limit.to_string(),
+            per_second: limit.per_second() / (1.0 + MARGIN),
+            burst: limit.burst.unwrap_or(1),
+        }
+    }
+}
+
+/// The calls `limits` allow within `horizon`, starting full: what the poller may read ahead for.
+/// `None` when nothing limits the calls.
+pub fn calls_within(limits: &[Spending], horizon: Duration) -> Option<f64> {
+    limits
+        .iter()
+        .map(|l| f64::from(l.burst) + l.per_second * horizon.as_secs_f64())
+        .min_by(f64::total_cmp)
+}
+
+/// The right to make one batch call, already paid for.
+#[must_use = "a ticket is a call the quota already paid for"]
+#[derive(Debug)]
+pub struct Ticket(());
+
+struct Local {
+    buckets: Vec<Bucket>,
+    paused_until: Instant,
+}
+
+pub struct Budget {
+    limits: Vec<Spending>,
+    local: Mutex<Local>,
+    state: Option<StateFile>,
+    shared: Option<SharedTokens>,
+    telemetry: Arc<Telemetry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(
+        "--state-dir (env STATE_DIR, TOML state_dir) = {dir}: {problem}. Fix: point it at a \
+         directory the worker may write, or leave it out"
+    )]
+    StateDir { dir: String, problem: String },
+}
+
+impl Budget {
+    pub fn unlimited(telemetry: Arc<Telemetry>) -> Self {
+        Self::build(Vec::new(), None, None, telemetry)
+    }
+
+    /// A budget in this process, restored from `state_dir` when given.
+    pub fn local(
+        limits: &[Limit],
+        state_dir: Option<&Path>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, BudgetError> {
+        let limits: Vec<Spending> = limits.iter().map(Spending::of).collect();
+        let state = match state_dir {
+            Some(dir) => Some(
+                StateFile::open(dir).map_err(|problem| BudgetError::StateDir {
+                    dir: dir.display().to_string(),
+                    problem,
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Self::build(limits, state, None, telemetry))
+    }
+
+    /// A budget that every replica shares through an SQS token queue.
+    pub fn shared(tokens: SharedTokens, limits: &[Limit], telemetry: Arc<Telemetry>) -> Self {
+        let limits = limits.iter().map(Spending::of).collect();
+        Self::build(limits, None, Some(tokens), telemetry)
+    }
+
+    fn build(
+        limits: Vec<Spending>,
+        state: Option<StateFile>,
+        shared: Option<SharedTokens>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let now = Instant::now();
+        let saved = state.as_ref().map(StateFile::load);
+        let buckets = limits
+            .iter()
+            .map(|limit| match &saved {
+                Some(saved) if !saved.first_start => {
+                    let tokens = saved.tokens(&limit.label, limit.per_second);
+                    if tokens.is_none() {
+                        tracing::info!(
+                            limit = limit.label,
+                            "no saved budget for this limit; it starts with an empty bucket"
+                        );
+                    }
+                    Bucket::with_tokens(limit.per_second, limit.burst, tokens.unwrap_or(0.0), now)
+                }
+                _ => Bucket::new(limit.per_second, limit.burst, now),
+            })
+            .collect();
+        Self {
+            limits,
+            local: Mutex::new(Local {
+                buckets,
+                paused_until: now,
+            }),
+            state,
+            shared,
+            telemetry,
+        }
+    }
+
+    pub fn limits(&self) -> &[Spending] {
+        &self.limits
+    }
+
+    pub fn is_limited(&self) -> bool {
+        !self.limits.is_empty()
+    }
+
+    fn buckets(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds every sender back for `duration` from now.
+    pub fn pause_for(&self, duration: Duration) {
+        let mut local = self.buckets();
+        local.paused_until = local.paused_until.max(Instant::now() + duration);
+    }
+
+    /// Waits until every limit has a token, and takes them.
+    pub async fn acquire(&self) -> Ticket {
+        loop {
+            let paused_until = self.buckets().paused_until;
+            if paused_until > Instant::now() {
+                tokio::time::sleep_until(paused_until.into()).await;
+                continue;
+            }
+            if let Some(shared) = &self.shared {
+                shared.acquire(&self.limits, &self.telemetry).await;
+                for limit in &self.limits {
+                    self.telemetry.budget_spent(&limit.label, None);
+                }
+                return Ticket(());
+            }
+            match self.take_local(Instant::now()) {
+                Ok(()) => return Ticket(()),
+                Err(at) => tokio::time::sleep_until(at.into()).await,
+            }
+        }
+    }
+
+    /// Takes one token from every bucket, or says when all of them will have one.
+    fn take_local(&self, now: Instant) -> Result<(), Instant> {
+        let mut local = self.buckets();
+        let ready = local
+            .buckets
+            .iter_mut()
+            .map(|bucket| bucket.ready_at(now))
+            .max()
+            .unwrap_or(now);
+        if ready > now {
+            return Err(ready);
+        }
+        for (bucket, limit) in local.buckets.iter_mut().zip(&self.limits) {
+            bucket.take(now);
+            self.telemetry
+                .budget_spent(&limit.label, Some(bucket.tokens(now)));
+        }
+        if let Some(state) = &self.state {
+            let saved: Vec<(String, f64)> = local
+                .buckets
+                .iter_mut()
+                .zip(&self.limits)
+                .map(|(bucket, limit)| (limit.label.clone(), bucket.tokens(now)))
+                .collect();
+            // Saved before the call leaves: a crash after it leaves costs the next process at
+            // most this one call's token, never a refilled bucket.
+            if let Err(problem) = state.save(&saved) {
+                self.telemetry.budget_state_unsaved(&problem);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::parse_limits;
+
+    #[test]
+    fn read_ahead_follows_the_tightest_limit() {
+        let limits: Vec<Spending> = parse_limits("6/min,2000/day:3")
+            .unwrap()
+            .iter()
+            .map(Spending::of)
+            .collect();
+        let day = |s: f64| 3.0 + s * 2000.0 / 86_400.0 / 1.02;
+        let cases = [(0, 1.0), (30, day(30.0)), (600, day(600.0))];
+        for (horizon, expected) in cases {
+            let got = calls_within(&limits, Duration::from_secs(horizon)).unwrap();
+            assert!((got - expected).abs() < 0.01, "{horizon}s: {got}");
+        }
+        assert_eq!(calls_within(&[], Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn local_buckets_take_from_every_limit_at_once() {
+        let limits = parse_limits("2/s:2,3/min").unwrap();
+        let budget = Budget::local(&limits, None, Arc::new(Telemetry::new())).unwrap();
+        let t0 = Instant::now();
+        assert!(budget.take_local(t0).is_ok());
+        // The per-minute limit (burst 1) is empty; the per-second one still holds a token.
+        let at = budget.take_local(t0).unwrap_err();
+        let wait = at - t0;
+        assert!(
+            wait > Duration::from_secs(20) && wait < Duration::from_secs(21),
+            "{wait:?}"
+        );
+        assert!(budget.take_local(at).is_ok());
+    }
+}

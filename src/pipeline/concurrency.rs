@@ -1,0 +1,277 @@
+//! How many batches may be in flight: a fixed `--max-in-flight`, or (the default) an adaptive
+//! limit below it, the way Vector's adaptive request concurrency works. The arithmetic (`Aimd`)
+//! is pure and tested from a table; `Slots` is the async gate the dispatcher waits on.
+//!
+//! The rule: start at 1 and double on every clean window (slow start) until the first overload
+//! or the ceiling; after that add 1 per clean window. A window is as many answers as the limit.
+//! An overload (429, 503, 504, a timeout) or an answer slower than twice the usual halves the
+//! limit, once per window. After an overload, probing above the level that overloaded waits
+//! 2, 4, 8 ... up to 64 clean windows: against an API that can take one request at a time, the
+//! 503s that probing costs become rarer and rarer.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::api::Signal;
+use crate::telemetry::Telemetry;
+
+const MAX_PROBE_WAIT: u32 = 64;
+const SLOW_FACTOR: f64 = 2.0;
+
+#[derive(Clone, Debug)]
+pub struct Aimd {
+    limit: usize,
+    ceiling: usize,
+    slow_start: bool,
+    /// Answers counted in this window, and whether one of them was an overload.
+    answered: usize,
+    /// Usual answer time: a moving average of clean answers.
+    usual: Option<f64>,
+    /// The level that last overloaded, and the clean windows to wait before probing it again.
+    overloaded_at: Option<usize>,
+    probe_wait: u32,
+    clean_windows: u32,
+    /// Answers still due from before the last decrease; they cannot decrease it again.
+    stale: usize,
+}
+
+impl Aimd {
+    pub fn new(ceiling: usize) -> Self {
+        Self {
+            limit: 1,
+            ceiling: ceiling.max(1),
+            slow_start: true,
+            answered: 0,
+            usual: None,
+            overloaded_at: None,
+            probe_wait: 1,
+            clean_windows: 0,
+            stale: 0,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Feeds one answer; `in_flight` is how many calls were out when it came.
+    pub fn observe(&mut self, signal: Signal, in_flight: usize) -> &'static str {
+        let slow = match signal {
+            Signal::Answered(took) => {
+                let secs = took.as_secs_f64();
+                let slow = self.usual.is_some_and(|usual| secs > usual * SLOW_FACTOR);
+                if !slow {
+                    self.usual = Some(self.usual.map_or(secs, |u| u * 0.8 + secs * 0.2));
+                }
+                slow
+            }
+            Signal::Overloaded => true,
+            Signal::Neutral => return "neutral",
+        };
+        if self.stale > 0 {
+            self.stale -= 1;
+            return "answer from before the last decrease";
+        }
+        if slow {
+            self.overloaded_at = Some(self.limit);
+            self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
+            self.clean_windows = 0;
+            self.slow_start = false;
+            self.limit = (self.limit / 2).max(1);
+            self.answered = 0;
+            self.stale = in_flight.saturating_sub(1);
+            return if signal == Signal::Overloaded {
+                "overloaded"
+            } else {
+                "latency rose"
+            };
+        }
+        self.answered += 1;
+        if self.answered < self.limit {
+            return "clean answer";
+        }
+        self.answered = 0;
+        self.clean_windows += 1;
+        let next = if self.slow_start {
+            self.limit * 2
+        } else {
+            self.limit + 1
+        };
+        let blocked = self
+            .overloaded_at
+            .is_some_and(|at| next >= at && self.clean_windows < self.probe_wait);
+        if blocked {
+            return "clean window; waiting before probing the level that overloaded";
+        }
+        if self.overloaded_at.is_some_and(|at| next >= at) {
+            self.clean_windows = 0;
+        }
+        self.limit = next.min(self.ceiling);
+        "clean window"
+    }
+}
+
+struct Gate {
+    aimd: Option<Aimd>,
+    ceiling: usize,
+    in_flight: usize,
+}
+
+impl Gate {
+    fn limit(&self) -> usize {
+        self.aimd.as_ref().map_or(self.ceiling, Aimd::limit)
+    }
+}
+
+/// The dispatcher's in-flight slots. Cloned handles share one gate.
+#[derive(Clone)]
+pub struct Slots {
+    gate: Arc<Mutex<Gate>>,
+    freed: Arc<Notify>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// One batch in flight; dropping it frees the slot.
+pub struct Slot(Slots);
+
+impl Slots {
+    pub fn new(ceiling: usize, adaptive: bool, telemetry: Arc<Telemetry>) -> Self {
+        let gate = Gate {
+            aimd: adaptive.then(|| Aimd::new(ceiling)),
+            ceiling,
+            in_flight: 0,
+        };
+        telemetry.set_concurrency_limit(gate.limit(), "start");
+        Self {
+            gate: Arc::new(Mutex::new(gate)),
+            freed: Arc::new(Notify::new()),
+            telemetry,
+        }
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.gate().in_flight
+    }
+
+    pub async fn acquire(&self) -> Slot {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut gate = self.gate();
+                if gate.in_flight < gate.limit() {
+                    gate.in_flight += 1;
+                    self.telemetry.set_in_flight(gate.in_flight);
+                    return Slot(self.clone());
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Feeds one batch call's answer to the adaptive limit.
+    pub fn observe(&self, signal: Signal) {
+        let mut gate = self.gate();
+        let in_flight = gate.in_flight;
+        let Some(aimd) = gate.aimd.as_mut() else {
+            return;
+        };
+        let before = aimd.limit();
+        let why = aimd.observe(signal, in_flight);
+        let after = aimd.limit();
+        if after != before {
+            self.telemetry.set_concurrency_limit(after, why);
+            if after > before {
+                self.freed.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut gate = self.0.gate();
+        gate.in_flight = gate.in_flight.saturating_sub(1);
+        self.0.telemetry.set_in_flight(gate.in_flight);
+        drop(gate);
+        self.0.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const FAST: Signal = Signal::Answered(Duration::from_millis(100));
+
+    fn feed(aimd: &mut Aimd, signals: &[Signal]) -> Vec<usize> {
+        signals
+            .iter()
+            .map(|signal| {
+                aimd.observe(*signal, aimd.limit());
+                aimd.limit()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_limit_moves_as_the_table_says() {
+        let slow = Signal::Answered(Duration::from_millis(500));
+        let o = Signal::Overloaded;
+        // (signals, limit after each)
+        let cases: Vec<(usize, Vec<Signal>, Vec<usize>)> = vec![
+            // Slow start doubles per clean window, up to the ceiling.
+            (4, vec![FAST; 7], vec![2, 2, 4, 4, 4, 4, 4]),
+            // An overload halves it; the answers already out cannot halve it again.
+            (
+                8,
+                vec![FAST, FAST, FAST, FAST, FAST, FAST, FAST, o, o, o, o],
+                vec![2, 2, 4, 4, 4, 4, 8, 4, 4, 4, 4],
+            ),
+            // A slow answer counts as an overload; neutral answers count for nothing.
+            (4, vec![FAST, slow, Signal::Neutral], vec![2, 1, 1]),
+        ];
+        for (ceiling, signals, expected) in cases {
+            let mut aimd = Aimd::new(ceiling);
+            assert_eq!(feed(&mut aimd, &signals), expected, "{signals:?}");
+        }
+    }
+
+    #[test]
+    fn against_a_one_at_a_time_api_probing_gets_rarer() {
+        // Every time the limit reaches 2 the API answers 503.
+        let mut aimd = Aimd::new(4);
+        let mut overloads = Vec::new();
+        for call in 0..2_000 {
+            let signal = if aimd.limit() >= 2 {
+                Signal::Overloaded
+            } else {
+                FAST
+            };
+            aimd.observe(signal, aimd.limit());
+            if signal == Signal::Overloaded {
+                overloads.push(call);
+            }
+        }
+        assert!(
+            overloads.len() <= 45,
+            "{} overloads: {overloads:?}",
+            overloads.len()
+        );
+        let gaps: Vec<_> = overloads.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.last().unwrap() >= &60, "{gaps:?}");
+        assert_eq!(aimd.limit(), 1);
+    }
+
+    #[test]
+    fn a_fixed_gate_stays_at_its_ceiling() {
+        let slots = Slots::new(3, false, Arc::new(Telemetry::new()));
+        slots.observe(Signal::Overloaded);
+        assert_eq!(slots.gate().limit(), 3);
+    }
+}

@@ -1,0 +1,130 @@
+//! The quota's telemetry: budget spent and remaining per limit, records per call, the adaptive
+//! concurrency limit, the time batches wait for a slot, and the warning that arrivals outrun what
+//! the quota can carry.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::{debug, warn};
+
+use super::{Labels, Telemetry};
+
+pub struct QuotaMetrics {
+    remaining: Family<Labels, Gauge<f64, AtomicU64>>,
+    spent: Family<Labels, Counter>,
+    records_per_call: Histogram,
+    concurrency_limit: Gauge,
+    slot_wait: Histogram,
+    store_errors: Counter,
+    overruns: Counter,
+}
+
+impl QuotaMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            remaining: Family::default(),
+            spent: Family::default(),
+            records_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            concurrency_limit: Gauge::default(),
+            slot_wait: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            store_errors: Counter::default(),
+            overruns: Counter::default(),
+        };
+        registry.register(
+            "budget_remaining",
+            "Calls left in each --rate-limit bucket (local budgets; fractional while refilling)",
+            metrics.remaining.clone(),
+        );
+        registry.register(
+            "budget_calls_spent",
+            "Batch calls spent against each --rate-limit limit",
+            metrics.spent.clone(),
+        );
+        registry.register(
+            "api_call_records",
+            "Records per batch call sent to the API (retries included)",
+            metrics.records_per_call.clone(),
+        );
+        registry.register(
+            "concurrency_limit",
+            "Batches the adaptive limit lets in flight now (at most --max-in-flight)",
+            metrics.concurrency_limit.clone(),
+        );
+        registry.register(
+            "slot_wait_seconds",
+            "Time a batch that could leave waited for a rate-limit token and an in-flight slot",
+            metrics.slot_wait.clone(),
+        );
+        registry.register(
+            "budget_store_errors",
+            "Failed calls to the shared budget queue (--budget-queue); spending waits meanwhile",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "quota_overruns",
+            "Times the arrival rate was found above what the quota carries at full batches",
+            metrics.overruns.clone(),
+        );
+        metrics
+    }
+}
+
+impl Telemetry {
+    /// A call took a token of `limit`; `remaining` is the bucket's level when it is local.
+    pub fn budget_spent(&self, limit: &str, remaining: Option<f64>) {
+        let labels = vec![("limit", limit.to_owned())];
+        self.quota.spent.get_or_create(&labels).inc();
+        if let Some(remaining) = remaining {
+            self.quota.remaining.get_or_create(&labels).set(remaining);
+        }
+    }
+
+    pub fn budget_state_unsaved(&self, problem: &str) {
+        warn!(
+            problem,
+            "cannot save the budget to --state-dir; a restart may spend this call's token again"
+        );
+    }
+
+    pub fn budget_store_failed(&self, queue: &str, problem: &str) {
+        self.quota.store_errors.inc();
+        warn!(
+            queue,
+            problem,
+            "the shared budget queue failed; batch calls wait for it (messages stay held). Fix: \
+             check --budget-queue and that the role may send, receive and delete there"
+        );
+    }
+
+    pub fn call_records(&self, records: usize) {
+        self.quota.records_per_call.observe(records as f64);
+    }
+
+    pub fn set_concurrency_limit(&self, limit: usize, why: &str) {
+        let before = self.quota.concurrency_limit.set(limit as i64);
+        if before != limit as i64 {
+            debug!(limit, before, why, "adaptive concurrency limit changed");
+        }
+    }
+
+    pub fn slot_wait(&self, waited: Duration) {
+        self.quota.slot_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Arrivals outrun the quota: the backlog grows by `growth_per_hour` messages an hour.
+    pub fn quota_overrun(&self, arrivals_per_s: f64, carried_per_s: f64, growth_per_hour: f64) {
+        self.quota.overruns.inc();
+        warn!(
+            arrivals_per_s = format!("{arrivals_per_s:.1}"),
+            quota_carries_per_s = format!("{carried_per_s:.1}"),
+            backlog_growth_per_hour = growth_per_hour.round() as u64,
+            "messages arrive faster than the quota can carry at --batch-max-records per call; the \
+             backlog grows. Fix: raise the quota or --batch-max-records, or accept the backlog"
+        );
+    }
+}
