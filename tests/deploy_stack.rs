@@ -94,10 +94,15 @@ async fn the_stack_deploys_and_the_worker_drains_its_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fifo_stack_makes_three_fifo_queues() {
+async fn a_fifo_stack_with_a_shared_budget_makes_four_fifo_queues() {
     let stack = common::unique("sbw-fifo");
-    let outputs = deploy(&stack, &["Fifo=true"]).await;
-    for key in ["SourceQueueUrl", "RejectDlqUrl", "RedriveDlqUrl"] {
+    let outputs = deploy(&stack, &["Fifo=true", "SharedBudget=true"]).await;
+    for key in [
+        "SourceQueueUrl",
+        "RejectDlqUrl",
+        "RedriveDlqUrl",
+        "BudgetQueueUrl",
+    ] {
         assert!(outputs[key].ends_with(".fifo"), "{key} = {}", outputs[key]);
     }
 }

@@ -193,9 +193,46 @@ pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
         settings.ack_on
     ));
     let source = Queue::new(client.clone(), settings.queue_url.clone());
-    let dlq = Queue::new(client, settings.dlq_url.clone());
+    let dlq = Queue::new(client.clone(), settings.dlq_url.clone());
     check_source(settings, &source, &mut report).await;
     check_dlq(settings, &dlq, &source, &mut report).await;
     check_api(settings, &mut report).await;
+    check_quota(settings, &client, &mut report).await;
     report
+}
+
+/// The quota in words, and the shared budget queue reached.
+async fn check_quota(settings: &Settings, client: &aws_sdk_sqs::Client, report: &mut Report) {
+    if settings.rate_limit.is_empty() {
+        report.found("quota: none (--rate-limit not set)".into());
+        return;
+    }
+    let limits: Vec<String> = settings
+        .rate_limit
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let per_s = settings
+        .rate_limit
+        .iter()
+        .map(|limit| limit.per_second())
+        .fold(f64::MAX, f64::min);
+    let carried = per_s * settings.batch_max_records as f64 / (1.0 + crate::budget::MARGIN);
+    let home = match (&settings.budget_queue, &settings.state_dir) {
+        (Some(url), _) => format!("shared through {url}"),
+        (None, Some(dir)) => format!("local, saved in {}", dir.display()),
+        (None, None) => "local, full again after a restart".into(),
+    };
+    report.found(format!(
+        "quota: {} ({home}); at full batches it carries {carried:.1} records a second",
+        limits.join(", ")
+    ));
+    if let Some(url) = &settings.budget_queue {
+        let queue = Queue::new(client.clone(), url.clone());
+        if let Err(error) = queue.attribute(QueueAttributeName::FifoQueue).await {
+            report
+                .problems
+                .push(format!("--budget-queue cannot be reached: {error}"));
+        }
+    }
 }

@@ -457,6 +457,7 @@ impl Emulator {
                     "jobId": job.id,
                     "state": job.state.name(),
                     "idempotencyKey": job.idempotency_key,
+                    "createdAtMs": (job.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
                     "records": job.records.as_ref(),
                 })
             })

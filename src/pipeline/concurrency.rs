@@ -4,10 +4,10 @@
 //!
 //! The rule: start at 1 and double on every clean window (slow start) until the first overload
 //! or the ceiling; after that add 1 per clean window. A window is as many answers as the limit.
-//! An overload (429, 503, 504, a timeout) or an answer slower than twice the usual halves the
-//! limit, once per window. After an overload, probing above the level that overloaded waits
-//! 2, 4, 8 ... up to 64 clean windows: against an API that can take one request at a time, the
-//! 503s that probing costs become rarer and rarer.
+//! An overload (429, 503, 504, a timeout) or an answer slower than usual (twice the usual and
+//! 100 ms more) halves the limit, once per window. After an overload, probing above the level
+//! that overloaded waits 2, 4, 8 ... up to 64 clean windows: against an API that can take one
+//! request at a time, the 503s that probing costs become rarer and rarer.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,8 @@ use crate::telemetry::Telemetry;
 
 const MAX_PROBE_WAIT: u32 = 64;
 const SLOW_FACTOR: f64 = 2.0;
+/// Below this much extra time, a slower answer is jitter, not load.
+const SLOW_FLOOR_S: f64 = 0.1;
 
 #[derive(Clone, Debug)]
 pub struct Aimd {
@@ -60,7 +62,9 @@ impl Aimd {
         let slow = match signal {
             Signal::Answered(took) => {
                 let secs = took.as_secs_f64();
-                let slow = self.usual.is_some_and(|usual| secs > usual * SLOW_FACTOR);
+                let slow = self
+                    .usual
+                    .is_some_and(|usual| secs > usual * SLOW_FACTOR && secs > usual + SLOW_FLOOR_S);
                 if !slow {
                     self.usual = Some(self.usual.map_or(secs, |u| u * 0.8 + secs * 0.2));
                 }

@@ -1,8 +1,9 @@
 //! The dispatcher: feeds the pure batcher, and sends a batch when it holds a slot, that is an
-//! in-flight place under the (adaptive) concurrency limit and a token of the budget. While it waits
-//! for a slot, the open batch keeps filling, up to `--batch-max-records` and `--batch-max-bytes`;
-//! a full batch closes and queues for the next slot. `--batch-max-wait` is the longest a batch
-//! waits once a slot is in hand (`batcher::departure` states the rule). FIFO groups leave in order.
+//! in-flight place under the (adaptive) concurrency limit and a token of the budget. A slot is
+//! sought once a batch could leave: it is full, or its oldest message has waited
+//! `--batch-max-wait`. While it waits for the slot, the open batch keeps filling, up to
+//! `--batch-max-records` and `--batch-max-bytes`; a full batch closes and queues for the next slot
+//! (`batcher::departure` states the rule). FIFO groups leave in order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -181,22 +182,23 @@ pub async fn run(
         if closing && !has_work {
             break;
         }
-        if has_work && turn.slot.is_none() && turn.getting_slot.is_none() {
+        // A slot is sought only once a batch could leave: a token taken early would be spent
+        // later than the bucket assumed, and two calls could reach the API closer than it allows.
+        let deadline = batcher.deadline();
+        let due = !turn.ready.is_empty()
+            || (has_work && closing)
+            || deadline.is_some_and(|deadline| deadline <= now);
+        if due && turn.slot.is_none() && turn.getting_slot.is_none() {
             let slots = pipeline.slots.clone();
             turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
         }
-        if has_work && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none()
-        {
+        if due && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none() {
             let pipeline = pipeline.clone();
             turn.getting_ticket = Some(Box::pin(
                 async move { pipeline.api.budget().acquire().await },
             ));
         }
-        let deadline = if in_hand && turn.ready.is_empty() {
-            batcher.deadline()
-        } else {
-            None
-        };
+        let wake_at = if due { None } else { deadline };
         tokio::select! {
             item = records.recv(), if !closing => match item {
                 Some((decoded, lease)) => {
@@ -216,7 +218,7 @@ pub async fn run(
                 turn.ticket = Some(ticket);
                 turn.getting_ticket = None;
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
+            _ = tokio::time::sleep_until(wake_at.unwrap_or(now).into()), if wake_at.is_some() => {}
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => report(ended),
             _ = overrun_check.tick() => {
                 if let Some((arrivals, carried)) = overrun.check(Instant::now()) {

@@ -1,0 +1,444 @@
+//! The quota benchmark (issue 11): the worker binary against an emulator that enforces a quota,
+//! with an open-loop producer. Every scenario can run a second binary (`--baseline PATH`, e.g. a
+//! build of an older revision) in the same session, so before and after share one LocalStack.
+//!
+//! `cargo bench --bench quota -- [--only steady|day|replicas|concurrency] [--baseline PATH]`
+//! - steady: 100 msgs/s for 90 s, quota 6/min, `--batch-max-records 10000 --batch-max-wait 2s`;
+//! - day: 20 msgs/s under 2,000/day, the whole scenario run 10 times faster (200 msgs/s for
+//!   60 s, emulator `--time-scale 10`);
+//! - replicas: 3 replicas, 150 msgs/s for 60 s, one quota of 30/min:3, shared through the budget
+//!   queue, and the same with a bucket each;
+//! - concurrency: 20,000 queued messages against an API that takes one request at a time (503
+//!   while busy, 100 µs a record), adaptive against `--concurrency fixed` with 4 in flight.
+
+#[path = "pipeline/setup.rs"]
+#[allow(dead_code)] // the emulator helper serves the pipeline bench; this one configures its own
+mod setup;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use clap::Parser;
+use serde_json::Value;
+use setup::{LOCALSTACK, Queues, TOKEN};
+use sqs_batch_worker::emulator::{self, EmulatorConfig, RunningEmulator};
+use tokio::process::{Child, Command};
+
+struct Args {
+    only: Option<String>,
+    baseline: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    let value = |name: &str| argv.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    Args {
+        only: value("--only"),
+        baseline: value("--baseline"),
+    }
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+async fn start_emulator(extra: &[&str]) -> RunningEmulator {
+    let mut argv = vec![
+        "records-emulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        TOKEN,
+        "--queued",
+        "50ms",
+        "--processing",
+        "200ms",
+    ];
+    argv.extend_from_slice(extra);
+    emulator::start(EmulatorConfig::parse_from(argv))
+        .await
+        .expect("the emulator starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Worker {
+    child: Child,
+    listen: String,
+}
+
+fn spawn(binary: &str, queues: &Queues, api_url: &str, extra: &[String], log: &str) -> Worker {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(log).expect("create the worker log");
+    let child = Command::new(binary)
+        .arg("run")
+        .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
+        .args(["--api-url", api_url, "--object", "profiles"])
+        .args(["--listen", &listen, "--log-format", "json"])
+        .args(extra)
+        .env("RECORDS_API_TOKEN", TOKEN)
+        .env("AWS_ENDPOINT_URL", LOCALSTACK)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    Worker { child, listen }
+}
+
+impl Worker {
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.listen))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await;
+    }
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("the emulator answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Sends `rate` messages a second for `seconds`, open loop (a batch of 10 every 10/rate s, not
+/// waiting for the last). Returns each message index's send time, in ms since the epoch.
+async fn produce(sqs: &aws_sdk_sqs::Client, url: &str, rate: f64, seconds: f64) -> Vec<f64> {
+    let total = (rate * seconds) as usize;
+    let every = Duration::from_secs_f64(10.0 / rate);
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    let mut sent_at = vec![0.0; total];
+    for (call, start) in (0..total).step_by(10).enumerate() {
+        tokio::time::sleep_until((started + every * call as u32).into()).await;
+        let end = (start + 10).min(total);
+        let mut request = sqs.send_message_batch().queue_url(url);
+        for (id, i) in (start..end).enumerate() {
+            request = request.entries(
+                SendMessageBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .message_body(setup::body(i))
+                    .build()
+                    .expect("id and body"),
+            );
+        }
+        for at in &mut sent_at[start..end] {
+            *at = unix_ms();
+        }
+        sends.push(tokio::spawn(async move { request.send().await }));
+    }
+    for send in sends {
+        let output = send.await.expect("join").expect("SendMessageBatch");
+        assert!(output.failed.is_empty(), "send failures");
+    }
+    sent_at
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Milliseconds from each message's send to its batch's 202 (the job's creation).
+async fn latencies(api_base: &str, sent_at: &[f64]) -> Vec<f64> {
+    let jobs = get_json(format!("{api_base}/__emu/jobs/records")).await;
+    let mut accepted_at: HashMap<usize, f64> = HashMap::new();
+    for job in jobs.as_array().into_iter().flatten() {
+        let at = job["createdAtMs"].as_f64().unwrap_or(0.0);
+        for record in job["records"].as_array().into_iter().flatten() {
+            let index = record["score"].as_u64().map(|i| i as usize);
+            if let Some(index) = index {
+                let first = accepted_at.entry(index).or_insert(at);
+                *first = first.min(at);
+            }
+        }
+    }
+    accepted_at
+        .into_iter()
+        .filter_map(|(index, at)| Some(at - sent_at.get(index)?))
+        .collect()
+}
+
+struct Steady {
+    label: String,
+    rate: f64,
+    seconds: f64,
+    interval_s: f64,
+    emulator: Vec<&'static str>,
+    worker: Vec<String>,
+    max_wait_s: f64,
+}
+
+async fn steady(binary: &str, name: &str, scenario: &Steady) {
+    let sqs = setup::sqs();
+    let queues = Queues::create(&sqs, &format!("quota-{}", scenario.label)).await;
+    let emulator = start_emulator(&scenario.emulator).await;
+    let log = format!("/tmp/sbw-bench-quota-{}-{name}.log", scenario.label);
+    let worker = spawn(binary, &queues, &emulator.api_url(), &scenario.worker, &log);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent_at = produce(&sqs, &queues.source, scenario.rate, scenario.seconds).await;
+    let base = emulator.base_url();
+    let at_stop = get_json(format!("{base}/__emu/stats")).await;
+    let arrived = sent_at.len() as f64;
+    let committed_at_stop = at_stop["records_accepted"].as_f64().unwrap_or(0.0);
+    // The ideal packer sends at every quota slot everything that arrived: at the arrivals' end it
+    // has sent what arrived up to the last slot before it.
+    let ideal = scenario.rate
+        * scenario.interval_s
+        * ((scenario.seconds - 1e-6) / scenario.interval_s).floor();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stats = get_json(format!("{base}/__emu/stats")).await;
+        if stats["records_accepted"].as_f64().unwrap_or(0.0) >= arrived || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drained_s = (unix_ms() - sent_at.last().copied().unwrap_or(0.0)) / 1000.0;
+    let stats = get_json(format!("{base}/__emu/stats")).await;
+    let calls = stats["batches"].as_f64().unwrap_or(0.0);
+    let records = stats["records_accepted"].as_f64().unwrap_or(0.0);
+    let mut latency = latencies(&base, &sent_at).await;
+    let (p50, p99) = (
+        percentile(&mut latency, 0.5),
+        percentile(&mut latency, 0.99),
+    );
+    let goal_p99 = (scenario.interval_s + scenario.max_wait_s) * 1000.0;
+    println!(
+        "| {} | {name} | {:.0} | {:.0} ({:.0}% of ideal {:.0}) | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.0} ms (goal {:.0}) | {} | {:.0} s |",
+        scenario.label,
+        arrived,
+        committed_at_stop,
+        100.0 * committed_at_stop / ideal,
+        ideal,
+        arrived - committed_at_stop,
+        calls,
+        records / calls.max(1.0),
+        p50,
+        p99,
+        goal_p99,
+        stats["rate_limited"],
+        drained_s,
+    );
+    worker.stop().await;
+    let _ = emulator.stop().await;
+    queues.delete().await;
+}
+
+async fn replicas(binary: &str, shared: bool) {
+    let sqs = setup::sqs();
+    let queues = Queues::create(&sqs, "quota-replicas").await;
+    let emulator = start_emulator(&["--rate-limit", "30/min:3"]).await;
+    let tokens = sqs
+        .create_queue()
+        .queue_name(format!(
+            "bench-tokens-{}.fifo",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create the token queue")
+        .queue_url
+        .expect("url");
+    let mut flags: Vec<String> = [
+        "--rate-limit",
+        "30/min:3",
+        "--batch-max-records",
+        "10000",
+        "--batch-max-wait",
+        "1s",
+    ]
+    .map(String::from)
+    .to_vec();
+    if shared {
+        flags.extend(["--budget-queue".to_owned(), tokens.clone()]);
+    }
+    let label = if shared { "shared" } else { "each-own" };
+    let workers: Vec<Worker> = (0..3)
+        .map(|i| {
+            let log = format!("/tmp/sbw-bench-quota-replica-{label}-{i}.log");
+            spawn(binary, &queues, &emulator.api_url(), &flags, &log)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let sent_at = produce(&sqs, &queues.source, 150.0, 60.0).await;
+    let base = emulator.base_url();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while get_json(format!("{base}/__emu/stats")).await["records_accepted"]
+        .as_f64()
+        .unwrap_or(0.0)
+        < sent_at.len() as f64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = get_json(format!("{base}/__emu/stats")).await;
+    let calls = stats["batches"].as_f64().unwrap_or(0.0);
+    let allowed = 3.0 + elapsed / 2.0;
+    println!(
+        "| 3 replicas, {label} | {} | {calls:.0} calls in {elapsed:.0} s (quota allows {allowed:.0}) | {} answered 429 | {:.0} records per call |",
+        sent_at.len(),
+        stats["rate_limited"],
+        stats["records_accepted"].as_f64().unwrap_or(0.0) / calls.max(1.0),
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
+    let _ = sqs.delete_queue().queue_url(tokens).send().await;
+    let _ = emulator.stop().await;
+    queues.delete().await;
+}
+
+async fn concurrency(binary: &str, mode: &str) {
+    let sqs = setup::sqs();
+    let queues = Queues::create(&sqs, &format!("quota-conc-{mode}")).await;
+    let emulator = start_emulator(&["--concurrency", "1", "--latency-per-record", "100us"]).await;
+    let messages = 20_000usize;
+    setup::fill(&sqs, &queues.source, messages).await;
+    let flags: Vec<String> = [
+        "--concurrency",
+        mode,
+        "--max-in-flight",
+        "4",
+        "--batch-max-records",
+        "1000",
+        "--batch-max-wait",
+        "1s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = format!("/tmp/sbw-bench-quota-concurrency-{mode}.log");
+    let worker = spawn(binary, &queues, &emulator.api_url(), &flags, &log);
+    let started = Instant::now();
+    let base = emulator.base_url();
+    while get_json(format!("{base}/__emu/stats")).await["records_accepted"]
+        .as_f64()
+        .unwrap_or(0.0)
+        < messages as f64
+        && started.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let limit = worker.metric("sbw_concurrency_limit").await;
+    let stats = get_json(format!("{base}/__emu/stats")).await;
+    let overloaded = stats["overloaded"].as_f64().unwrap_or(0.0);
+    println!(
+        "| {mode} | {:.0} msgs/s | {:.2} | {} | {} calls |",
+        messages as f64 / elapsed,
+        overloaded / (messages as f64 / 1000.0),
+        limit.map_or("-".to_owned(), |l| format!("{l:.0}")),
+        stats["batches"],
+    );
+    worker.stop().await;
+    let _ = emulator.stop().await;
+    queues.delete().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    setup::ensure_localstack().await;
+    let current = env!("CARGO_BIN_EXE_sqs-batch-worker").to_owned();
+    let mut binaries = vec![("new", current.clone())];
+    if let Some(baseline) = &args.baseline {
+        binaries.insert(0, ("baseline", baseline.clone()));
+    }
+    let runs = |what: &str| args.only.as_deref().is_none_or(|only| only == what);
+    let common = |rate: &str| {
+        vec![
+            "--rate-limit".to_owned(),
+            rate.to_owned(),
+            "--batch-max-records".to_owned(),
+            "10000".to_owned(),
+            "--batch-max-wait".to_owned(),
+            "2s".to_owned(),
+        ]
+    };
+    println!(
+        "| scenario | binary | arrived | committed when arrivals stop | backlog then | calls | records per call | p50 sent→202 | p99 sent→202 | 429s | drained after stop |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    if runs("steady") {
+        for (name, binary) in &binaries {
+            // The baseline predates `N/min` limits beyond the hour; 6/min is 0.1 a second.
+            let scenario = Steady {
+                label: "100/s, 6/min".into(),
+                rate: 100.0,
+                seconds: 90.0,
+                interval_s: 10.0,
+                emulator: vec!["--rate-limit", "6/min"],
+                worker: common("0.1"),
+                max_wait_s: 2.0,
+            };
+            steady(binary, name, &scenario).await;
+        }
+    }
+    if runs("day") {
+        for (name, binary) in &binaries {
+            // 2,000/day at 10x: one call every 4.32 s; 20 msgs/s at 10x is 200/s.
+            let scenario = Steady {
+                label: "20/s, 2000/day (x10)".into(),
+                rate: 200.0,
+                seconds: 60.0,
+                interval_s: 4.32,
+                emulator: vec!["--rate-limit", "2000/day", "--time-scale", "10"],
+                worker: common(&format!("{}", 2000.0 / 8640.0)),
+                max_wait_s: 2.0,
+            };
+            steady(binary, name, &scenario).await;
+        }
+    }
+    if runs("replicas") {
+        println!(
+            "\n| replicas | messages | calls | 429s | records per call |\n|---|---|---|---|---|"
+        );
+        replicas(&current, true).await;
+        replicas(&current, false).await;
+    }
+    if runs("concurrency") {
+        println!(
+            "\n| concurrency (API takes 1 at a time) | throughput | 503s per 1,000 records | settled limit | calls |\n|---|---|---|---|---|"
+        );
+        concurrency(&current, "adaptive").await;
+        concurrency(&current, "fixed").await;
+    }
+}
