@@ -8,8 +8,9 @@
 //!   60 s, emulator `--time-scale 10`);
 //! - replicas: 3 replicas, 150 msgs/s for 60 s, one quota of 30/min:3, shared through the budget
 //!   queue, and the same with a bucket each;
-//! - concurrency: 20,000 queued messages against an API that takes one request at a time (503
-//!   while busy, 100 µs a record), adaptive against `--concurrency fixed` with 4 in flight.
+//! - concurrency: 10,000 queued messages against an API that takes one request at a time (503
+//!   while busy, 1 ms a record: a second per call of 1,000), adaptive against
+//!   `--concurrency fixed` with 4 in flight.
 
 #[path = "pipeline/setup.rs"]
 #[allow(dead_code)] // the emulator helper serves the pipeline bench; this one configures its own
@@ -57,6 +58,7 @@ async fn start_emulator(extra: &[&str]) -> RunningEmulator {
         "50ms",
         "--processing",
         "200ms",
+        "--keep-job-records",
     ];
     argv.extend_from_slice(extra);
     emulator::start(EmulatorConfig::parse_from(argv))
@@ -207,7 +209,12 @@ async fn steady(binary: &str, name: &str, scenario: &Steady) {
     let sqs = setup::sqs();
     let queues = Queues::create(&sqs, &format!("quota-{}", scenario.label)).await;
     let emulator = start_emulator(&scenario.emulator).await;
-    let log = format!("/tmp/sbw-bench-quota-{}-{name}.log", scenario.label);
+    let slug: String = scenario
+        .label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let log = format!("/tmp/sbw-bench-quota-{slug}-{name}.log");
     let worker = spawn(binary, &queues, &emulator.api_url(), &scenario.worker, &log);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent_at = produce(&sqs, &queues.source, scenario.rate, scenario.seconds).await;
@@ -330,8 +337,8 @@ async fn replicas(binary: &str, shared: bool) {
 async fn concurrency(binary: &str, mode: &str) {
     let sqs = setup::sqs();
     let queues = Queues::create(&sqs, &format!("quota-conc-{mode}")).await;
-    let emulator = start_emulator(&["--concurrency", "1", "--latency-per-record", "100us"]).await;
-    let messages = 20_000usize;
+    let emulator = start_emulator(&["--concurrency", "1", "--latency-per-record", "1ms"]).await;
+    let messages = 10_000usize;
     setup::fill(&sqs, &queues.source, messages).await;
     let flags: Vec<String> = [
         "--concurrency",

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use crate::units::parse_duration;
 
 /// The slowest rate a limit may have: one call a week (a timer can wait that long).
-const SLOWEST_PER_S: f64 = 1.0 / (7.0 * 86_400.0);
-const FASTEST_PER_S: f64 = 1e6;
+pub const SLOWEST_PER_S: f64 = 1.0 / (7.0 * 86_400.0);
+pub const FASTEST_PER_S: f64 = 1e6;
 const MAX_BURST: u32 = 1_000_000;
+/// The longest period a limit may name: a year.
+const LONGEST_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limit {
@@ -35,8 +37,9 @@ impl Limit {
 
     /// The same limit with its period divided by `factor` (the emulator's `--time-scale`).
     pub fn scaled(&self, factor: f64) -> Self {
+        let secs = self.period.as_secs_f64() / factor;
         Self {
-            period: self.period.div_f64(factor),
+            period: Duration::try_from_secs_f64(secs).unwrap_or(LONGEST_PERIOD),
             ..self.clone()
         }
     }
@@ -104,6 +107,9 @@ fn parse_one(text: &str) -> Result<Limit, String> {
         period,
         burst,
     };
+    if limit.period > LONGEST_PERIOD {
+        return Err(format!("'{text}': the period must be at most a year"));
+    }
     let per_s = limit.per_second();
     if calls > 0.0 && (SLOWEST_PER_S..=FASTEST_PER_S).contains(&per_s) {
         Ok(limit)
@@ -120,7 +126,19 @@ pub fn parse_limits(text: &str) -> Result<Vec<Limit>, String> {
     if text.is_empty() || text == "none" {
         return Ok(Vec::new());
     }
-    text.split(',').map(|item| parse_one(item.trim())).collect()
+    let limits: Vec<Limit> = text
+        .split(',')
+        .map(|item| parse_one(item.trim()))
+        .collect::<Result<_, _>>()?;
+    for (index, limit) in limits.iter().enumerate() {
+        if limits[..index]
+            .iter()
+            .any(|l| l.to_string() == limit.to_string())
+        {
+            return Err(format!("'{limit}' is given twice; give each limit once"));
+        }
+    }
+    Ok(limits)
 }
 
 /// A list of limits as one value (a flag's type).
@@ -176,10 +194,18 @@ impl Bucket {
     pub fn ready_at(&mut self, now: Instant) -> Instant {
         self.refill(now);
         if self.tokens >= 1.0 {
-            now
-        } else {
-            now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            return now;
         }
+        // Rounded up by a microsecond, so that at the instant returned the token is whole.
+        let wait = Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
+            .unwrap_or(LONGEST_PERIOD)
+            .min(LONGEST_PERIOD);
+        now + wait + Duration::from_micros(1)
+    }
+
+    /// Whether a whole token is there at `now`.
+    pub fn has_token(&mut self, now: Instant) -> bool {
+        self.tokens(now) >= 1.0
     }
 
     /// Takes a token if one is there.
@@ -235,6 +261,11 @@ mod tests {
         assert_eq!(both[1].to_string(), "2000/day");
         assert!(parse_limits("none").unwrap().is_empty());
         assert!(parse_limits("100/min,,").is_err());
+        assert!(
+            parse_limits("100/min,100/60s").is_err(),
+            "the same limit twice"
+        );
+        assert!(parse_one("1e18/1e18s").is_err(), "a period past a year");
     }
 
     #[test]
@@ -257,8 +288,10 @@ mod tests {
         for (at, expected) in steps {
             assert_eq!(bucket.take(t0 + s(at)), expected, "at {at}s");
         }
-        assert_eq!(bucket.ready_at(t0 + s(40)), t0 + s(50));
         assert!((bucket.calls_within(t0 + s(40), s(60)) - 6.0).abs() < 1e-9);
+        let ready = bucket.ready_at(t0 + s(40));
+        assert!(ready > t0 + s(50) && ready < t0 + s(50) + Duration::from_millis(1));
+        assert!(bucket.has_token(ready));
     }
 
     #[test]
@@ -267,6 +300,7 @@ mod tests {
         let mut bucket = Bucket::with_tokens(1.0, 3, 99.0, t0);
         assert_eq!(bucket.tokens(t0), 3.0);
         let mut empty = Bucket::with_tokens(1.0, 3, -5.0, t0);
-        assert_eq!(empty.ready_at(t0), t0 + Duration::from_secs(1));
+        let ready = empty.ready_at(t0);
+        assert!(ready > t0 + Duration::from_secs(1) && empty.has_token(ready));
     }
 }

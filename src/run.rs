@@ -18,7 +18,7 @@ use crate::decode::{Decoder, SchemaHandle};
 use crate::lease::Lease;
 use crate::pipeline::concurrency::Slots;
 use crate::pipeline::settle::Acks;
-use crate::pipeline::{Pipeline, dispatch, heartbeat, poll};
+use crate::pipeline::{Pipeline, dispatch, heartbeat, overrun, poll};
 use crate::sqs::{Holdings, Queue, SqsError, dlq};
 use crate::telemetry::{Counts, Telemetry, server};
 
@@ -61,6 +61,11 @@ fn budget(
     telemetry: &Arc<Telemetry>,
 ) -> Result<Budget, RunError> {
     if let Some(url) = &settings.budget_queue {
+        if settings.state_dir.is_some() {
+            tracing::warn!(
+                "--state-dir is not used with --budget-queue: the queue holds the shared budget"
+            );
+        }
         let tokens = SharedTokens::new(
             Queue::new(client.clone(), url.clone()),
             settings.rate_limit.len(),
@@ -306,6 +311,7 @@ pub async fn run_with(
         waiting_tx,
     ));
     let heartbeat_task = tokio::spawn(heartbeat::run(pipeline.clone(), stop_heartbeat.clone()));
+    let overrun_task = tokio::spawn(overrun::watch(pipeline.clone(), stop_heartbeat.clone()));
 
     let watchdog_task = telemetry.systemd.watchdog_every().map(|every| {
         let telemetry = telemetry.clone();
@@ -381,6 +387,8 @@ pub async fn run_with(
     if let Some(task) = watchdog_task {
         let _ = task.await;
     }
+    overrun_task.abort();
+    let _ = overrun_task.await;
     stop_server.cancel();
     let _ = server_task.await;
     let counts = telemetry.counts();

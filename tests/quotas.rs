@@ -350,3 +350,44 @@ async fn q08_the_emulator_enforces_day_limits_scaled_in_time() {
     assert_eq!(statuses, [202, 202, 429]);
     assert_eq!(rig.stats().await["rate_limited"].as_u64(), Some(1));
 }
+
+/// Arrivals outrun a quota of one call a minute: the pollers read ahead only what the next calls
+/// within the visibility timeout can carry (the rest stays visible in the queue), and the worker
+/// says, in a metric and a log line, that the backlog grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q09_under_a_quota_the_pollers_read_ahead_only_what_the_next_calls_carry() {
+    let rig = rig_with(&["--rate-limit", "1/min"]).await;
+    let worker = rig
+        .start(&[
+            ("--rate-limit", "1/min"),
+            ("--batch-max-records", "100"),
+            ("--max-in-flight", "16"),
+            ("--concurrency", "fixed"),
+        ])
+        .await;
+    // 20 a second for 65 s; the quota carries 100 a minute. Visibility 30 s: read-ahead is
+    // (1 + 1) x 100 messages waiting for a slot.
+    for second in 0..65 {
+        rig.send(&bodies(second * 20..(second + 1) * 20)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (visible, held) = rig.depth(&rig.queue_url).await;
+    let overruns = metric(&worker, "sbw_quota_overruns_total").await;
+    worker.stop().await;
+    let committed = rig.rows("profiles").await.len() as u64;
+    eprintln!("q09: held {held}, visible {visible}, committed {committed}, overruns {overruns}");
+    // 200 waiting, one batch of 100 in flight, and what 4 pollers had just received.
+    assert!(held <= 400, "{held} messages held");
+    assert!(
+        visible >= 500,
+        "the backlog stays in SQS: {visible} visible"
+    );
+    assert!(overruns >= 1.0, "the overrun was reported");
+    assert_eq!(stat(&rig.stats().await, "rate_limited"), 0);
+    let (left, _) = rig.depth(&rig.queue_url).await;
+    assert_eq!(
+        committed + left,
+        1_300,
+        "nothing lost: committed or still queued"
+    );
+}

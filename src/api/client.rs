@@ -59,6 +59,8 @@ pub struct RecordsApi {
     operation: Operation,
     retry_attempts: usize,
     budget: Arc<Budget>,
+    /// Batch calls awaiting their answer, for the adaptive limit's bookkeeping.
+    calls_out: std::sync::atomic::AtomicUsize,
     telemetry: Arc<Telemetry>,
 }
 
@@ -133,6 +135,7 @@ impl RecordsApi {
             operation: settings.operation,
             retry_attempts: settings.retry_attempts,
             budget,
+            calls_out: Default::default(),
             telemetry,
         })
     }
@@ -206,7 +209,7 @@ impl RecordsApi {
         body: Bytes,
         records: usize,
         ticket: Option<Ticket>,
-        on_answer: &(dyn Fn(Signal) + Sync),
+        on_answer: &(dyn Fn(Signal, usize) + Sync),
     ) -> Result<Accepted, ApiError> {
         let _paid = match ticket {
             Some(ticket) => ticket,
@@ -225,9 +228,12 @@ impl RecordsApi {
             .header(CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_KEY, key)
             .body(body);
+        use std::sync::atomic::Ordering::SeqCst;
         let started = std::time::Instant::now();
+        self.calls_out.fetch_add(1, SeqCst);
         let result = self.call("batch", request).await;
-        on_answer(signal(&result, started.elapsed()));
+        let still_out = self.calls_out.fetch_sub(1, SeqCst).saturating_sub(1);
+        on_answer(signal(&result, started.elapsed()), still_out);
         if let Err(ApiError::Status {
             status: 429,
             retry_after,
@@ -258,7 +264,7 @@ impl RecordsApi {
         body: Bytes,
         records: usize,
         ticket: Option<Ticket>,
-        on_answer: &(dyn Fn(Signal) + Sync),
+        on_answer: &(dyn Fn(Signal, usize) + Sync),
     ) -> Result<Accepted, ApiError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))

@@ -186,14 +186,9 @@ impl Budget {
     /// Takes one token from every bucket, or says when all of them will have one.
     fn take_local(&self, now: Instant) -> Result<(), Instant> {
         let mut local = self.buckets();
-        let ready = local
-            .buckets
-            .iter_mut()
-            .map(|bucket| bucket.ready_at(now))
-            .max()
-            .unwrap_or(now);
-        if ready > now {
-            return Err(ready);
+        if !local.buckets.iter_mut().all(|bucket| bucket.has_token(now)) {
+            let ready = local.buckets.iter_mut().map(|b| b.ready_at(now)).max();
+            return Err(ready.unwrap_or(now));
         }
         for (bucket, limit) in local.buckets.iter_mut().zip(&self.limits) {
             bucket.take(now);

@@ -6,7 +6,12 @@
 //! one copy of each, however many replicas publish it. A replica spends a token by receiving and
 //! deleting it. A token is good from its slot's start for `(burst - 1)` intervals (at least 1% of
 //! one): so any window of the API's clock sees at most `burst + window/interval` calls, which is
-//! what the API's own token bucket allows. Stale tokens are deleted unspent.
+//! what the API's own token bucket allows. Stale tokens are deleted unspent. A burst of at least 2
+//! is required (`config`): with 1, a token would be good for 1% of an interval, too short to hand
+//! from one replica to another. Replicas' clocks must agree (NTP): a clock X ahead can spend about
+//! X / interval tokens early. During a rolling deploy that changes the limits, old and new
+//! replicas spend from separate pools (the token names the limit), so keep the limits unchanged
+//! across a deploy or scale the old ones down first.
 //!
 //! Why SQS and not a DynamoDB table: the worker already has SQS, its IAM role and its endpoint;
 //! this adds one queue, no new service, and it is testable here against LocalStack. If the queue
@@ -217,8 +222,9 @@ impl SharedTokens {
         Ok(())
     }
 
-    /// Receives tokens; keeps the good ones of our limits (deleting them is spending them) and
-    /// deletes the stale and the unknown. Returns how many it kept.
+    /// Receives tokens; keeps the good ones of our limits (deleting them is spending them),
+    /// deletes the stale and the unknown, and gives back at once those whose slot has not begun
+    /// on this replica's clock (another replica's clock runs ahead). Returns how many it kept.
     async fn receive(&self, limits: &[Spending], slots: &[Slots]) -> Result<usize, String> {
         let received = self
             .queue
@@ -227,21 +233,37 @@ impl SharedTokens {
             .map_err(|e| e.to_string())?;
         let now = now_ms();
         let mut kept = Vec::new();
-        let mut receipts = Vec::new();
+        let mut spend = Vec::new();
+        let mut early = Vec::new();
         for (message, receipt) in &received {
             let token = parse_token(&message.body).and_then(|(label, slot)| {
                 let index = limits.iter().position(|l| l.label == label)?;
-                slots[index].is_good(slot, now).then_some((index, slot))
+                Some((index, slot))
             });
-            kept.push(token);
-            receipts.push(receipt.as_str());
+            match token {
+                Some((index, slot)) if slots[index].starts_ms(slot) > now => {
+                    early.push((receipt.as_str(), 0));
+                }
+                Some((index, slot)) if slots[index].is_good(slot, now) => {
+                    kept.push(Some((index, slot)));
+                    spend.push(receipt.as_str());
+                }
+                _ => {
+                    kept.push(None);
+                    spend.push(receipt.as_str());
+                }
+            }
         }
-        if receipts.is_empty() {
+        if !early.is_empty() {
+            // Best effort: if it fails, the token comes back when its visibility ends.
+            let _ = self.queue.change_visibility_batch(&early).await;
+        }
+        if spend.is_empty() {
             return Ok(0);
         }
         let failed = self
             .queue
-            .delete_batch(&receipts)
+            .delete_batch(&spend)
             .await
             .map_err(|e| e.to_string())?;
         let mut state = self.state();

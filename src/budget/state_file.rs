@@ -1,8 +1,10 @@
 //! `--state-dir`: the local budget saved after every call, so that a restart does not hand the
 //! new process a full bucket that the last one already spent. The file is small JSON, written
-//! to a temporary file, synced and renamed over the old one, so a crash leaves either the old
-//! state or the new one. A file that cannot be read is treated as an empty bucket: the
-//! conservative reading of "we do not know what was spent".
+//! to a temporary file and renamed over the old one, so a crash of the process leaves either the
+//! old state or the new one. It is not fsynced: the save sits between taking a token and sending
+//! the call, and a sync's variable delay would eat the pacing margin; after a crash of the whole
+//! machine the last seconds of spending may be forgotten. A file that cannot be read is treated as
+//! an empty bucket: the conservative reading of "we do not know what was spent".
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -120,7 +122,6 @@ impl StateFile {
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
-            file.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| format!("{}: {e}", self.path.display()))

@@ -68,7 +68,9 @@ pub struct RunArgs {
     /// Flush before the encoded body passes this, at most 10MB [default: 5MiB].
     #[arg(long, env = "BATCH_MAX_BYTES")]
     pub batch_max_bytes: Option<String>,
-    /// Flush when the oldest buffered message is this old [default: 5s].
+    /// Send a batch once its oldest message is this old, as soon as it has a slot (a free
+    /// in-flight place and a --rate-limit token); until the slot comes it keeps filling
+    /// [default: 5s].
     #[arg(long, env = "BATCH_MAX_WAIT")]
     pub batch_max_wait: Option<String>,
     /// Concurrent long-poll loops [default: 4].

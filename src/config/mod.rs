@@ -381,6 +381,15 @@ impl Settings {
                     "set --rate-limit too, e.g. 100/min:5",
                 ));
             }
+            if let Some(limit) = rate_limit.iter().find(|l| l.burst.unwrap_or(1) < 2) {
+                return Err(invalid(
+                    &name!("--rate-limit", "RECORDS_RATE_LIMIT"),
+                    &limit.to_string(),
+                    "with --budget-queue each limit needs a burst of at least 2: with 1, a \
+                     token is good for too short a time to pass between replicas",
+                    format!("add :2 or more, e.g. {limit}:2, if the API's own bucket allows it"),
+                ));
+            }
         }
         let ack_on = parsed(
             &name!("--ack-on", "ACK_ON"),

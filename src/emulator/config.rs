@@ -66,6 +66,10 @@ pub struct EmulatorConfig {
     /// Probability that a batch is committed and then answered with a 500.
     #[arg(long, env = "EMULATOR_COMMIT_THEN_500", default_value_t = 0.0, value_parser = parse_probability)]
     pub commit_then_500: f64,
+    /// Keep a finished job's records for `GET /__emu/jobs/records` (latency benchmarks); by
+    /// default they are dropped when the job ends, so long runs stay lean.
+    #[arg(long, env = "EMULATOR_KEEP_JOB_RECORDS")]
+    pub keep_job_records: bool,
     /// Probability that a job ends `failed`, committing nothing.
     #[arg(long, env = "EMULATOR_JOB_FAIL", default_value_t = 0.0, value_parser = parse_probability)]
     pub job_fail: f64,

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::config::EmulatorConfig;
-use crate::quota::{Limit, parse_limits};
+use crate::quota::{FASTEST_PER_S, Limit, SLOWEST_PER_S, parse_limits};
 
 /// The endpoint classes that rate limits count and faults apply to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -187,9 +187,9 @@ impl Faults {
             .iter()
             .flatten()
             .flatten()
-            .any(|r| !(r.is_finite() && *r > 0.0))
+            .any(|r| !(SLOWEST_PER_S..=FASTEST_PER_S).contains(r))
         {
-            return Err("rate limits must be positive numbers of requests per second".into());
+            return Err("rate limits must be from 1 a week to 1000000 a second".into());
         }
         let per_second = |rate: Option<f64>| {
             rate.map_or_else(Vec::new, |calls| {

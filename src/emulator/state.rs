@@ -318,12 +318,12 @@ impl Emulator {
             *buckets = limits.iter().map(|limit| api_bucket(limit, now)).collect();
             *built_for = limits;
         }
-        let ready = buckets
-            .iter_mut()
-            .map(|b| b.ready_at(now))
-            .max()
-            .unwrap_or(now);
-        if ready > now {
+        if !buckets.iter_mut().all(|b| b.has_token(now)) {
+            let ready = buckets
+                .iter_mut()
+                .map(|b| b.ready_at(now))
+                .max()
+                .unwrap_or(now);
             inner.stats.rate_limited += 1;
             return Err((ready - now).as_secs_f64().ceil().max(1.0) as u64);
         }
@@ -550,7 +550,11 @@ impl Emulator {
         let Some(job) = jobs.get_mut(id) else { return };
         job.completed_at = Some(OffsetDateTime::now_utc());
         // A finished job needs its records no longer; dropping them keeps long benchmarks lean.
-        let records = std::mem::take(&mut job.records);
+        let records = if self.config.keep_job_records {
+            job.records.clone()
+        } else {
+            std::mem::take(&mut job.records)
+        };
         if failed {
             job.state = JobState::Failed;
             stats.jobs_failed += 1;

@@ -57,25 +57,26 @@ impl Aimd {
         self.limit
     }
 
-    /// Feeds one answer; `in_flight` is how many calls were out when it came.
-    pub fn observe(&mut self, signal: Signal, in_flight: usize) -> &'static str {
+    /// Feeds one answer; `still_out` is how many other calls were awaiting theirs when it came.
+    pub fn observe(&mut self, signal: Signal, still_out: usize) -> &'static str {
+        let stale = self.stale > 0;
+        self.stale = self.stale.saturating_sub(1);
         let slow = match signal {
             Signal::Answered(took) => {
                 let secs = took.as_secs_f64();
                 let slow = self
                     .usual
                     .is_some_and(|usual| secs > usual * SLOW_FACTOR && secs > usual + SLOW_FLOOR_S);
-                if !slow {
-                    self.usual = Some(self.usual.map_or(secs, |u| u * 0.8 + secs * 0.2));
-                }
+                // Slow answers feed the average too: a lasting rise (bigger batches, a slower
+                // API) becomes the new usual instead of pinning the limit at 1.
+                self.usual = Some(self.usual.map_or(secs, |u| u * 0.8 + secs * 0.2));
                 slow
             }
             Signal::Overloaded => true,
             Signal::Neutral => return "neutral",
         };
-        if self.stale > 0 {
-            self.stale -= 1;
-            return "answer from before the last decrease";
+        if stale {
+            return "answer to a call sent before the last decrease";
         }
         if slow {
             self.overloaded_at = Some(self.limit);
@@ -84,7 +85,7 @@ impl Aimd {
             self.slow_start = false;
             self.limit = (self.limit / 2).max(1);
             self.answered = 0;
-            self.stale = in_flight.saturating_sub(1);
+            self.stale = still_out;
             return if signal == Signal::Overloaded {
                 "overloaded"
             } else {
@@ -97,6 +98,11 @@ impl Aimd {
         }
         self.answered = 0;
         self.clean_windows += 1;
+        if self.overloaded_at.is_some_and(|at| self.limit >= at) {
+            // A clean window at the level that once overloaded: that was passing load.
+            self.overloaded_at = None;
+            self.probe_wait = (self.probe_wait / 2).max(1);
+        }
         let next = if self.slow_start {
             self.limit * 2
         } else {
@@ -177,15 +183,14 @@ impl Slots {
         }
     }
 
-    /// Feeds one batch call's answer to the adaptive limit.
-    pub fn observe(&self, signal: Signal) {
+    /// Feeds one batch call's answer to the adaptive limit; `still_out` calls await theirs.
+    pub fn observe(&self, signal: Signal, still_out: usize) {
         let mut gate = self.gate();
-        let in_flight = gate.in_flight;
         let Some(aimd) = gate.aimd.as_mut() else {
             return;
         };
         let before = aimd.limit();
-        let why = aimd.observe(signal, in_flight);
+        let why = aimd.observe(signal, still_out);
         let after = aimd.limit();
         if after != before {
             self.telemetry.set_concurrency_limit(after, why);
@@ -217,7 +222,7 @@ mod tests {
         signals
             .iter()
             .map(|signal| {
-                aimd.observe(*signal, aimd.limit());
+                aimd.observe(*signal, aimd.limit() - 1);
                 aimd.limit()
             })
             .collect()
@@ -257,7 +262,7 @@ mod tests {
             } else {
                 FAST
             };
-            aimd.observe(signal, aimd.limit());
+            aimd.observe(signal, aimd.limit() - 1);
             if signal == Signal::Overloaded {
                 overloads.push(call);
             }
@@ -273,9 +278,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lasting_rise_in_latency_becomes_the_usual() {
+        let mut aimd = Aimd::new(4);
+        feed(&mut aimd, &[FAST; 3]);
+        let slower = Signal::Answered(Duration::from_millis(600));
+        // The first slow answers halve the limit; then the new latency is the usual and it climbs.
+        let limits = feed(&mut aimd, &[slower; 12]);
+        assert_eq!(limits[0], 2);
+        assert_eq!(*limits.last().unwrap(), 4, "{limits:?}");
+    }
+
+    #[test]
+    fn a_clean_window_at_the_level_that_overloaded_forgets_it() {
+        let mut aimd = Aimd::new(8);
+        feed(&mut aimd, &[FAST; 3]); // 1 -> 2 -> 4
+        aimd.observe(Signal::Overloaded, 0); // 4 -> 2, remembers 4
+        // Two clean windows at 2, then the probe to 3, 4; a clean window at 4 clears the memory.
+        let limits = feed(&mut aimd, &[FAST; 16]);
+        assert!(limits.contains(&5), "{limits:?}");
+    }
+
+    #[test]
     fn a_fixed_gate_stays_at_its_ceiling() {
         let slots = Slots::new(3, false, Arc::new(Telemetry::new()));
-        slots.observe(Signal::Overloaded);
+        slots.observe(Signal::Overloaded, 0);
         assert_eq!(slots.gate().limit(), 3);
     }
 }

@@ -114,8 +114,10 @@ impl Pipeline {
                 if batch.rows.is_empty() {
                     return;
                 }
-                let key = batch.key();
-                return this.deliver_as(batch, key, attempt, ticket).await;
+                // The settle took time: a ticket spent now would reach the API late, closer to
+                // the next call than the bucket assumed. Let the rest pay for a fresh one.
+                let _unspent = ticket;
+                return this.deliver_part(batch, attempt).await;
             }
             let span = tracing::info_span!(
                 "batch",
@@ -126,7 +128,7 @@ impl Pipeline {
             async move {
                 let body = batch.body();
                 let records = batch.rows.len();
-                let on_answer = |signal| this.slots.observe(signal);
+                let on_answer = |signal, still_out| this.slots.observe(signal, still_out);
                 match this
                     .api
                     .submit(&key, body, records, ticket, &on_answer)

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -21,59 +21,6 @@ use crate::batch::batcher::Batcher;
 use crate::budget::Ticket;
 use crate::decode::Decoded;
 use crate::lease::Lease;
-
-/// How often arrivals are compared with what the quota carries.
-const OVERRUN_CHECK: Duration = Duration::from_secs(60);
-/// While arrivals stay above the quota, the warning repeats this often.
-const OVERRUN_REPEAT: Duration = Duration::from_secs(3600);
-
-/// Compares arrivals with what the quota carries at full batches. Pure: takes `now`.
-pub struct Overrun {
-    carried_per_s: Option<f64>,
-    since: Instant,
-    arrived: u64,
-    warned: Option<Instant>,
-}
-
-impl Overrun {
-    pub fn new(carried_per_s: Option<f64>, now: Instant) -> Self {
-        Self {
-            carried_per_s,
-            since: now,
-            arrived: 0,
-            warned: None,
-        }
-    }
-
-    pub fn arrived(&mut self, count: u64) {
-        self.arrived += count;
-    }
-
-    /// At the end of a window: `Some((arrivals/s, carried/s))` when arrivals outran the quota
-    /// and the operator has not heard it within `OVERRUN_REPEAT`.
-    pub fn check(&mut self, now: Instant) -> Option<(f64, f64)> {
-        let carried = self.carried_per_s?;
-        let window = now.saturating_duration_since(self.since).as_secs_f64();
-        if window <= 0.0 {
-            return None;
-        }
-        let rate = self.arrived as f64 / window;
-        self.since = now;
-        self.arrived = 0;
-        if rate <= carried {
-            self.warned = None;
-            return None;
-        }
-        if self
-            .warned
-            .is_some_and(|at| now.saturating_duration_since(at) < OVERRUN_REPEAT)
-        {
-            return None;
-        }
-        self.warned = Some(now);
-        Some((rate, carried))
-    }
-}
 
 /// A delivery task that panicked dropped its leases, which released its messages as orphans;
 /// say so loudly, since it is a bug.
@@ -122,17 +69,6 @@ pub async fn run(
     let fifo = pipeline.settings.source_is_fifo();
     let gate = Arc::new(GroupGate::default());
     let mut tasks = JoinSet::new();
-    let carried = pipeline
-        .api
-        .budget()
-        .limits()
-        .iter()
-        .map(|limit| limit.per_second)
-        .reduce(f64::min)
-        .map(|per_s| per_s * pipeline.settings.batch_max_records as f64);
-    let mut overrun = Overrun::new(carried, Instant::now());
-    let mut overrun_check = tokio::time::interval(OVERRUN_CHECK);
-    overrun_check.tick().await;
     let mut turn = Turn {
         ready: VecDeque::new(),
         slot: None,
@@ -158,12 +94,22 @@ pub async fn run(
                     batch.rows.len(),
                     batch.message_count(),
                 );
+                let (slot, mut ticket) = (turn.slot.take(), turn.ticket.take());
                 let hold = if fifo {
-                    Some(gate.acquire(batch.groups()).await)
+                    let groups = batch.groups();
+                    match gate.try_acquire(&groups) {
+                        Some(hold) => Some(hold),
+                        None => {
+                            // An earlier batch of a group still runs. The ticket would be spent
+                            // late, so close on the next call: give it up and pay afresh.
+                            let hold = gate.acquire(groups).await;
+                            ticket = Some(pipeline.api.budget().acquire().await);
+                            Some(hold)
+                        }
+                    }
                 } else {
                     None
                 };
-                let (slot, ticket) = (turn.slot.take(), turn.ticket.take());
                 let pipeline = pipeline.clone();
                 tasks.spawn(async move {
                     if let Some(ticket) = ticket {
@@ -202,7 +148,6 @@ pub async fn run(
         tokio::select! {
             item = records.recv(), if !closing => match item {
                 Some((decoded, lease)) => {
-                    overrun.arrived(1);
                     let closed_at = Instant::now();
                     for batch in batcher.push(decoded, lease, closed_at) {
                         turn.ready.push_back((batch, closed_at));
@@ -220,44 +165,11 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(wake_at.unwrap_or(now).into()), if wake_at.is_some() => {}
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => report(ended),
-            _ = overrun_check.tick() => {
-                if let Some((arrivals, carried)) = overrun.check(Instant::now()) {
-                    telemetry.quota_overrun(arrivals, carried, (arrivals - carried) * 3600.0);
-                }
-            }
         }
     }
     telemetry.set_buffered(0);
     waiting.send_replace(0);
     while let Some(ended) = tasks.join_next().await {
         report(ended);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overrun_warns_once_per_hour_while_arrivals_outrun_the_quota() {
-        let t0 = Instant::now();
-        let min = |m: u64| t0 + Duration::from_secs(60 * m);
-        let mut watch = Overrun::new(Some(10.0), t0);
-        // (minute, arrivals in the minute before it, warns?)
-        let cases = [
-            (1, 300, false),
-            (2, 1200, true),
-            (3, 1200, false),
-            (62, 1200 * 59, true),
-            (63, 60, false),
-            (64, 6000, true),
-        ];
-        for (minute, arrived, warns) in cases {
-            watch.arrived(arrived);
-            assert_eq!(watch.check(min(minute)).is_some(), warns, "minute {minute}");
-        }
-        let mut unlimited = Overrun::new(None, t0);
-        unlimited.arrived(1_000_000);
-        assert!(unlimited.check(min(1)).is_none());
     }
 }

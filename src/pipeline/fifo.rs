@@ -24,6 +24,19 @@ pub struct GroupHold {
 }
 
 impl GroupGate {
+    /// The groups at once, or `None` if an earlier batch still holds one of them.
+    pub fn try_acquire(self: &Arc<Self>, groups: &[String]) -> Option<GroupHold> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if groups.iter().any(|group| busy.contains(group)) {
+            return None;
+        }
+        busy.extend(groups.iter().cloned());
+        Some(GroupHold {
+            gate: self.clone(),
+            groups: groups.to_vec(),
+        })
+    }
+
     pub async fn acquire(self: &Arc<Self>, groups: Vec<String>) -> GroupHold {
         loop {
             // Registered before the check, so a release in between is not missed.

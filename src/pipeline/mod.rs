@@ -8,6 +8,7 @@ pub mod fifo;
 pub mod heartbeat;
 pub mod jobs;
 pub mod outage;
+pub mod overrun;
 pub mod poll;
 pub mod settle;
 
