@@ -203,14 +203,15 @@ async fn q04_a_restart_does_not_spend_the_budget_again() {
         if with_state {
             flags.push(("--state-dir", dir_text.as_str()));
         }
-        // The first process spends its burst of three on 30 messages, then stops.
+        // The first process spends its burst of three, then stops (what it still holds goes back
+        // to the queue).
         rig.send(&bodies(0..30)).await;
         let first = rig.start(&flags).await;
         wait_for("three calls", Duration::from_secs(30), || async {
             rig.stats().await["batches"].as_u64() >= Some(3)
         })
         .await;
-        rig.finish(first, Duration::from_secs(30)).await;
+        first.stop().await;
         // The next one starts at once with more to send.
         rig.send(&bodies(30..60)).await;
         let second = rig.start(&flags).await;
@@ -240,7 +241,8 @@ async fn q04_a_restart_does_not_spend_the_budget_again() {
 /// limit settles at 1 and stops spending calls on 503s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q05_adaptive_concurrency_settles_at_one_against_a_one_at_a_time_api() {
-    let rig = rig_with(&["--concurrency", "1", "--latency-per-record", "1ms"]).await;
+    // A call of 50 records takes 200 ms, far longer than its job: two calls in flight overlap.
+    let rig = rig_with(&["--concurrency", "1", "--latency-per-record", "4ms"]).await;
     rig.send(&bodies(0..3_000)).await;
     let worker = rig
         .start(&[
