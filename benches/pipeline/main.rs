@@ -26,7 +26,8 @@ struct Args {
     window: Duration,
     sweep: bool,
     sweep_messages: usize,
-    /// `--only worker|ceiling|ratelimited`: those runs alone (profiling, A/B checks).
+    /// `--only worker|big|ceiling|ratelimited`: those runs alone (profiling, A/B checks; set
+    /// `SBW_WORKER_BIN` to run another build of the worker).
     only: Option<String>,
 }
 
@@ -248,6 +249,17 @@ async fn main() {
         Some("worker") => {
             let worker = bench.worker("worker (defaults)", &[], n, None).await;
             return report::print_table(&[worker]);
+        }
+        Some("big") => {
+            let big = bench
+                .worker(
+                    "worker (--batch-max-records 10000)",
+                    &["--batch-max-records", "10000", "--batch-max-wait", "20s"],
+                    n,
+                    None,
+                )
+                .await;
+            return report::print_table(&[big]);
         }
         Some("ceiling") => {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;

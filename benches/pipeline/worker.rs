@@ -27,7 +27,10 @@ fn free_port() -> u16 {
 
 fn spawn(queues: &Queues, api_url: &str, listen: &str, extra: &[&str], log: &str) -> Child {
     let log = std::fs::File::create(log).expect("create the worker log");
-    Command::new(env!("CARGO_BIN_EXE_sqs-batch-worker"))
+    // SBW_WORKER_BIN runs another build (say, an older revision's) for a before/after.
+    let binary = std::env::var("SBW_WORKER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sqs-batch-worker").to_owned());
+    Command::new(binary)
         .arg("run")
         .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
         .args(["--api-url", api_url, "--object", "profiles"])
