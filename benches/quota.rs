@@ -17,15 +17,14 @@
 mod setup;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use clap::Parser;
 use serde_json::Value;
-use setup::{LOCALSTACK, Queues, TOKEN};
+use setup::{Queues, TOKEN};
 use sqs_batch_worker::emulator::{self, EmulatorConfig, RunningEmulator};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 struct Args {
     only: Option<String>,
@@ -80,23 +79,7 @@ struct Worker {
 
 fn spawn(binary: &str, queues: &Queues, api_url: &str, extra: &[String], log: &str) -> Worker {
     let listen = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(log).expect("create the worker log");
-    let child = Command::new(binary)
-        .arg("run")
-        .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
-        .args(["--api-url", api_url, "--object", "profiles"])
-        .args(["--listen", &listen, "--log-format", "json"])
-        .args(extra)
-        .env("RECORDS_API_TOKEN", TOKEN)
-        .env("AWS_ENDPOINT_URL", LOCALSTACK)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
+    let child = setup::worker_command(binary, queues, api_url, &listen, extra, log)
         .spawn()
         .expect("start the worker binary");
     Worker { child, listen }

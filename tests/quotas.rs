@@ -50,11 +50,11 @@ fn stat(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name].as_u64().unwrap_or(0)
 }
 
-/// A metric's value from a worker's /metrics, 0 when absent.
+/// A metric's value from a worker's /metrics (`name` may include its labels), 0 when absent.
 async fn metric(worker: &common::rig::Worker, name: &str) -> f64 {
     let (_, text) = worker.get("/metrics").await;
     text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .find(|line| line.starts_with(&format!("{name} ")) && !line.starts_with('#'))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
@@ -64,10 +64,12 @@ async fn metric(worker: &common::rig::Worker, name: &str) -> f64 {
 /// the calls are few and full, and the API never answers 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q01_batches_fill_while_they_wait_for_a_rate_limit_slot() {
-    let rig = rig_with(&["--rate-limit", "30/min"]).await;
+    // Two limits at once; the per-minute one binds.
+    let quota = "30/min,100000/day";
+    let rig = rig_with(&["--rate-limit", quota]).await;
     let worker = rig
         .start(&[
-            ("--rate-limit", "30/min"),
+            ("--rate-limit", quota),
             ("--batch-max-records", "5000"),
             ("--batch-max-wait", "300ms"),
         ])
@@ -78,8 +80,19 @@ async fn q01_batches_fill_while_they_wait_for_a_rate_limit_slot() {
         rig.send(&bodies(round * 50..(round + 1) * 50)).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let summary = rig.finish(worker, Duration::from_secs(90)).await;
+    wait_for("the queue to empty", Duration::from_secs(90), || {
+        rig.source_empty()
+    })
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
+    let spent_per_minute = metric(&worker, "sbw_budget_calls_spent_total{limit=\"30/min\"}").await;
+    let spent_per_day = metric(
+        &worker,
+        "sbw_budget_calls_spent_total{limit=\"100000/day\"}",
+    )
+    .await;
+    let waited = metric(&worker, "sbw_slot_wait_seconds_count").await;
+    let summary = worker.stop().await;
     assert_all_committed(&rig, 2_000).await;
     let stats = rig.stats().await;
     let calls = stat(&stats, "batches");
@@ -95,6 +108,12 @@ async fn q01_batches_fill_while_they_wait_for_a_rate_limit_slot() {
     eprintln!("q01: {calls} calls in {elapsed:.1} s, {per_call:.0} records per call");
     assert!(per_call >= 200.0, "{per_call:.0} records per call");
     assert_eq!(summary.counts.deleted, 2_000);
+    // Every call spent a token of each limit, and each batch's wait for its slot was measured.
+    assert_eq!(
+        (spent_per_minute, spent_per_day),
+        (calls as f64, calls as f64)
+    );
+    assert_eq!(waited, calls as f64);
 }
 
 /// Three replicas share one quota through the budget queue: together they spend at most what the

@@ -175,6 +175,13 @@ impl Bench {
         row
     }
 
+    /// The worker with 10,000-record batches.
+    async fn big(&self, messages: usize) -> Row {
+        let flags = ["--batch-max-records", "10000", "--batch-max-wait", "20s"];
+        self.worker("worker (--batch-max-records 10000)", &flags, messages, None)
+            .await
+    }
+
     async fn worker(&self, name: &str, flags: &[&str], messages: usize, limit: Option<f64>) -> Row {
         let (queues, until) = self.prepare(name, messages, limit).await;
         let log = self
@@ -250,17 +257,7 @@ async fn main() {
             let worker = bench.worker("worker (defaults)", &[], n, None).await;
             return report::print_table(&[worker]);
         }
-        Some("big") => {
-            let big = bench
-                .worker(
-                    "worker (--batch-max-records 10000)",
-                    &["--batch-max-records", "10000", "--batch-max-wait", "20s"],
-                    n,
-                    None,
-                )
-                .await;
-            return report::print_table(&[big]);
-        }
+        Some("big") => return report::print_table(&[bench.big(n).await]),
         Some("ceiling") => {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
             return report::print_table(&[ceiling]);
@@ -291,14 +288,7 @@ async fn main() {
         .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
         .await;
     let worker = bench.worker("worker (defaults)", &[], n, None).await;
-    let big = bench
-        .worker(
-            "worker (--batch-max-records 10000)",
-            &["--batch-max-records", "10000", "--batch-max-wait", "20s"],
-            n,
-            None,
-        )
-        .await;
+    let big = bench.big(n).await;
     let per_message = bench
         .raw("baseline: per message", Mode::PerMessage, n, None)
         .await;

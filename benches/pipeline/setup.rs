@@ -104,6 +104,37 @@ impl Queues {
     }
 }
 
+/// `binary run` against the queues and the API, with LocalStack's endpoint and credentials, its
+/// log in `log`; killed when dropped.
+pub fn worker_command(
+    binary: &str,
+    queues: &Queues,
+    api_url: &str,
+    listen: &str,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+    log: &str,
+) -> tokio::process::Command {
+    let log = std::fs::File::create(log).expect("create the worker log");
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("run")
+        .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
+        .args(["--api-url", api_url, "--object", "profiles"])
+        .args(["--listen", listen, "--log-format", "json"])
+        .args(extra)
+        .env("RECORDS_API_TOKEN", TOKEN)
+        .env("AWS_ENDPOINT_URL", LOCALSTACK)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true);
+    command
+}
+
 /// Message `i`: a profile of about 300 bytes with a unique email.
 pub fn body(i: usize) -> String {
     let mut body = format!(

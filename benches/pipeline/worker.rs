@@ -1,13 +1,12 @@
 //! The worker, run as the real release binary against the bench's queue and emulator, watched
 //! through its own `/metrics`, with its CPU time and peak RSS read from `/proc`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::raw::Until;
-use crate::setup::{LOCALSTACK, Queues, TOKEN};
+use crate::setup::Queues;
 
 pub struct WorkerOutcome {
     pub messages: usize,
@@ -26,26 +25,10 @@ fn free_port() -> u16 {
 }
 
 fn spawn(queues: &Queues, api_url: &str, listen: &str, extra: &[&str], log: &str) -> Child {
-    let log = std::fs::File::create(log).expect("create the worker log");
     // SBW_WORKER_BIN runs another build (say, an older revision's) for a before/after.
     let binary = std::env::var("SBW_WORKER_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sqs-batch-worker").to_owned());
-    Command::new(binary)
-        .arg("run")
-        .args(["--queue-url", &queues.source, "--dlq-url", &queues.dlq])
-        .args(["--api-url", api_url, "--object", "profiles"])
-        .args(["--listen", listen, "--log-format", "json"])
-        .args(extra)
-        .env("RECORDS_API_TOKEN", TOKEN)
-        .env("AWS_ENDPOINT_URL", LOCALSTACK)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
+    crate::setup::worker_command(&binary, queues, api_url, listen, extra, log)
         .spawn()
         .expect("start the worker binary (cargo bench builds it)")
 }
