@@ -26,6 +26,7 @@ use tokio::process::Child;
 
 use super::rig::{Rig, RigOptions, TOKEN};
 use super::sqs_proxy::{SqsFaults, SqsProxy};
+use sqs_batch_worker::emulator::config::EmulatorConfig;
 
 /// How long after a spawn the driver waits before a SIGTERM: enough to exec and reach `main`.
 const SIGNAL_READY: Duration = Duration::from_millis(200);
@@ -253,6 +254,15 @@ async fn exit_code(child: &mut Child, within: Duration) -> Option<i32> {
     }
 }
 
+/// The checks read every job's records (failed jobs' and double commits), which the emulator
+/// drops at a job's end unless told to keep them.
+fn keeping_job_records() -> EmulatorConfig {
+    EmulatorConfig {
+        keep_job_records: true,
+        ..EmulatorConfig::for_tests(TOKEN)
+    }
+}
+
 /// Runs one round and checks it. Faults rage for the plan's storm, then stop, and the worker gets
 /// `settle` to finish.
 pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
@@ -265,6 +275,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
     let rig = Rig::with(RigOptions {
         fifo: plan.fifo,
         visibility_s: plan.visibility_s,
+        emulator: keeping_job_records(),
         ..RigOptions::default()
     })
     .await;
@@ -708,6 +719,7 @@ pub async fn kill_cycles(
     let rig = Rig::with(RigOptions {
         fifo: true,
         visibility_s: plan.visibility_s,
+        emulator: keeping_job_records(),
         ..RigOptions::default()
     })
     .await;
