@@ -60,6 +60,16 @@ async fn metric(worker: &common::rig::Worker, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The adaptive limit's tests: calls of 50 records, at most 4 in flight.
+async fn start_adaptive_with_small_batches(rig: &Rig) -> common::rig::Worker {
+    rig.start(&[
+        ("--batch-max-records", "50"),
+        ("--batch-max-wait", "50ms"),
+        ("--max-in-flight", "4"),
+    ])
+    .await
+}
+
 /// Steady arrivals under a binding quota: while a batch waits for its slot it keeps filling, so
 /// the calls are few and full, and the API never answers 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,13 +281,7 @@ async fn q05_adaptive_concurrency_settles_at_one_against_a_one_at_a_time_api() {
     // A call of 50 records takes 200 ms, far longer than its job: two calls in flight overlap.
     let rig = rig_with(&["--concurrency", "1", "--latency-per-record", "4ms"]).await;
     rig.send(&bodies(0..3_000)).await;
-    let worker = rig
-        .start(&[
-            ("--batch-max-records", "50"),
-            ("--batch-max-wait", "50ms"),
-            ("--max-in-flight", "4"),
-        ])
-        .await;
+    let worker = start_adaptive_with_small_batches(&rig).await;
     // The limit, sampled while the queue drains.
     let mut samples = Vec::new();
     while !rig.source_empty().await {
@@ -307,13 +311,7 @@ async fn q05_adaptive_concurrency_settles_at_one_against_a_one_at_a_time_api() {
 async fn q06_adaptive_concurrency_climbs_to_the_ceiling_against_a_fast_api() {
     let rig = Rig::new().await;
     rig.send(&bodies(0..2_000)).await;
-    let worker = rig
-        .start(&[
-            ("--batch-max-records", "50"),
-            ("--batch-max-wait", "50ms"),
-            ("--max-in-flight", "4"),
-        ])
-        .await;
+    let worker = start_adaptive_with_small_batches(&rig).await;
     wait_for("the queue to empty", Duration::from_secs(120), || {
         rig.source_empty()
     })
