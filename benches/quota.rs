@@ -12,15 +12,16 @@
 //!   while busy, 1 ms a record: a second per call of 1,000), adaptive against
 //!   `--concurrency fixed` with 4 in flight.
 
+#[path = "pipeline/open_loop.rs"]
+mod open_loop;
 #[path = "pipeline/setup.rs"]
 #[allow(dead_code)] // the emulator helper serves the pipeline bench; this one configures its own
 mod setup;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use clap::Parser;
+use open_loop::{latencies, produce, quantile, unix_ms};
 use serde_json::Value;
 use setup::{Queues, TOKEN};
 use sqs_batch_worker::emulator::{self, EmulatorConfig, RunningEmulator};
@@ -38,12 +39,6 @@ fn parse_args() -> Args {
         only: value("--only"),
         baseline: value("--baseline"),
     }
-}
-
-fn unix_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 async fn start_emulator(extra: &[&str]) -> RunningEmulator {
@@ -117,67 +112,6 @@ async fn get_json(url: String) -> Value {
         .expect("JSON")
 }
 
-/// Sends `rate` messages a second for `seconds`, open loop (a batch of 10 every 10/rate s, not
-/// waiting for the last). Returns each message index's send time, in ms since the epoch.
-async fn produce(sqs: &aws_sdk_sqs::Client, url: &str, rate: f64, seconds: f64) -> Vec<f64> {
-    let total = (rate * seconds) as usize;
-    let every = Duration::from_secs_f64(10.0 / rate);
-    let started = Instant::now();
-    let mut sends = Vec::new();
-    let mut sent_at = vec![0.0; total];
-    for (call, start) in (0..total).step_by(10).enumerate() {
-        tokio::time::sleep_until((started + every * call as u32).into()).await;
-        let end = (start + 10).min(total);
-        let mut request = sqs.send_message_batch().queue_url(url);
-        for (id, i) in (start..end).enumerate() {
-            request = request.entries(
-                SendMessageBatchRequestEntry::builder()
-                    .id(id.to_string())
-                    .message_body(setup::body(i))
-                    .build()
-                    .expect("id and body"),
-            );
-        }
-        for at in &mut sent_at[start..end] {
-            *at = unix_ms();
-        }
-        sends.push(tokio::spawn(async move { request.send().await }));
-    }
-    for send in sends {
-        let output = send.await.expect("join").expect("SendMessageBatch");
-        assert!(output.failed.is_empty(), "send failures");
-    }
-    sent_at
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(f64::total_cmp);
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Milliseconds from each message's send to its batch's 202 (the job's creation).
-async fn latencies(api_base: &str, sent_at: &[f64]) -> Vec<f64> {
-    let jobs = get_json(format!("{api_base}/__emu/jobs/records")).await;
-    let mut accepted_at: HashMap<usize, f64> = HashMap::new();
-    for job in jobs.as_array().into_iter().flatten() {
-        let at = job["createdAtMs"].as_f64().unwrap_or(0.0);
-        for record in job["records"].as_array().into_iter().flatten() {
-            let index = record["score"].as_u64().map(|i| i as usize);
-            if let Some(index) = index {
-                let first = accepted_at.entry(index).or_insert(at);
-                *first = first.min(at);
-            }
-        }
-    }
-    accepted_at
-        .into_iter()
-        .filter_map(|(index, at)| Some(at - sent_at.get(index)?))
-        .collect()
-}
-
 struct Steady {
     label: String,
     rate: f64,
@@ -223,11 +157,8 @@ async fn steady(binary: &str, name: &str, scenario: &Steady) {
     let stats = get_json(format!("{base}/__emu/stats")).await;
     let calls = stats["batches"].as_f64().unwrap_or(0.0);
     let records = stats["records_accepted"].as_f64().unwrap_or(0.0);
-    let mut latency = latencies(&base, &sent_at).await;
-    let (p50, p99) = (
-        percentile(&mut latency, 0.5),
-        percentile(&mut latency, 0.99),
-    );
+    let mut latency = latencies(&base, &sent_at).await.to_accepted_ms;
+    let (p50, p99) = (quantile(&mut latency, 0.5), quantile(&mut latency, 0.99));
     let goal_p99 = (scenario.interval_s + scenario.max_wait_s) * 1000.0;
     println!(
         "| {} | {name} | {:.0} | {:.0} ({:.0}% of ideal {:.0}) | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.0} ms (goal {:.0}) | {} | {:.0} s |",

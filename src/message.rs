@@ -24,8 +24,8 @@ impl Received {
     /// The message and its receipt handle; None for an SDK message without an ID or receipt
     /// handle, which SQS never sends.
     pub fn from_sdk(message: Message, received_at: Instant) -> Option<(Self, String)> {
-        let attributes = message.attributes.unwrap_or_default();
-        let attribute = |name: MessageSystemAttributeName| attributes.get(&name).cloned();
+        let mut attributes = message.attributes.unwrap_or_default();
+        let mut attribute = |name: MessageSystemAttributeName| attributes.remove(&name);
         let receipt = message.receipt_handle?;
         let received = Self {
             id: message.message_id?,

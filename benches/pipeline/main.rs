@@ -5,10 +5,13 @@
 //! `cargo bench --bench pipeline -- [--messages 100000] [--pollers 4] [--window 60] [--sweep]
 //! [--sweep-messages 20000]`. Prints a table, then one `pipeline: ...` summary line.
 
+mod alternate;
 mod chart;
+mod open_loop;
 mod raw;
 mod report;
 mod setup;
+mod steady;
 mod worker;
 
 use std::path::PathBuf;
@@ -26,9 +29,19 @@ struct Args {
     window: Duration,
     sweep: bool,
     sweep_messages: usize,
-    /// `--only worker|big|ceiling|ratelimited`: those runs alone (profiling, A/B checks; set
-    /// `SBW_WORKER_BIN` to run another build of the worker).
+    /// `--only worker|big|ceiling|ratelimited|alternate|steady|replicas`: those runs alone
+    /// (profiling, A/B checks; set `SBW_WORKER_BIN` to run another build of the worker).
     only: Option<String>,
+    /// How many times `alternate`, `steady` and `replicas` run each configuration.
+    repeat: usize,
+    /// `alternate`: more worker binaries (another revision's build, a wrapper that sets an
+    /// environment), comma-separated, run in the same sequence.
+    baseline_bins: Vec<String>,
+    /// `alternate`: leave out the per-receive baseline (quick A/B screens).
+    skip_per_receive: bool,
+    /// `steady`: arrivals per second (default: half the first ceiling run) for `--seconds`.
+    rate: Option<usize>,
+    seconds: usize,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +52,7 @@ fn parse_args() -> Args {
             .and_then(|i| argv.get(i + 1))
             .and_then(|v| v.parse::<usize>().ok())
     };
+    let text = |name: &str| argv.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
     let messages = value("--messages").unwrap_or(100_000);
     Args {
         messages,
@@ -46,10 +60,14 @@ fn parse_args() -> Args {
         window: Duration::from_secs(value("--window").unwrap_or(60) as u64),
         sweep: argv.iter().any(|a| a == "--sweep"),
         sweep_messages: value("--sweep-messages").unwrap_or(messages.min(20_000)),
-        only: argv
-            .windows(2)
-            .find(|w| w[0] == "--only")
-            .map(|w| w[1].clone()),
+        only: text("--only"),
+        repeat: value("--repeat").unwrap_or(3),
+        baseline_bins: text("--baseline-bin")
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        skip_per_receive: argv.iter().any(|a| a == "--skip-per-receive"),
+        rate: value("--rate"),
+        seconds: value("--seconds").unwrap_or(60),
     }
 }
 
@@ -183,20 +201,33 @@ impl Bench {
     }
 
     async fn worker(&self, name: &str, flags: &[&str], messages: usize, limit: Option<f64>) -> Row {
-        let (queues, until) = self.prepare(name, messages, limit).await;
+        let binary = worker::default_binary();
+        let spec = WorkerSpec {
+            name,
+            binary: &binary,
+            flags,
+            replicas: 1,
+        };
+        self.worker_run(&spec, messages, limit).await
+    }
+
+    async fn worker_run(&self, spec: &WorkerSpec<'_>, messages: usize, limit: Option<f64>) -> Row {
+        let (queues, until) = self.prepare(spec.name, messages, limit).await;
         let log = self
             .out
-            .join(format!("{}.log", name.replace([' ', ','], "_")));
+            .join(format!("{}.log", spec.name.replace([' ', ',', '/'], "_")));
         let outcome = worker::run(
+            spec.binary,
             &queues,
             &self.emulator.api_url(),
-            flags,
+            spec.flags,
             until,
             &log.display().to_string(),
+            spec.replicas,
         )
         .await;
         let row = Row {
-            name: name.to_owned(),
+            name: spec.name.to_owned(),
             messages: outcome.messages,
             seconds: outcome.seconds,
             write_calls: 0,
@@ -208,6 +239,14 @@ impl Bench {
         };
         self.finish(queues, row).await
     }
+}
+
+/// One worker configuration: which binary, which flags, how many processes on the queue.
+pub struct WorkerSpec<'a> {
+    pub name: &'a str,
+    pub binary: &'a str,
+    pub flags: &'a [&'a str],
+    pub replicas: usize,
 }
 
 /// The Drip limit of seed 000: 100 write requests a minute, per class.
@@ -258,6 +297,9 @@ async fn main() {
             return report::print_table(&[worker]);
         }
         Some("big") => return report::print_table(&[bench.big(n).await]),
+        Some("alternate") => return alternate_mode(&bench).await,
+        Some("steady") => return steady_mode(&bench).await,
+        Some("replicas") => return replicas_mode(&bench).await,
         Some("ceiling") => {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
             return report::print_table(&[ceiling]);
@@ -351,6 +393,90 @@ async fn main() {
     };
     println!("{}", summary.line());
     let _ = bench.emulator.stop().await;
+}
+
+/// The worker (and `--baseline-bin`, if given) and the per-receive baseline, alternated with
+/// ceiling runs, `--repeat` times each.
+async fn alternate_mode(bench: &Bench) {
+    let this = worker::default_binary();
+    let mut entries = vec![alternate::Entry::Worker(WorkerSpec {
+        name: "worker (defaults)",
+        binary: &this,
+        flags: &[],
+        replicas: 1,
+    })];
+    let names: Vec<String> = bench
+        .args
+        .baseline_bins
+        .iter()
+        .map(|path| format!("other build: {}", short(path)))
+        .collect();
+    for (binary, name) in bench.args.baseline_bins.iter().zip(&names) {
+        entries.push(alternate::Entry::Worker(WorkerSpec {
+            name,
+            binary,
+            flags: &[],
+            replicas: 1,
+        }));
+    }
+    if !bench.args.skip_per_receive {
+        entries.push(alternate::Entry::PerReceive);
+    }
+    let series = alternate::run(bench, &entries, bench.args.repeat, bench.args.messages).await;
+    alternate::print(&series);
+}
+
+/// The last two parts of a path: enough to tell builds apart in a table.
+fn short(path: &str) -> String {
+    let parts: Vec<&str> = path.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+/// 1, 2 and 3 worker processes on one queue, alternated with ceiling runs.
+async fn replicas_mode(bench: &Bench) {
+    let this = worker::default_binary();
+    let names = ["replicas: 1", "replicas: 2", "replicas: 3"];
+    let entries: Vec<alternate::Entry> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            alternate::Entry::Worker(WorkerSpec {
+                name,
+                binary: &this,
+                flags: &[],
+                replicas: i + 1,
+            })
+        })
+        .collect();
+    let series = alternate::run(bench, &entries, bench.args.repeat, bench.args.messages).await;
+    alternate::print(&series);
+}
+
+/// Open-loop arrivals at `--rate` (default: half the ceiling) for `--seconds`, `--repeat` times,
+/// each run after a ceiling run.
+async fn steady_mode(bench: &Bench) {
+    let n = bench.args.messages;
+    let first = bench
+        .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
+        .await;
+    let rate = bench
+        .args
+        .rate
+        .map_or(first.msgs_per_s() / 2.0, |r| r as f64);
+    let mut ceilings = vec![first.msgs_per_s()];
+    let mut runs = Vec::new();
+    for _ in 0..bench.args.repeat {
+        let binary = worker::default_binary();
+        runs.push(steady::run(bench, &binary, rate, bench.args.seconds as f64).await);
+        let ceiling = bench
+            .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
+            .await;
+        ceilings.push(ceiling.msgs_per_s());
+    }
+    let (median, min, max) = alternate::spread(ceilings);
+    println!("ceiling around the steady runs: {median:.0} msgs/s ({min:.0}-{max:.0})");
+    // The worker's default --batch-max-wait.
+    steady::print(&runs, 5_000.0);
 }
 
 async fn sweep(bench: &Bench) {

@@ -55,6 +55,8 @@ pub async fn emulator() -> RunningEmulator {
         // The contract's default job timeline, not the tests' fast one.
         queued: Duration::from_millis(50),
         processing: Duration::from_millis(200),
+        // The steady mode reads each message's job back for its latency.
+        keep_job_records: true,
         ..config
     })
     .await

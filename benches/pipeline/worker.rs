@@ -24,11 +24,21 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn spawn(queues: &Queues, api_url: &str, listen: &str, extra: &[&str], log: &str) -> Child {
-    // SBW_WORKER_BIN runs another build (say, an older revision's) for a before/after.
-    let binary = std::env::var("SBW_WORKER_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sqs-batch-worker").to_owned());
-    crate::setup::worker_command(&binary, queues, api_url, listen, extra, log)
+/// This build's worker, or the one `SBW_WORKER_BIN` names (say, an older revision's).
+pub fn default_binary() -> String {
+    std::env::var("SBW_WORKER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sqs-batch-worker").to_owned())
+}
+
+fn spawn(
+    binary: &str,
+    queues: &Queues,
+    api_url: &str,
+    listen: &str,
+    extra: &[&str],
+    log: &str,
+) -> Child {
+    crate::setup::worker_command(binary, queues, api_url, listen, extra, log)
         .spawn()
         .expect("start the worker binary (cargo bench builds it)")
 }
@@ -101,6 +111,22 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu, hwm_kb / 1024.0)
 }
 
+/// Where the resident memory is now: anonymous (heap, stacks), file-backed (the binary's pages),
+/// and the thread count.
+fn resident(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["VmHWM", "VmRSS", "RssAnon", "RssFile", "Threads"]
+        .iter()
+        .filter_map(|field| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(&format!("{field}:")))?;
+            Some(line.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn metrics(http: &reqwest::Client, listen: &str) -> Option<String> {
     http.get(format!("http://{listen}/metrics"))
         .send()
@@ -111,58 +137,92 @@ async fn metrics(http: &reqwest::Client, listen: &str) -> Option<String> {
         .ok()
 }
 
-/// Runs the worker until `until`: `Count(n)` waits for n deletes, a deadline cuts the window.
+/// Runs `replicas` workers on the one queue until `until`: `Count(n)` waits for n deletes in
+/// all, a deadline cuts the window. CPU is summed over the processes, peak RSS is the largest.
 pub async fn run(
+    binary: &str,
     queues: &Queues,
     api_url: &str,
     extra: &[&str],
     until: Until,
     log: &str,
+    replicas: usize,
 ) -> WorkerOutcome {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut child = spawn(queues, api_url, &listen, extra, log);
-    let pid = child.id().expect("the worker runs");
+    let listens: Vec<String> = (0..replicas.max(1))
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut children: Vec<Child> = listens
+        .iter()
+        .enumerate()
+        .map(|(i, listen)| {
+            let log = if i == 0 {
+                log.to_owned()
+            } else {
+                format!("{log}.{i}")
+            };
+            spawn(binary, queues, api_url, listen, extra, &log)
+        })
+        .collect();
+    let pids: Vec<u32> = children
+        .iter()
+        .map(|c| c.id().expect("the worker runs"))
+        .collect();
     let http = reqwest::Client::new();
     let mut first_receive = None;
     let started = Instant::now();
-    let text = loop {
+    let texts = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the worker exited early ({status}); see {log}");
+        for child in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("a worker exited early ({status}); see {log}");
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(1800),
-            "the worker did not finish in 30 min; see {log}"
+            "the workers did not finish in 30 min; see {log}"
         );
-        let Some(text) = metrics(&http, &listen).await else {
+        let mut texts = Vec::new();
+        for listen in &listens {
+            texts.extend(metrics(&http, listen).await);
+        }
+        if texts.len() < listens.len() {
             continue;
-        };
-        let received = counter(&text, "sbw_messages_received_total");
-        if received > 0.0 && first_receive.is_none() {
+        }
+        let sum = |name: &str| texts.iter().map(|t| counter(t, name)).sum::<f64>();
+        if sum("sbw_messages_received_total") > 0.0 && first_receive.is_none() {
             first_receive = Some(Instant::now());
         }
         let finished = match until {
-            Until::Count(n) => counter(&text, "sbw_messages_deleted_total") >= n as f64,
+            Until::Count(n) => sum("sbw_messages_deleted_total") >= n as f64,
             Until::Window(window) => first_receive.is_some_and(|t| t.elapsed() >= window),
         };
         if finished {
-            break text;
+            break texts;
         }
     };
     let end = Instant::now();
-    let (cpu_s, peak_rss_mb) = proc_usage(pid);
-    let deleted = counter(&text, "sbw_messages_deleted_total") as usize;
+    let usage: Vec<(f64, f64)> = pids.iter().map(|&pid| proc_usage(pid)).collect();
+    for &pid in &pids {
+        eprintln!("pipeline: worker {pid} at the end: {}", resident(pid));
+    }
+    let deleted: f64 = texts
+        .iter()
+        .map(|t| counter(t, "sbw_messages_deleted_total"))
+        .sum();
+    // Percentiles of the first replica's histogram (all of it when there is one).
     let latency = "sbw_end_to_end_latency_seconds";
     let outcome = WorkerOutcome {
-        messages: deleted,
+        messages: deleted as usize,
         seconds: (end - first_receive.unwrap_or(started)).as_secs_f64(),
-        cpu_s,
-        peak_rss_mb,
-        p50_ms: histogram_quantile(&text, latency, 0.5) * 1000.0,
-        p99_ms: histogram_quantile(&text, latency, 0.99) * 1000.0,
+        cpu_s: usage.iter().map(|u| u.0).sum(),
+        peak_rss_mb: usage.iter().map(|u| u.1).fold(0.0, f64::max),
+        p50_ms: histogram_quantile(&texts[0], latency, 0.5) * 1000.0,
+        p99_ms: histogram_quantile(&texts[0], latency, 0.99) * 1000.0,
     };
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = tokio::time::timeout(Duration::from_secs(40), child.wait()).await;
+    for (pid, mut child) in pids.into_iter().zip(children) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = tokio::time::timeout(Duration::from_secs(40), child.wait()).await;
+    }
     outcome
 }

@@ -110,13 +110,9 @@ impl Batcher {
         if let Some(index) = existing {
             let row = &mut self.rows[index];
             let before = row.encoded.len();
-            let mut merged = row.record.clone();
-            for (field, value) in &item.record {
-                merged.insert(field.clone(), value.clone());
-            }
-            let after = serde_json::to_string(&merged).map_or(before, |s| s.len());
-            if self.bytes - before + after <= self.limits.max_bytes {
-                row.merge(item.record, message);
+            let merged = row.merged_with(&item.encoded);
+            if self.bytes - before + merged.len() <= self.limits.max_bytes {
+                row.replace(merged, message);
                 self.bytes = self.bytes - before + row.encoded.len();
                 self.messages += 1;
                 return flushed;
@@ -142,7 +138,6 @@ impl Batcher {
             self.by_key.insert(key.clone(), self.rows.len());
         }
         self.rows.push(Row {
-            record: item.record,
             encoded: item.encoded,
             key: item.key,
             messages: vec![message],
@@ -199,14 +194,7 @@ mod tests {
             .map(str::to_owned);
         let encoded = serde_json::to_string(&record).unwrap();
         let message = Lease::detached(crate::message::Received::fake(id, &encoded));
-        (
-            Decoded {
-                record,
-                key,
-                encoded,
-            },
-            message,
-        )
+        (Decoded { key, encoded }, message)
     }
 
     #[test]
@@ -330,7 +318,7 @@ mod tests {
         let batch = b.flush(FlushReason::Shutdown).unwrap();
         assert_eq!(batch.rows.len(), 2);
         assert_eq!(
-            Value::Object(batch.rows[0].record.clone()),
+            Value::Object(Decoded::fields(&batch.rows[0].encoded)),
             json!({"email": "a@x", "tier": "silver", "country": null, "plan": "pro"})
         );
         let ids: Vec<_> = batch.rows[0]

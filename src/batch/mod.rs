@@ -9,9 +9,9 @@ mod proptests;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
 
 use crate::config::Operation;
+use crate::decode::Decoded;
 use crate::lease::{Claim, Lease};
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
@@ -25,7 +25,10 @@ impl Envelope {
     pub fn new(operation: Operation, match_key: &str) -> Arc<Self> {
         let suffix = match operation {
             Operation::Upsert => {
-                format!("],\"matchKey\":{}}}", Value::String(match_key.to_owned()))
+                format!(
+                    "],\"matchKey\":{}}}",
+                    serde_json::Value::String(match_key.to_owned())
+                )
             }
             Operation::Append => "]}".to_owned(),
         };
@@ -52,7 +55,7 @@ impl Envelope {
 /// One record of a batch and every message that contributed to it, in receive order.
 #[derive(Debug)]
 pub struct Row {
-    pub record: Map<String, Value>,
+    /// The record's canonical JSON (see `Decoded`); what the body carries, byte for byte.
     pub encoded: String,
     pub key: Option<String>,
     pub messages: Vec<Lease>,
@@ -69,12 +72,17 @@ impl Row {
             .min()
     }
 
-    /// Field-level merge: later fields win, and `null` is kept so that the API clears the field.
-    pub fn merge(&mut self, record: Map<String, Value>, message: Lease) {
-        for (field, value) in record {
-            self.record.insert(field, value);
-        }
-        self.encoded = serde_json::to_string(&self.record).unwrap_or_default();
+    /// Field-level merge with a later record of the same key: its fields win, a field keeps its
+    /// first position, and `null` is kept so that the API clears the field. Returns the merged
+    /// encoding, for the caller to size before it commits with `replace`.
+    pub fn merged_with(&self, later: &str) -> String {
+        let mut record = Decoded::fields(&self.encoded);
+        record.extend(Decoded::fields(later));
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    pub fn replace(&mut self, merged: String, message: Lease) {
+        self.encoded = merged;
         self.messages.push(message);
     }
 }
@@ -212,15 +220,14 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::batch::batcher::{Batcher, Limits};
-    use crate::decode::Decoded;
     use crate::message::Received;
+    use serde_json::{Map, Value};
     use std::time::{Duration, Instant};
 
     pub fn decoded(json: &str, key: Option<&str>) -> Decoded {
         let record: Map<String, Value> = serde_json::from_str(json).unwrap();
         Decoded {
             encoded: serde_json::to_string(&record).unwrap(),
-            record,
             key: key.map(str::to_owned),
         }
     }

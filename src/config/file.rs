@@ -22,6 +22,7 @@ pub struct FileSettings {
     pub batch_max_bytes: Option<toml::Value>,
     pub batch_max_wait: Option<toml::Value>,
     pub pollers: Option<toml::Value>,
+    pub worker_threads: Option<toml::Value>,
     pub max_in_flight: Option<toml::Value>,
     pub rate_limit: Option<toml::Value>,
     pub concurrency: Option<String>,

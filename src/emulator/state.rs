@@ -458,6 +458,9 @@ impl Emulator {
                     "state": job.state.name(),
                     "idempotencyKey": job.idempotency_key,
                     "createdAtMs": (job.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
+                    "completedAtMs": job
+                        .completed_at
+                        .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
                     "records": job.records.as_ref(),
                 })
             })

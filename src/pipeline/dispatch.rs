@@ -59,6 +59,9 @@ impl Turn {
     }
 }
 
+/// Most records taken from the channel in one turn of the loop.
+const DRAIN: usize = 64;
+
 pub async fn run(
     pipeline: Arc<Pipeline>,
     mut batcher: Batcher,
@@ -147,10 +150,15 @@ pub async fn run(
         let wake_at = if due { None } else { deadline };
         tokio::select! {
             item = records.recv(), if !closing => match item {
-                Some((decoded, lease)) => {
+                Some(first) => {
+                    // What is already queued joins in the same turn: a turn per message costs
+                    // more than the batcher does.
                     let closed_at = Instant::now();
-                    for batch in batcher.push(decoded, lease, closed_at) {
-                        turn.ready.push_back((batch, closed_at));
+                    let queued = std::iter::from_fn(|| records.try_recv().ok()).take(DRAIN - 1);
+                    for (decoded, lease) in std::iter::once(first).chain(queued) {
+                        for batch in batcher.push(decoded, lease, closed_at) {
+                            turn.ready.push_back((batch, closed_at));
+                        }
                     }
                 }
                 None => closing = true,

@@ -68,6 +68,9 @@ impl EntryFailure {
 #[derive(Clone, Debug)]
 pub struct Queue {
     client: Client,
+    /// The same client with the long poll's timeouts, built once: a per-call config override
+    /// costs the SDK a config layer and a runtime-plugin merge on every receive.
+    long_poll: Client,
     url: String,
 }
 
@@ -113,13 +116,17 @@ fn failures<'a>(
 impl Queue {
     /// A queue reached through `client`, with this module's timeouts whatever the client had.
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        let config = client
-            .config()
-            .to_builder()
-            .timeout_config(timeouts(ATTEMPT_TIMEOUT, OPERATION_TIMEOUT))
-            .build();
+        let with = |attempt, operation| {
+            let config = client
+                .config()
+                .to_builder()
+                .timeout_config(timeouts(attempt, operation))
+                .build();
+            Client::from_conf(config)
+        };
         Self {
-            client: Client::from_conf(config),
+            client: with(ATTEMPT_TIMEOUT, OPERATION_TIMEOUT),
+            long_poll: with(RECEIVE_ATTEMPT_TIMEOUT, RECEIVE_OPERATION_TIMEOUT),
             url: url.into(),
         }
     }
@@ -145,7 +152,8 @@ impl Queue {
     }
 
     /// One long poll: up to `max` messages and their receipt handles, with the attributes the
-    /// worker and the DLQ need.
+    /// worker and the DLQ need (four system attributes; no message attributes, which nothing
+    /// reads and the SDK would parse into a map per message).
     pub async fn receive(
         &self,
         max: i32,
@@ -153,7 +161,7 @@ impl Queue {
         visibility: Option<Duration>,
     ) -> Result<Vec<(Received, String)>, SqsError> {
         let mut request = self
-            .client
+            .long_poll
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max)
@@ -161,17 +169,11 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber)
-            .message_attribute_names("All");
+            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber);
         if let Some(visibility) = visibility {
             request = request.visibility_timeout(visibility.as_secs() as i32);
         }
         let output = request
-            .customize()
-            .config_override(
-                aws_sdk_sqs::config::Builder::default()
-                    .timeout_config(timeouts(RECEIVE_ATTEMPT_TIMEOUT, RECEIVE_OPERATION_TIMEOUT)),
-            )
             .send()
             .await
             .map_err(|e| self.fail("ReceiveMessage", e))?;
