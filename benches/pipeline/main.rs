@@ -29,7 +29,7 @@ struct Args {
     window: Duration,
     sweep: bool,
     sweep_messages: usize,
-    /// `--only worker|big|ceiling|ratelimited|alternate|steady|replicas`: those runs alone
+    /// `--only worker|big|ceiling|ratelimited|alternate|steady|replicas|memory`: those runs alone
     /// (profiling, A/B checks; set `SBW_WORKER_BIN` to run another build of the worker).
     only: Option<String>,
     /// How many times `alternate`, `steady` and `replicas` run each configuration.
@@ -300,6 +300,7 @@ async fn main() {
         Some("alternate") => return alternate_mode(&bench).await,
         Some("steady") => return steady_mode(&bench).await,
         Some("replicas") => return replicas_mode(&bench).await,
+        Some("memory") => return memory_mode(&bench).await,
         Some("ceiling") => {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
             return report::print_table(&[ceiling]);
@@ -430,6 +431,20 @@ async fn alternate_mode(bench: &Bench) {
 fn short(path: &str) -> String {
     let parts: Vec<&str> = path.rsplit('/').take(2).collect();
     parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+/// Each build's resident memory idle on an empty queue: what the binary, the runtime and the SDK
+/// take before any message (the peak under load is in the `alternate` table).
+async fn memory_mode(bench: &Bench) {
+    let this = worker::default_binary();
+    let binaries = std::iter::once(&this).chain(&bench.args.baseline_bins);
+    for binary in binaries {
+        let queues = setup::Queues::create(&bench.sqs, "memory").await;
+        let log = bench.out.join("memory.log").display().to_string();
+        let idle = worker::idle_resident(binary, &queues, &bench.emulator.api_url(), &log).await;
+        println!("memory: {}: idle on an empty queue: {idle}", short(binary));
+        queues.delete().await;
+    }
 }
 
 /// 1, 2 and 3 worker processes on one queue, alternated with ceiling runs.

@@ -111,9 +111,32 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu, hwm_kb / 1024.0)
 }
 
+/// The resident memory of a worker started on an empty queue, once it has polled for 5 s: the
+/// part of the peak that is not messages.
+pub async fn idle_resident(binary: &str, queues: &Queues, api_url: &str, log: &str) -> String {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn(binary, queues, api_url, &listen, &[], log);
+    let pid = child.id().expect("the worker runs");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while metrics(&http, &listen).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker did not start; see {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = resident(pid);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = tokio::time::timeout(Duration::from_secs(40), child.wait()).await;
+    idle
+}
+
 /// Where the resident memory is now: anonymous (heap, stacks), file-backed (the binary's pages),
 /// and the thread count.
-fn resident(pid: u32) -> String {
+pub fn resident(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     ["VmHWM", "VmRSS", "RssAnon", "RssFile", "Threads"]
         .iter()

@@ -610,6 +610,7 @@ mod tests {
         assert_eq!(s.batch_max_bytes, 5 * 1024 * 1024);
         assert_eq!(s.batch_max_wait, Duration::from_secs(5));
         assert_eq!((s.pollers, s.max_in_flight), (4, 4));
+        assert_eq!(s.worker_threads, 1);
         assert_eq!(s.ack_on, AckOn::Accepted);
         assert_eq!(s.job_timeout, Duration::from_secs(600));
         assert_eq!(s.drain_timeout, Duration::from_secs(25));
@@ -656,6 +657,20 @@ mod tests {
         args.ack_on = Some("whenever".into());
         assert!(Settings::from_parts(args, FileSettings::default()).is_err());
         assert!(toml::from_str::<FileSettings>("batch_max_recrods = 5").is_err());
+        for threads in ["0", "65", "two"] {
+            let mut args = base();
+            args.worker_threads = Some(threads.into());
+            let error = Settings::from_parts(args, FileSettings::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--worker-threads") && error.contains("WORKER_THREADS"),
+                "{error}"
+            );
+        }
+        let file: FileSettings = toml::from_str("worker_threads = 2").expect("a TOML key");
+        let s = Settings::from_parts(base(), file).expect("valid");
+        assert_eq!(s.worker_threads, 2);
     }
 
     #[test]
