@@ -59,6 +59,7 @@ def main():
     args = ap.parse_args()
     tiers = [[(name, re.compile(p)) for name, p in tier] for tier in (STAGES, SHARED)]
     counts, allocs = {}, {}
+    zeroed = 0
     total = 0
     for stack in samples(sys.stdin):
         total += 1
@@ -67,6 +68,8 @@ def main():
             "other",
         )
         counts[stage] = counts.get(stage, 0) + 1
+        if stack[0].startswith("clear_page"):
+            zeroed += 1
         if ALLOC.search(stack[0]):
             allocs[stage] = allocs.get(stage, 0) + 1
     if not total:
@@ -86,6 +89,7 @@ def main():
               f"{per_100k * n / total:.2f} |")
     all_alloc = sum(allocs.values())
     print(f"| (allocation, all stages) | {100 * all_alloc / total:.1f}% | | {per_100k * all_alloc / total:.2f} |")
+    print(f"| (the kernel zeroing fresh heap pages, all stages) | {100 * zeroed / total:.1f}% | | {per_100k * zeroed / total:.2f} |")
 
 
 main()

@@ -45,6 +45,13 @@ pub fn sqs() -> Client {
         .region(Region::new("us-east-1"))
         .endpoint_url(LOCALSTACK)
         .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
+        // An open-loop producer opens many connections at once while LocalStack is busy: the
+        // SDK's 3.1 s connect timeout failed a steady run's send.
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .build(),
+        )
         .build();
     Client::from_conf(config)
 }

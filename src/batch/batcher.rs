@@ -110,9 +110,9 @@ impl Batcher {
         if let Some(index) = existing {
             let row = &mut self.rows[index];
             let before = row.encoded.len();
-            let merged = row.merged_with(&item.encoded);
-            if self.bytes - before + merged.len() <= self.limits.max_bytes {
-                row.replace(merged, message);
+            let room = self.limits.max_bytes.saturating_sub(self.bytes - before);
+            if row.merge(&item.encoded, room) {
+                row.messages.push(message);
                 self.bytes = self.bytes - before + row.encoded.len();
                 self.messages += 1;
                 return flushed;
@@ -137,11 +137,7 @@ impl Batcher {
         if let (Some(key), Operation::Upsert) = (&item.key, self.limits.operation) {
             self.by_key.insert(key.clone(), self.rows.len());
         }
-        self.rows.push(Row {
-            encoded: item.encoded,
-            key: item.key,
-            messages: vec![message],
-        });
+        self.rows.push(Row::new(item, message));
         self.messages += 1;
         self.oldest.get_or_insert(now);
     }
@@ -329,6 +325,39 @@ mod tests {
         assert_eq!(ids, ["m1", "m3", "m4"]);
         assert_eq!(batch.body().len(), batch.body_len());
         assert_eq!(batch.reason, FlushReason::Shutdown);
+    }
+
+    /// A merge that would pass max-bytes closes the batch with the row as it was, and the
+    /// newcomer starts the next batch; a second merge of a row reuses its kept map.
+    #[test]
+    fn a_merge_that_does_not_fit_closes_the_batch_unmerged() {
+        let envelope = Envelope::new(Operation::Upsert, "email").overhead();
+        let first = json!({"email": "a@x", "tier": "gold"});
+        let first_len = serde_json::to_string(&first).unwrap().len();
+        let mut b = Batcher::new(limits(100, envelope + first_len + 12));
+        let t0 = Instant::now();
+        let (d, m) = item("m1", first);
+        assert!(b.push(d, m, t0).is_empty());
+        let (d, m) = item("m2", json!({"email": "a@x", "tier": "plat"}));
+        assert!(b.push(d, m, t0).is_empty(), "the same length merges");
+        let (d, m) = item("m3", json!({"email": "a@x", "plan": "enterprise"}));
+        let closed = b.push(d, m, t0);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            closed[0].rows[0].encoded,
+            r#"{"email":"a@x","tier":"plat"}"#
+        );
+        let ids: Vec<_> = closed[0].rows[0]
+            .messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        let next = b.flush(FlushReason::Shutdown).unwrap();
+        assert_eq!(
+            next.rows[0].encoded,
+            r#"{"email":"a@x","plan":"enterprise"}"#
+        );
     }
 
     #[test]

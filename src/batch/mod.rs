@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::config::Operation;
 use crate::decode::Decoded;
 use crate::lease::{Claim, Lease};
+use serde_json::{Map, Value};
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]
@@ -57,6 +58,9 @@ impl Envelope {
 pub struct Row {
     /// The record's canonical JSON (see `Decoded`); what the body carries, byte for byte.
     pub encoded: String,
+    /// The record as a map, kept once a merge needed it, so that later merges of the same key
+    /// parse only the newcomer.
+    fields: Option<Map<String, Value>>,
     pub key: Option<String>,
     pub messages: Vec<Lease>,
 }
@@ -72,18 +76,34 @@ impl Row {
             .min()
     }
 
-    /// Field-level merge with a later record of the same key: its fields win, a field keeps its
-    /// first position, and `null` is kept so that the API clears the field. Returns the merged
-    /// encoding, for the caller to size before it commits with `replace`.
-    pub fn merged_with(&self, later: &str) -> String {
-        let mut record = Decoded::fields(&self.encoded);
-        record.extend(Decoded::fields(later));
-        serde_json::to_string(&record).unwrap_or_default()
+    pub fn new(decoded: Decoded, message: Lease) -> Self {
+        Self {
+            encoded: decoded.encoded,
+            fields: None,
+            key: decoded.key,
+            messages: vec![message],
+        }
     }
 
-    pub fn replace(&mut self, merged: String, message: Lease) {
+    /// Field-level merge with a later record of the same key: its fields win, a field keeps its
+    /// first position, and `null` is kept so that the API clears the field. Only if the merged
+    /// encoding is at most `max_len` bytes; otherwise the row is left as it was. The caller adds
+    /// the later record's message when this says true.
+    pub fn merge(&mut self, later: &str, max_len: usize) -> bool {
+        let mut fields = self
+            .fields
+            .take()
+            .unwrap_or_else(|| Decoded::fields(&self.encoded));
+        fields.extend(Decoded::fields(later));
+        let merged = serde_json::to_string(&fields).unwrap_or_default();
+        if merged.len() > max_len {
+            // The map now holds the newcomer too; the row keeps its encoding and parses it again
+            // if it is ever merged (it is not: it leaves with the batch this closes).
+            return false;
+        }
         self.encoded = merged;
-        self.messages.push(message);
+        self.fields = Some(fields);
+        true
     }
 }
 
@@ -221,7 +241,6 @@ mod tests {
     use super::*;
     use crate::batch::batcher::{Batcher, Limits};
     use crate::message::Received;
-    use serde_json::{Map, Value};
     use std::time::{Duration, Instant};
 
     pub fn decoded(json: &str, key: Option<&str>) -> Decoded {
