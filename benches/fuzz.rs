@@ -29,7 +29,7 @@ const BODIES: &[&str] = &[
     r#"{"email":"","first_name":"\u00e9\ud83d\ude00"}"#,
     r#"[1,2,3]"#,
     r#"{"email":"d@example.com","nested":{"a":[{"b":{}}]}}"#,
-    // Whitespace, escapes and a repeated field.
+    // Whitespace, escapes and a repeated field: the decoder's fast path must match its value tree.
     "{ \"email\" : \"e@example.com\" ,\n \"tier\":\"a\\\"b\\\\c\\n\", \"tier\" : \"x\" }",
     r#"{"em\u0061il":"f@example.com","score":1E+5,"country":true,"first_name":"\u00e9"}"#,
 ];
@@ -170,6 +170,14 @@ fn main() {
                     1 => Some("0".repeat(32)),
                     _ => None,
                 };
+                // The fast path must give what the value tree gives: the same bytes and key, or
+                // the same reason.
+                let fast = decoder.decode(&body, None);
+                match (&fast, &decoder.thorough(&body)) {
+                    (Ok(a), Ok(b)) => assert!(a.encoded == b.encoded && a.key == b.key, "{body}"),
+                    (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "{body}"),
+                    (a, b) => panic!("decode {a:?} but the value tree {b:?}: {body}"),
+                }
                 match decoder.decode(&body, md5.as_deref()) {
                     Ok(_) => "decode ok".to_owned(),
                     Err(rejection) => format!("decode {}", rejection.reason.as_str()),

@@ -6,8 +6,11 @@
 #   scripts/bench-compare.sh REF [pipeline bench flags]
 #   scripts/bench-compare.sh main~3 --messages 20000 --repeat 3
 #
-# REF's tree is exported with `git archive` under target/compare/REV and built there, with a
-# hard-linked copy of this tree's release artefacts so that only what differs is compiled.
+# REF's tree is exported with `git archive` under target/compare/REV and built there, from a copy
+# of this tree's release artefacts so that only what differs is compiled. Two traps, both met:
+# hard links would let one build overwrite the other's files, and `git archive` dates the files
+# at the commit, older than the copied artefacts, so cargo would take this tree's build of the
+# worker crate as fresh. Hence a real copy, and every exported file touched.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ref="${1:?usage: scripts/bench-compare.sh REF [pipeline bench flags]}"
@@ -19,9 +22,10 @@ if [ ! -x "$binary" ]; then
   rm -rf "$root"
   mkdir -p "$root/src"
   git archive "$rev" | tar -x -C "$root/src"
+  find "$root/src" -type f -exec touch {} +
   if [ -d target/release ]; then
     mkdir -p "$root/target"
-    cp -al target/release "$root/target/release"
+    cp -a --reflink=auto target/release "$root/target/release"
   fi
   echo "bench-compare: building $rev's worker" >&2
   (cd "$root/src" && CARGO_TARGET_DIR="$root/target" cargo build --release --bin sqs-batch-worker >&2)
