@@ -355,13 +355,16 @@ impl Acks {
 }
 
 /// Owned groups of at most 10 entries, one SQS batch call each.
-fn calls_of_ten<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
-    let mut groups = Vec::new();
-    while !items.is_empty() {
-        let rest = items.split_off(items.len().min(10));
-        groups.push(std::mem::replace(&mut items, rest));
+fn calls_of_ten<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut groups = Vec::with_capacity(items.len().div_ceil(10));
+    let mut items = items.into_iter();
+    loop {
+        let group: Vec<T> = items.by_ref().take(10).collect();
+        if group.is_empty() {
+            return groups;
+        }
+        groups.push(group);
     }
-    groups
 }
 
 /// Groups DLQ items into SendMessageBatch calls: at most 10 entries and about 200 KiB each, or
@@ -389,6 +392,24 @@ fn pack(items: Vec<(Lease, Rejection)>, max_message_bytes: usize) -> Vec<Vec<(Le
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each call's entries own only their ten places: splitting off the rest used to leave every
+    /// group with the capacity of everything after it, 240 MB for one 10,000-message batch.
+    #[test]
+    fn calls_of_ten_keep_ten_places_each() {
+        let groups = calls_of_ten((0..1_000).collect::<Vec<u32>>());
+        assert_eq!(groups.len(), 100);
+        assert!(groups.iter().all(|g| g.len() == 10 && g.capacity() <= 10));
+        let flat: Vec<u32> = groups.into_iter().flatten().collect();
+        assert_eq!(flat, (0..1_000).collect::<Vec<u32>>());
+        assert_eq!(
+            calls_of_ten((0..25).collect::<Vec<u32>>())
+                .last()
+                .map(Vec::len),
+            Some(5)
+        );
+        assert!(calls_of_ten(Vec::<u32>::new()).is_empty());
+    }
 
     #[test]
     fn packing_respects_count_and_size() {
