@@ -113,10 +113,12 @@ async fn q01_batches_fill_while_they_wait_for_a_rate_limit_slot() {
         calls <= quota_calls,
         "{calls} calls > {quota_calls} allowed"
     );
-    // ... and the calls carry what arrived meanwhile: at 300 ms each batch would hold ~60.
+    // ... and the calls carry what arrived meanwhile: sent on the 300 ms age trigger alone, a
+    // batch would hold ~60. Twice that is the floor, not the ~200 of a 10 s send: under a loaded
+    // suite the sends once took 21 s, and 11 calls (all the quota allowed) carried 182 each.
     let per_call = 2_000.0 / calls as f64;
     eprintln!("q01: {calls} calls in {elapsed:.1} s, {per_call:.0} records per call");
-    assert!(per_call >= 200.0, "{per_call:.0} records per call");
+    assert!(per_call >= 120.0, "{per_call:.0} records per call");
     assert_eq!(summary.counts.deleted, 2_000);
     // Every call spent a token of each limit, and each batch's wait for its slot was measured.
     assert_eq!(

@@ -76,9 +76,9 @@ pub struct RunArgs {
     /// Concurrent long-poll loops [default: 4].
     #[arg(long, env = "SQS_POLLERS")]
     pub pollers: Option<String>,
-    /// Threads that run the worker's tasks. One thread carries about 15,000 messages a second
-    /// (6 CPU-seconds per 100,000); a second one costs CPU in hand-offs and only helps past that
-    /// [default: 1].
+    /// Threads that run the worker's tasks. At about 6 CPU-seconds per 100,000 messages one
+    /// thread has room for some 15,000 a second; a second thread costs CPU in hand-offs and only
+    /// helps past that [default: 1].
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<String>,
     /// Batches submitted or being polled at once; with --concurrency adaptive, the ceiling of the
