@@ -9,11 +9,11 @@ mod proptests;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::{Map, Value};
 
 use crate::config::Operation;
 use crate::decode::Decoded;
 use crate::lease::{Claim, Lease};
-use serde_json::{Map, Value};
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]
@@ -26,10 +26,7 @@ impl Envelope {
     pub fn new(operation: Operation, match_key: &str) -> Arc<Self> {
         let suffix = match operation {
             Operation::Upsert => {
-                format!(
-                    "],\"matchKey\":{}}}",
-                    serde_json::Value::String(match_key.to_owned())
-                )
+                format!("],\"matchKey\":{}}}", Value::String(match_key.to_owned()))
             }
             Operation::Append => "]}".to_owned(),
         };
