@@ -7,7 +7,7 @@
 //! cargo bench --bench chaos -- --kill-cycles 100 --messages 100000 [--groups 100] [--ack accepted]
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use records_emulator::EmulatorConfig;
 use serde_json::json;
-use sqs_batch_worker::emulator::{self, EmulatorConfig};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -23,7 +23,7 @@ async fn main() {
     let seconds = arg("--seconds", 10);
     let clients = arg("--clients", 4);
     let records = arg("--records", 1000) as usize;
-    let emu = emulator::start(EmulatorConfig::for_tests("bench"))
+    let emu = records_emulator::start(EmulatorConfig::for_tests("bench"))
         .await
         .expect("emulator");
     let url = format!("{}/records/profiles/upsert-batch", emu.api_url());

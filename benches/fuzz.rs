@@ -15,10 +15,10 @@ use std::time::Instant;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use records_contract::ObjectSchema;
 use sqs_batch_worker::api::client::job_status_from_body;
 use sqs_batch_worker::config::cli::{Cli, Command};
 use sqs_batch_worker::config::{Operation, Settings};
-use sqs_batch_worker::contract::ObjectSchema;
 use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
 use sqs_batch_worker::pipeline::jobs::row_fates;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use records_contract::ObjectSchema;
 use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
 use sqs_batch_worker::config::Operation;
-use sqs_batch_worker::contract::ObjectSchema;
 use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
 use sqs_batch_worker::lease::Lease;
 use sqs_batch_worker::message::Received;

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use open_loop::{latencies, produce, quantile, unix_ms};
+use records_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::Value;
 use setup::{Queues, TOKEN};
-use sqs_batch_worker::emulator::{self, EmulatorConfig, RunningEmulator};
 use tokio::process::Child;
 
 struct Args {
@@ -55,7 +55,7 @@ async fn start_emulator(extra: &[&str]) -> RunningEmulator {
         "--keep-job-records",
     ];
     argv.extend_from_slice(extra);
-    emulator::start(EmulatorConfig::parse_from(argv))
+    records_emulator::start(EmulatorConfig::parse_from(argv))
         .await
         .expect("the emulator starts")
 }

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Operation;
-use crate::contract::ObjectSchema;
 use crate::outcome::{Reason, Rejection};
+use records_contract::ObjectSchema;
 
 /// The object's schema as last fetched; refreshed after a 422 `REQUEST_SCHEMA`.
 #[derive(Clone)]
@@ -295,7 +295,7 @@ fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{FieldSpec, FieldType};
+    use records_contract::{FieldSpec, FieldType};
 
     fn decoder(max: usize) -> Decoder {
         decoder_of(max, &["email", "tier"])

@@ -16,26 +16,24 @@
 //!    (`pipeline::heartbeat`) keeps held messages invisible.
 //! 6. **DLQ** (`sqs::dlq`): every rejected row's messages, byte for byte, with `dlq-*` reasons.
 //!
-//! `run` wires the stages and drains them on shutdown. `emulator` is the local Records API; the
-//! worker does not depend on it, and both share only `contract`.
+//! `run` wires the stages and drains them on shutdown. The workspace's other crates:
+//! `records-contract` (crates/records-contract) holds the wire types, units and quotas that the
+//! worker and the emulator share; `records-emulator` (crates/records-emulator) is the local Records
+//! API, which this crate reaches only as a dev-dependency, for its tests and benches.
 
 pub mod api;
 pub mod batch;
 pub mod budget;
 pub mod cli;
 pub mod config;
-pub mod contract;
 pub mod decode;
-pub mod emulator;
 pub mod lease;
 pub mod message;
 pub mod outcome;
 pub mod pipeline;
-pub mod quota;
 pub mod run;
 pub mod secret;
 pub mod sqs;
 pub mod telemetry;
-pub mod units;
 
-pub use run::{RunError, Summary, run, run_with};
+pub use run::{RunError, Running, Summary, run, start};

@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raw::{Mode, Until};
+use records_emulator::RunningEmulator;
 use report::{Row, Summary, percentile};
 use serde_json::{Value, json};
 use setup::Queues;
-use sqs_batch_worker::emulator::RunningEmulator;
 
 struct Args {
     messages: usize,

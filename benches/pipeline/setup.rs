@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
-use sqs_batch_worker::emulator::{self, EmulatorConfig, RunningEmulator};
+use records_emulator::{EmulatorConfig, RunningEmulator};
 
 pub const TOKEN: &str = "bench-token";
 pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
@@ -58,7 +58,7 @@ pub fn sqs() -> Client {
 
 pub async fn emulator() -> RunningEmulator {
     let config = EmulatorConfig::for_tests(TOKEN);
-    emulator::start(EmulatorConfig {
+    records_emulator::start(EmulatorConfig {
         // The contract's default job timeline, not the tests' fast one.
         queued: Duration::from_millis(50),
         processing: Duration::from_millis(200),

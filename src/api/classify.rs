@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ApiError;
-use crate::contract::codes;
+use records_contract::codes;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {

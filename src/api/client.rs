@@ -14,9 +14,9 @@ use super::classify::{Action, Signal, classify, signal};
 use super::error::ApiError;
 use crate::budget::{Budget, Ticket};
 use crate::config::{Operation, Settings};
-use crate::contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
 use crate::secret::ApiToken;
 use crate::telemetry::Telemetry;
+use records_contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
 
 /// A 202: the batch is accepted and its job runs.
 #[derive(Clone, Debug)]

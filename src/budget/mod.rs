@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::quota::{Bucket, Limit};
 use crate::telemetry::Telemetry;
+use records_contract::quota::{Bucket, Limit};
 pub use shared::SharedTokens;
 use state_file::StateFile;
 
@@ -215,7 +215,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::parse_limits;
+    use records_contract::quota::parse_limits;
 
     #[test]
     fn read_ahead_follows_the_tightest_limit() {

@@ -284,7 +284,7 @@ impl SharedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::parse_limits;
+    use records_contract::quota::parse_limits;
 
     fn slots(spec: &str) -> Slots {
         Slots::of(&Spending::of(&parse_limits(spec).unwrap()[0]))

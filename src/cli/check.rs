@@ -8,8 +8,10 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::api::RecordsApi;
-use crate::config::{AckOn, Operation, Settings};
+use crate::config::{AckOn, Settings};
+use crate::run::match_key_fits;
 use crate::sqs::Queue;
+use crate::sqs::queue::visibility_of;
 use crate::telemetry::Telemetry;
 
 /// SQS's limit on in-flight messages per standard queue (20,000 for FIFO).
@@ -28,6 +30,29 @@ pub struct Report {
 impl Report {
     fn found(&mut self, line: String) {
         self.lines.push(line);
+    }
+
+    /// Prints the report; success when it found no problem.
+    pub fn print(&self) -> std::process::ExitCode {
+        for line in &self.lines {
+            println!("check: {line}");
+        }
+        for warning in &self.warnings {
+            println!("check: WARNING: {warning}");
+        }
+        for problem in &self.problems {
+            println!("check: PROBLEM: {problem}");
+        }
+        println!(
+            "check: {} problem(s), {} warning(s)",
+            self.problems.len(),
+            self.warnings.len()
+        );
+        if self.problems.is_empty() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -61,10 +86,7 @@ async fn check_source(settings: &Settings, source: &Queue, report: &mut Report) 
             }
         }
     }
-    let queue_visibility = found[0]
-        .as_deref()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(Duration::from_secs(30), Duration::from_secs);
+    let queue_visibility = visibility_of(found[0].as_deref());
     let visibility = settings.visibility_timeout.unwrap_or(queue_visibility);
     report.found(format!(
         "source queue: reachable, {} visible, {} in flight, visibility timeout {}s{}",
@@ -117,13 +139,7 @@ async fn check_source(settings: &Settings, source: &Queue, report: &mut Report) 
     }
 }
 
-async fn check_dlq(settings: &Settings, dlq: &Queue, source: &Queue, report: &mut Report) {
-    if settings.dlq_url == settings.queue_url {
-        report.problems.push(
-            "--dlq-url is the source queue: rejected messages would be received again. Fix: give the worker's own reject DLQ".into(),
-        );
-        return;
-    }
+async fn check_dlq(dlq: &Queue, source: &Queue, report: &mut Report) {
     match dlq
         .attribute(QueueAttributeName::ApproximateNumberOfMessages)
         .await
@@ -162,13 +178,8 @@ async fn check_api(settings: &Settings, report: &mut Report) {
                 schema.fields.len(),
                 schema.match_keys
             ));
-            if settings.operation == Operation::Upsert
-                && !schema.match_keys.contains(&settings.match_key)
-            {
-                report.problems.push(format!(
-                    "--match-key {:?} is not a match key of '{}'. Fix: use one of {:?}",
-                    settings.match_key, schema.name, schema.match_keys
-                ));
+            if let Err(problem) = match_key_fits(settings, &schema) {
+                report.problems.push(problem.to_string());
             }
         }
         Err(error) => report.problems.push(format!(
@@ -195,7 +206,7 @@ pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
     let source = Queue::new(client.clone(), settings.queue_url.clone());
     let dlq = Queue::new(client.clone(), settings.dlq_url.clone());
     check_source(settings, &source, &mut report).await;
-    check_dlq(settings, &dlq, &source, &mut report).await;
+    check_dlq(&dlq, &source, &mut report).await;
     check_api(settings, &mut report).await;
     check_quota(settings, &client, &mut report).await;
     report

@@ -136,7 +136,7 @@ impl Queue {
     }
 
     pub fn is_fifo(&self) -> bool {
-        self.url.ends_with(".fifo")
+        crate::config::is_fifo(&self.url)
     }
 
     fn fail<E: std::error::Error + Send + Sync + 'static>(
@@ -306,13 +306,17 @@ impl Queue {
     }
 
     pub async fn visibility_timeout(&self) -> Result<Duration, SqsError> {
-        let seconds = self
+        let attribute = self
             .attribute(QueueAttributeName::VisibilityTimeout)
-            .await?
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(30);
-        Ok(Duration::from_secs(seconds))
+            .await?;
+        Ok(visibility_of(attribute.as_deref()))
     }
+}
+
+/// A queue's `VisibilityTimeout` attribute as a duration; SQS's default (30 s) when it is absent.
+pub fn visibility_of(attribute: Option<&str>) -> Duration {
+    let seconds = attribute.and_then(|value| value.parse::<u64>().ok());
+    Duration::from_secs(seconds.unwrap_or(30))
 }
 
 #[cfg(test)]

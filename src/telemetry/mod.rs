@@ -1,7 +1,6 @@
 //! Telemetry: each event writes its log line and its metric in one place. Also readiness, the
 //! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server.
 
-pub mod logging;
 pub mod quota;
 pub mod server;
 pub mod systemd;

@@ -1,0 +1,102 @@
+//! The drain on shutdown: stop receiving, flush the buffer, finish in-flight work before the
+//! deadline (less a reserve for the last releases), then release whatever is still open. A
+//! message whose fate is undecided becomes visible again; nothing is deleted on the way out.
+
+use std::time::{Duration, Instant};
+
+use super::{Running, Summary};
+
+/// How much of the drain is kept for releasing what is still held at the end.
+fn release_reserve(drain: Duration) -> Duration {
+    (drain / 5).min(Duration::from_secs(5))
+}
+
+impl Running {
+    /// Drains and stops every task; done by `deadline` (the releases under way when it passes
+    /// are left to the visibility timeout).
+    pub async fn shutdown(self, deadline: Instant) -> Summary {
+        let Running {
+            pipeline,
+            holdings,
+            mut tasks,
+            telemetry,
+            ..
+        } = self;
+        telemetry.systemd.stopping();
+        let drain = deadline.saturating_duration_since(Instant::now());
+        let work_deadline = deadline - release_reserve(drain);
+        tracing::info!(
+            drain_timeout_ms = drain.as_millis() as u64,
+            "shutdown: stop receiving, flush, drain"
+        );
+        tasks.stop_receiving.cancel();
+        let receiving = futures::future::join_all(tasks.pollers.iter_mut());
+        if tokio::time::timeout_at(work_deadline.into(), receiving)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout reached while a receive was under way; stopping it");
+        }
+        for poller in &tasks.pollers {
+            poller.abort();
+        }
+        let drained = tokio::time::timeout_at(work_deadline.into(), &mut tasks.dispatch)
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                abandoned = ?pipeline.open_jobs.snapshot(),
+                ack_on = ?pipeline.settings.ack_on,
+                "drain timeout reached; releasing every message whose fate is still open, and no \
+                 longer following these jobs (job id, messages)"
+            );
+            tasks.dispatch.abort();
+            let _ = (&mut tasks.dispatch).await;
+        }
+        // The heartbeat stops first: an extension landing after the final release would hide the
+        // message again for a whole visibility timeout. It lets an orphan release under way finish.
+        tasks.stop_heartbeat.cancel();
+        if tokio::time::timeout_at(deadline.into(), &mut tasks.heartbeat)
+            .await
+            .is_err()
+        {
+            tasks.heartbeat.abort();
+        }
+        let released_at_exit = match tokio::time::timeout_at(
+            deadline.into(),
+            pipeline.acks.release_everything(),
+        )
+        .await
+        {
+            Ok(count) => count,
+            Err(_) => {
+                let open = holdings.len();
+                tracing::warn!(
+                    open,
+                    "drain timeout reached while releasing; these messages reappear when their \
+                         visibility ends"
+                );
+                open
+            }
+        };
+        if let Some(task) = tasks.watchdog {
+            let _ = task.await;
+        }
+        tasks.overrun.abort();
+        let _ = tasks.overrun.await;
+        tasks.stop_server.cancel();
+        let _ = tasks.server.await;
+        let counts = telemetry.counts();
+        tracing::info!(
+            received = counts.received,
+            deleted = counts.deleted,
+            released = counts.released,
+            released_at_exit,
+            "worker stopped"
+        );
+        Summary {
+            counts,
+            released_at_exit,
+        }
+    }
+}

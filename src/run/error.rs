@@ -1,0 +1,63 @@
+//! Errors at the boundary of `start`: what stops the worker from starting, each with the setting
+//! to change and the cause it came from. `exit_code` maps them for `main`.
+
+use std::net::SocketAddr;
+
+use crate::api::ApiError;
+use crate::budget::BudgetError;
+use crate::sqs::SqsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "--object (env RECORDS_OBJECT) = {object:?}: the Records API has no such object. Fix: \
+         name an object that GET {api_url}/metadata/objects/{{object}} knows"
+    )]
+    UnknownObject { object: String, api_url: String },
+    #[error(
+        "--api-token / --api-token-file: the Records API answered {status} to the token. Fix: \
+         give a valid token with read and write scope"
+    )]
+    TokenRefused { status: u16 },
+    #[error(
+        "--match-key (env RECORDS_MATCH_KEY) = {match_key:?} is not a match key of '{object}' \
+         (it has {match_keys:?}). Fix: use one of those, or --operation append"
+    )]
+    NotAMatchKey {
+        match_key: String,
+        object: String,
+        match_keys: Vec<String>,
+    },
+    #[error(
+        "--listen (env WORKER_LISTEN) = {addr}: cannot listen there: {source}. Fix: pick a free port"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    #[error("cannot fetch the object's metadata: {source}")]
+    Metadata { source: ApiError },
+    #[error("cannot build the Records API client: {source}")]
+    Client { source: ApiError },
+    #[error("{setting}: {source}")]
+    Queue {
+        setting: &'static str,
+        source: SqsError,
+    },
+}
+
+impl RunError {
+    /// 2 when a setting must change (the message names it), 1 when the world must.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::UnknownObject { .. }
+            | RunError::TokenRefused { .. }
+            | RunError::NotAMatchKey { .. }
+            | RunError::Listen { .. }
+            | RunError::Budget(_) => 2,
+            RunError::Metadata { .. } | RunError::Client { .. } | RunError::Queue { .. } => 1,
+        }
+    }
+}

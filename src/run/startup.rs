@@ -1,0 +1,137 @@
+//! What `start` checks and reads before the pipeline runs: the budget, the object's schema and
+//! the match key, the queues' visibility timeout and the DLQ's size limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use records_contract::ObjectSchema;
+
+use super::RunError;
+use crate::api::{ApiError, RecordsApi};
+use crate::budget::{Budget, SharedTokens};
+use crate::config::{Operation, Settings};
+use crate::sqs::{Queue, dlq};
+use crate::telemetry::Telemetry;
+
+/// The most a release's visibility grows to.
+pub const RELEASE_CAP: Duration = Duration::from_secs(15 * 60);
+
+/// What start-up learned from the API and the queues.
+pub struct Reached {
+    pub schema: ObjectSchema,
+    pub visibility: Duration,
+    pub dlq_max_bytes: usize,
+}
+
+/// The budget: shared through `--budget-queue`, or local (saved to `--state-dir` when given).
+pub fn budget(
+    settings: &Settings,
+    client: &aws_sdk_sqs::Client,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Budget, RunError> {
+    if let Some(url) = &settings.budget_queue {
+        if settings.state_dir.is_some() {
+            tracing::warn!(
+                "--state-dir is not used with --budget-queue: the queue holds the shared budget"
+            );
+        }
+        let tokens = SharedTokens::new(
+            Queue::new(client.clone(), url.clone()),
+            settings.rate_limit.len(),
+        );
+        return Ok(Budget::shared(
+            tokens,
+            &settings.rate_limit,
+            telemetry.clone(),
+        ));
+    }
+    Ok(Budget::local(
+        &settings.rate_limit,
+        settings.state_dir.as_deref(),
+        telemetry.clone(),
+    )?)
+}
+
+/// The API's schema for the object, the source's visibility and the DLQ's size limit.
+pub async fn reach(
+    settings: &Settings,
+    api: &RecordsApi,
+    source: &Queue,
+    dlq: &Queue,
+) -> Result<Reached, RunError> {
+    let schema = fetch_schema(api, settings).await?;
+    match_key_fits(settings, &schema)?;
+    let queue_visibility = source
+        .visibility_timeout()
+        .await
+        .map_err(|source| RunError::Queue {
+            setting: "--queue-url",
+            source,
+        })?;
+    Ok(Reached {
+        schema,
+        visibility: settings.visibility_timeout.unwrap_or(queue_visibility),
+        dlq_max_bytes: dlq_max_bytes(dlq).await,
+    })
+}
+
+/// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one
+/// visibility timeout carry, plus the open batch. `None` without a quota.
+pub fn read_ahead(budget: &Budget, visibility: Duration, max_records: usize) -> Option<usize> {
+    let calls = crate::budget::calls_within(budget.limits(), visibility)?;
+    Some((calls.floor().max(1.0) as usize + 1).saturating_mul(max_records))
+}
+
+async fn fetch_schema(api: &RecordsApi, settings: &Settings) -> Result<ObjectSchema, RunError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.metadata().await {
+            Ok(schema) => return Ok(schema),
+            Err(ApiError::Status { status: 404, .. }) => {
+                return Err(RunError::UnknownObject {
+                    object: settings.object.clone(),
+                    api_url: settings.api_url.clone(),
+                });
+            }
+            Err(ApiError::Status {
+                status: status @ (401 | 403),
+                ..
+            }) => {
+                return Err(RunError::TokenRefused { status });
+            }
+            Err(source) if attempt >= 5 => return Err(RunError::Metadata { source }),
+            Err(error) => {
+                tracing::warn!(%error, attempt, "metadata fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+        }
+    }
+}
+
+/// An upsert needs a match key the object has; `check` asks the same question.
+pub fn match_key_fits(settings: &Settings, schema: &ObjectSchema) -> Result<(), RunError> {
+    if settings.operation == Operation::Upsert && !schema.match_keys.contains(&settings.match_key) {
+        return Err(RunError::NotAMatchKey {
+            match_key: settings.match_key.clone(),
+            object: schema.name.clone(),
+            match_keys: schema.match_keys.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The DLQ's `MaximumMessageSize`, or SQS's default when it cannot be read.
+async fn dlq_max_bytes(dlq: &Queue) -> usize {
+    match dlq
+        .attribute(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .await
+    {
+        Ok(Some(value)) => value.parse().unwrap_or(dlq::DEFAULT_MAX_MESSAGE_BYTES),
+        Ok(None) => dlq::DEFAULT_MAX_MESSAGE_BYTES,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the DLQ's MaximumMessageSize; assuming 256 KiB");
+            dlq::DEFAULT_MAX_MESSAGE_BYTES
+        }
+    }
+}

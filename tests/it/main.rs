@@ -1,0 +1,18 @@
+//! The integration tests, one binary (so the crate links once): every module runs against a real
+//! LocalStack SQS on loopback and the `records-emulator` over real HTTP. `common` holds the rig.
+
+mod chaos;
+mod common;
+mod deploy_stack;
+mod emulator_contract;
+mod localstack_sqs;
+mod lose_nothing;
+mod operator_commands;
+mod quotas;
+mod scale_out;
+mod secrets_and_config;
+mod systemd_notify;
+mod worker_dlq;
+mod worker_happy_path;
+mod worker_lifecycle;
+mod worker_retries;
