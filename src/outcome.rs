@@ -134,6 +134,13 @@ impl Settlement {
         }
     }
 
+    /// Every message of a row shares the row's fate.
+    pub fn add_all(&mut self, messages: impl IntoIterator<Item = Lease>, fate: Fate) {
+        for message in messages {
+            self.add(message, fate.clone());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.delivered.is_empty() && self.retry.is_empty() && self.rejected.is_empty()
     }

@@ -115,6 +115,14 @@ fn auth_header(token: &ApiToken) -> HeaderValue {
     value
 }
 
+/// A 2xx answer: its status, the envelope's `data`, and whether the API replayed it from its
+/// idempotency store (the `Idempotent-Replayed` header).
+struct Answer {
+    status: u16,
+    data: Value,
+    replayed: bool,
+}
+
 impl RecordsApi {
     pub fn new(
         settings: &Settings,
@@ -144,23 +152,24 @@ impl RecordsApi {
         &self.budget
     }
 
+    /// One request: its status, metric and answer.
     async fn call(
         &self,
         route: &'static str,
         request: reqwest::RequestBuilder,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let result = self
             .exchange(request.header(AUTHORIZATION, self.auth.clone()))
             .await;
         let label = match &result {
-            Ok((status, _)) => status.to_string(),
+            Ok(answer) => answer.status.to_string(),
             Err(error) => error.status_label(),
         };
         self.telemetry.api_request(route, &label);
-        result.map(|(_, data)| data)
+        result
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), ApiError> {
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Answer, ApiError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -174,13 +183,14 @@ impl RecordsApi {
         let bytes = response.bytes().await.map_err(transport)?;
         let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
         if (200..300).contains(&status) {
-            let mut data = envelope.and_then(|e| e.data).ok_or_else(|| {
+            let data = envelope.and_then(|e| e.data).ok_or_else(|| {
                 ApiError::Malformed(format!("HTTP {status} without a data envelope"))
             })?;
-            if replayed && let Value::Object(map) = &mut data {
-                map.insert("__replayed".into(), Value::Bool(true));
-            }
-            return Ok((status, data));
+            return Ok(Answer {
+                status,
+                data,
+                replayed,
+            });
         }
         let error = envelope.and_then(|e| e.error);
         Err(ApiError::Status {
@@ -197,8 +207,9 @@ impl RecordsApi {
 
     pub async fn metadata(&self) -> Result<ObjectSchema, ApiError> {
         let url = format!("{}/metadata/objects/{}", self.base, self.object);
-        let data = self.call("metadata", self.http.get(url)).await?;
-        serde_json::from_value(data).map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
+        let answer = self.call("metadata", self.http.get(url)).await?;
+        serde_json::from_value(answer.data)
+            .map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
     }
 
     /// One attempt, paid for by `ticket` or by a token taken now. A 429 pauses every sender for
@@ -243,8 +254,7 @@ impl RecordsApi {
             self.budget
                 .pause_for(retry_after.unwrap_or(Duration::from_secs(1)));
         }
-        let data = result?;
-        let replayed = data.get("__replayed").is_some();
+        let Answer { data, replayed, .. } = result?;
         let accepted: AcceptedData = serde_json::from_value(data)
             .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))?;
         Ok(Accepted {
@@ -287,8 +297,8 @@ impl RecordsApi {
 
     pub async fn job(&self, status_path: &str) -> Result<JobStatus, ApiError> {
         let url = status_url(&self.base, status_path);
-        let data = self.call("job", self.http.get(url)).await?;
-        job_status(data)
+        let answer = self.call("job", self.http.get(url)).await?;
+        job_status(answer.data)
     }
 }
 

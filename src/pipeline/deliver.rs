@@ -71,9 +71,7 @@ impl Drop for AtRisk {
 fn settle_rows(rows: Vec<Row>, fate: impl Fn() -> Fate) -> Settlement {
     let mut settlement = Settlement::default();
     for row in rows {
-        for message in row.messages {
-            settlement.add(message, fate());
-        }
+        settlement.add_all(row.messages, fate());
     }
     settlement
 }
@@ -159,7 +157,7 @@ impl Pipeline {
 
     async fn refused(
         self: &Arc<Self>,
-        mut batch: Batch,
+        batch: Batch,
         key: String,
         error: ApiError,
         attempt: Attempt,
@@ -169,14 +167,7 @@ impl Pipeline {
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
         let settlement = match action {
             Action::Retry { .. } => {
-                let least_received = batch.messages().map(|m| m.receive_count).min();
-                let pause = release_visibility(
-                    self.acks.release_base,
-                    least_received.unwrap_or(1),
-                    self.acks.release_cap,
-                );
-                self.telemetry.api_outage(&error, pause);
-                self.outage.began(Instant::now(), pause);
+                self.outage_began(&batch, &error);
                 settle_rows(batch.rows, || Fate::Retry)
             }
             Action::Split => match batch.halves() {
@@ -187,30 +178,9 @@ impl Pipeline {
                 }
                 Err(one) => settle_rows(one.rows, rejected(Reason::Oversize, &error)),
             },
-            Action::DropOffender { index } => match batch.take_row(index) {
-                Some(row) => {
-                    let settlement = settle_rows(vec![row], rejected(Reason::UnknownField, &error));
-                    self.refresh_schema().await;
-                    if !batch.rows.is_empty() {
-                        let rest = self.deliver_part(batch, attempt);
-                        if self.settings.source_is_fifo() {
-                            // The offender is earlier in its group than what follows it: decide
-                            // it first, so a failed DLQ send takes the rest of its group back.
-                            self.acks.settle(settlement).await;
-                            rest.await;
-                        } else {
-                            let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
-                        }
-                        return;
-                    }
-                    settlement
-                }
-                None => {
-                    return self
-                        .bisect(batch, &error, Reason::UnknownField, attempt)
-                        .await;
-                }
-            },
+            Action::DropOffender { index } => {
+                return self.drop_offender(batch, index, &error, attempt).await;
+            }
             Action::Bisect { schema } => {
                 if schema {
                     self.refresh_schema().await;
@@ -248,6 +218,49 @@ impl Pipeline {
         self.acks.settle(settlement).await;
     }
 
+    /// Every retry failed on a transient error: receiving pauses, and the batch's messages come
+    /// back later, the more often they were received.
+    fn outage_began(&self, batch: &Batch, error: &ApiError) {
+        let least_received = batch.messages().map(|m| m.receive_count).min();
+        let pause = release_visibility(
+            self.acks.release_base,
+            least_received.unwrap_or(1),
+            self.acks.release_cap,
+        );
+        self.telemetry.api_outage(error, pause);
+        self.outage.began(Instant::now(), pause);
+    }
+
+    /// A 422 named the row with a field outside the schema: that row goes to the DLQ, the
+    /// schema is fetched again, and the rest of the batch is sent again.
+    async fn drop_offender(
+        self: &Arc<Self>,
+        mut batch: Batch,
+        index: usize,
+        error: &ApiError,
+        attempt: Attempt,
+    ) {
+        let Some(row) = batch.take_row(index) else {
+            return self
+                .bisect(batch, error, Reason::UnknownField, attempt)
+                .await;
+        };
+        let settlement = settle_rows(vec![row], rejected(Reason::UnknownField, error));
+        self.refresh_schema().await;
+        if batch.rows.is_empty() {
+            return self.acks.settle(settlement).await;
+        }
+        let rest = self.deliver_part(batch, attempt);
+        if self.settings.source_is_fifo() {
+            // The offender is earlier in its group than what follows it: decide it first, so a
+            // failed DLQ send takes the rest of its group back.
+            self.acks.settle(settlement).await;
+            rest.await;
+        } else {
+            let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
+        }
+    }
+
     /// Halves the batch until the rows the API refuses stand alone, and dead-letters those.
     async fn bisect(
         self: &Arc<Self>,
@@ -275,18 +288,7 @@ impl Pipeline {
         accepted: Accepted,
         attempt: Attempt,
     ) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.telemetry.accepted(
-            &accepted.job_id,
-            accepted.accepted_records,
-            accepted.replayed,
-            batch
-                .messages()
-                .filter_map(|m| m.sent_at_ms)
-                .map(|sent| std::time::Duration::from_millis(now_ms.saturating_sub(sent))),
-        );
+        self.record_acceptance(&batch, &accepted);
         if self.settings.ack_on == AckOn::Accepted {
             let undeleted = self.acks.delete(batch.take_claims()).await;
             // A message whose delete failed is still in the queue: its lease keeps its claim,
@@ -312,9 +314,7 @@ impl Pipeline {
                 let fates = row_fates(batch.rows.len(), &status, &accepted.job_id);
                 let mut settlement = Settlement::default();
                 for (row, fate) in batch.rows.into_iter().zip(fates) {
-                    for message in row.messages {
-                        settlement.add(message, fate.clone());
-                    }
+                    settlement.add_all(row.messages, fate);
                 }
                 settlement
             }
@@ -355,6 +355,22 @@ impl Pipeline {
             }
         };
         self.acks.settle(settlement).await;
+    }
+
+    /// The 202 in telemetry, with each message's time from its send to now.
+    fn record_acceptance(&self, batch: &Batch, accepted: &Accepted) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.telemetry.accepted(
+            &accepted.job_id,
+            accepted.accepted_records,
+            accepted.replayed,
+            batch
+                .messages()
+                .filter_map(|m| m.sent_at_ms)
+                .map(|sent| std::time::Duration::from_millis(now_ms.saturating_sub(sent))),
+        );
     }
 
     /// Fetches the object's schema again, after the API said a field is not in it.

@@ -64,92 +64,47 @@ const DRAIN: usize = 64;
 
 pub async fn run(
     pipeline: Arc<Pipeline>,
-    mut batcher: Batcher,
+    batcher: Batcher,
     mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
     waiting: watch::Sender<usize>,
 ) {
-    let telemetry = pipeline.telemetry.clone();
-    let fifo = pipeline.settings.source_is_fifo();
-    let gate = Arc::new(GroupGate::default());
-    let mut tasks = JoinSet::new();
-    let mut turn = Turn {
-        ready: VecDeque::new(),
-        slot: None,
-        ticket: None,
-        getting_slot: None,
-        getting_ticket: None,
+    let mut dispatcher = Dispatcher {
+        fifo: pipeline.settings.source_is_fifo(),
+        pipeline,
+        batcher,
+        gate: Arc::new(GroupGate::default()),
+        tasks: JoinSet::new(),
+        turn: Turn {
+            ready: VecDeque::new(),
+            slot: None,
+            ticket: None,
+            getting_slot: None,
+            getting_ticket: None,
+        },
+        closing: false,
     };
-    let mut closing = false;
+    let telemetry = dispatcher.pipeline.telemetry.clone();
     loop {
         let now = Instant::now();
-        let in_hand = turn.slot.is_some() && turn.ticket.is_some();
-        if in_hand {
-            let leaving = turn.ready.pop_front().or_else(|| {
-                let eligible = batcher.deadline();
-                batcher
-                    .poll(now, closing)
-                    .map(|batch| (batch, eligible.unwrap_or(now)))
-            });
-            if let Some((batch, eligible)) = leaving {
-                telemetry.slot_wait(now.saturating_duration_since(eligible));
-                telemetry.batch_flushed(
-                    batch.reason.as_str(),
-                    batch.rows.len(),
-                    batch.message_count(),
-                );
-                let (slot, mut ticket) = (turn.slot.take(), turn.ticket.take());
-                let hold = if fifo {
-                    let groups = batch.groups();
-                    match gate.try_acquire(&groups) {
-                        Some(hold) => Some(hold),
-                        None => {
-                            // An earlier batch of a group still runs. The ticket would be spent
-                            // late, so close on the next call: give it up and pay afresh.
-                            let hold = gate.acquire(groups).await;
-                            ticket = Some(pipeline.api.budget().acquire().await);
-                            Some(hold)
-                        }
-                    }
-                } else {
-                    None
-                };
-                let pipeline = pipeline.clone();
-                tasks.spawn(async move {
-                    if let Some(ticket) = ticket {
-                        pipeline.deliver(batch, ticket).await;
-                    }
-                    drop(hold);
-                    drop(slot);
-                });
-                continue;
-            }
+        if dispatcher.launch(now).await {
+            continue;
         }
-        let waiting_now = turn.waiting_messages(&batcher);
+        let waiting_now = dispatcher.turn.waiting_messages(&dispatcher.batcher);
         telemetry.set_buffered(waiting_now);
         waiting.send_replace(waiting_now);
-        let has_work = turn.has_work(&batcher);
-        if closing && !has_work {
+        if dispatcher.closing && !dispatcher.turn.has_work(&dispatcher.batcher) {
             break;
         }
-        // A slot is sought only once a batch could leave: a token taken early would be spent
-        // later than the bucket assumed, and two calls could reach the API closer than it allows.
-        let deadline = batcher.deadline();
-        let due = !turn.ready.is_empty()
-            || (has_work && closing)
-            || deadline.is_some_and(|deadline| deadline <= now);
-        if due && turn.slot.is_none() && turn.getting_slot.is_none() {
-            let slots = pipeline.slots.clone();
-            turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
-        }
-        if due && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none() {
-            let pipeline = pipeline.clone();
-            turn.getting_ticket = Some(Box::pin(
-                async move { pipeline.api.budget().acquire().await },
-            ));
-        }
-        let wake_at = if due { None } else { deadline };
+        let wake_at = dispatcher.seek_slot(now);
+        let Dispatcher {
+            batcher,
+            tasks,
+            turn,
+            closing,
+            ..
+        } = &mut dispatcher;
         tokio::select! {
-            item = records.recv(), if !closing => match item {
+            item = records.recv(), if !*closing => match item {
                 Some(first) => {
                     // What is already queued joins in the same turn: a turn per message costs
                     // more than the batcher does.
@@ -161,7 +116,7 @@ pub async fn run(
                         }
                     }
                 }
-                None => closing = true,
+                None => *closing = true,
             },
             slot = async { turn.getting_slot.as_mut().expect("guarded").await }, if turn.getting_slot.is_some() => {
                 turn.slot = Some(slot);
@@ -177,7 +132,91 @@ pub async fn run(
     }
     telemetry.set_buffered(0);
     waiting.send_replace(0);
-    while let Some(ended) = tasks.join_next().await {
+    while let Some(ended) = dispatcher.tasks.join_next().await {
         report(ended);
+    }
+}
+
+/// The dispatcher's state: the batcher, the turn, the running deliveries and the FIFO gate.
+struct Dispatcher {
+    pipeline: Arc<Pipeline>,
+    batcher: Batcher,
+    fifo: bool,
+    gate: Arc<GroupGate>,
+    tasks: JoinSet<()>,
+    turn: Turn,
+    closing: bool,
+}
+
+impl Dispatcher {
+    /// With a slot and a ticket in hand, sends the next batch that may leave; true when one left.
+    async fn launch(&mut self, now: Instant) -> bool {
+        if self.turn.slot.is_none() || self.turn.ticket.is_none() {
+            return false;
+        }
+        let leaving = self.turn.ready.pop_front().or_else(|| {
+            let eligible = self.batcher.deadline();
+            self.batcher
+                .poll(now, self.closing)
+                .map(|batch| (batch, eligible.unwrap_or(now)))
+        });
+        let Some((batch, eligible)) = leaving else {
+            return false;
+        };
+        let telemetry = &self.pipeline.telemetry;
+        telemetry.slot_wait(now.saturating_duration_since(eligible));
+        telemetry.batch_flushed(
+            batch.reason.as_str(),
+            batch.rows.len(),
+            batch.message_count(),
+        );
+        let (slot, mut ticket) = (self.turn.slot.take(), self.turn.ticket.take());
+        let hold = if self.fifo {
+            let groups = batch.groups();
+            match self.gate.try_acquire(&groups) {
+                Some(hold) => Some(hold),
+                None => {
+                    // An earlier batch of a group still runs. The ticket would be spent
+                    // late, so close on the next call: give it up and pay afresh.
+                    let hold = self.gate.acquire(groups).await;
+                    ticket = Some(self.pipeline.api.budget().acquire().await);
+                    Some(hold)
+                }
+            }
+        } else {
+            None
+        };
+        let pipeline = self.pipeline.clone();
+        self.tasks.spawn(async move {
+            if let Some(ticket) = ticket {
+                pipeline.deliver(batch, ticket).await;
+            }
+            drop(hold);
+            drop(slot);
+        });
+        true
+    }
+
+    /// Starts seeking a slot and a ticket once a batch could leave; when none could yet, the
+    /// time the oldest open batch comes due.
+    fn seek_slot(&mut self, now: Instant) -> Option<Instant> {
+        // A slot is sought only once a batch could leave: a token taken early would be spent
+        // later than the bucket assumed, and two calls could reach the API closer than it allows.
+        let turn = &mut self.turn;
+        let deadline = self.batcher.deadline();
+        let due = !turn.ready.is_empty()
+            || (turn.has_work(&self.batcher) && self.closing)
+            || deadline.is_some_and(|deadline| deadline <= now);
+        if due && turn.slot.is_none() && turn.getting_slot.is_none() {
+            let slots = self.pipeline.slots.clone();
+            turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
+        }
+        if due && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none() {
+            let pipeline = self.pipeline.clone();
+            turn.getting_ticket = Some(Box::pin(
+                async move { pipeline.api.budget().acquire().await },
+            ));
+        }
+        if due { None } else { deadline }
     }
 }

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Running, Summary};
+use std::sync::Arc;
+
+use super::{Running, Summary, Tasks};
+use crate::pipeline::Pipeline;
 
 /// How much of the drain is kept for releasing what is still held at the end.
 fn release_reserve(drain: Duration) -> Duration {
@@ -29,30 +32,7 @@ impl Running {
             drain_timeout_ms = drain.as_millis() as u64,
             "shutdown: stop receiving, flush, drain"
         );
-        tasks.stop_receiving.cancel();
-        let receiving = futures::future::join_all(tasks.pollers.iter_mut());
-        if tokio::time::timeout_at(work_deadline.into(), receiving)
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain timeout reached while a receive was under way; stopping it");
-        }
-        for poller in &tasks.pollers {
-            poller.abort();
-        }
-        let drained = tokio::time::timeout_at(work_deadline.into(), &mut tasks.dispatch)
-            .await
-            .is_ok();
-        if !drained {
-            tracing::warn!(
-                abandoned = ?pipeline.open_jobs.snapshot(),
-                ack_on = ?pipeline.settings.ack_on,
-                "drain timeout reached; releasing every message whose fate is still open, and no \
-                 longer following these jobs (job id, messages)"
-            );
-            tasks.dispatch.abort();
-            let _ = (&mut tasks.dispatch).await;
-        }
+        tasks.finish_work(&pipeline, work_deadline).await;
         // The heartbeat stops first: an extension landing after the final release would hide the
         // message again for a whole visibility timeout. It lets an orphan release under way finish.
         tasks.stop_heartbeat.cancel();
@@ -97,6 +77,37 @@ impl Running {
         Summary {
             counts,
             released_at_exit,
+        }
+    }
+}
+
+impl Tasks {
+    /// Stops the pollers and lets the dispatcher flush and finish its deliveries by `deadline`;
+    /// past it, what is still open is abandoned to the final release.
+    async fn finish_work(&mut self, pipeline: &Arc<Pipeline>, deadline: Instant) {
+        self.stop_receiving.cancel();
+        let receiving = futures::future::join_all(self.pollers.iter_mut());
+        if tokio::time::timeout_at(deadline.into(), receiving)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout reached while a receive was under way; stopping it");
+        }
+        for poller in &self.pollers {
+            poller.abort();
+        }
+        let drained = tokio::time::timeout_at(deadline.into(), &mut self.dispatch)
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                abandoned = ?pipeline.open_jobs.snapshot(),
+                ack_on = ?pipeline.settings.ack_on,
+                "drain timeout reached; releasing every message whose fate is still open, and no \
+                 longer following these jobs (job id, messages)"
+            );
+            self.dispatch.abort();
+            let _ = (&mut self.dispatch).await;
         }
     }
 }

@@ -14,13 +14,33 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tracing::{debug, error, info, warn};
 
 use crate::api::ApiError;
 use crate::outcome::Reason;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A new metric of its default kind, registered under `name` (after the `sbw_` prefix).
+pub(crate) fn registered<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    registered_as(registry, name, help, M::default())
+}
+
+/// `metric`, registered under `name`.
+pub(crate) fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 pub struct Telemetry {
     registry: Registry,
@@ -45,6 +65,7 @@ pub struct Telemetry {
     api_outages: Counter,
     dlq_send_failed: Counter,
     lost: Counter,
+    ready: Gauge,
     quota: quota::QuotaMetrics,
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
@@ -59,155 +80,36 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// The metric table: each metric's field, name (after `sbw_`) and help, one line each.
+    #[rustfmt::skip]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sbw");
-        let received = Counter::default();
-        let deleted = Counter::default();
-        let released = Counter::default();
-        let stale_receipts = Counter::default();
-        let dead_lettered = Family::<Labels, Counter>::default();
-        let batches = Family::<Labels, Counter>::default();
-        let records_per_batch = Histogram::new(exponential_buckets(1.0, 2.0, 15));
-        let api_requests = Family::<Labels, Counter>::default();
-        let retries = Counter::default();
-        let job_polls = Family::<Labels, Counter>::default();
-        let latency = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        let in_flight = Gauge::default();
-        let buffered = Gauge::default();
-        let visibility_extended = Counter::default();
-        let orphans_released = Counter::default();
-        let duplicate_receipts = Counter::default();
-        let held_bytes = Gauge::default();
-        let key_reused = Counter::default();
-        let api_outages = Counter::default();
-        let dlq_send_failed = Counter::default();
-        let lost = Counter::default();
-        registry.register(
-            "orphans_released",
-            "Messages released because the task holding them ended without settling them (a bug)",
-            orphans_released.clone(),
-        );
-        registry.register(
-            "duplicate_receipts",
-            "Copies of a message received while the worker already held it",
-            duplicate_receipts.clone(),
-        );
-        registry.register(
-            "held_bytes",
-            "Bytes of message bodies held against --max-held-bytes",
-            held_bytes.clone(),
-        );
-        registry.register(
-            "key_reused",
-            "Batches answered KEY_REUSED: a job for the same messages already existed",
-            key_reused.clone(),
-        );
-        registry.register(
-            "api_outages",
-            "Batches whose retries were spent on transient failures; receiving paused",
-            api_outages.clone(),
-        );
-        registry.register(
-            "dlq_send_failed",
-            "Rejected messages the DLQ refused; they stay in the source queue",
-            dlq_send_failed.clone(),
-        );
-        registry.register(
-            "messages_lost",
-            "Messages deleted from the source that neither the API committed nor the DLQ took",
-            lost.clone(),
-        );
-        registry.register(
-            "messages_received",
-            "Messages received from the source queue",
-            received.clone(),
-        );
-        registry.register(
-            "messages_deleted",
-            "Messages deleted from the source queue",
-            deleted.clone(),
-        );
-        registry.register(
-            "messages_released",
-            "Messages made visible again (visibility 0)",
-            released.clone(),
-        );
-        registry.register(
-            "stale_receipts",
-            "Deletes refused because the receipt handle was stale",
-            stale_receipts.clone(),
-        );
-        registry.register(
-            "dlq_messages",
-            "Messages sent to the DLQ, by reason",
-            dead_lettered.clone(),
-        );
-        registry.register(
-            "batches",
-            "Batches flushed, by flush reason",
-            batches.clone(),
-        );
-        registry.register(
-            "batch_records",
-            "Records per flushed batch",
-            records_per_batch.clone(),
-        );
-        registry.register(
-            "api_requests",
-            "Records API requests, by route and status",
-            api_requests.clone(),
-        );
-        registry.register("api_retries", "Batch request retries", retries.clone());
-        registry.register(
-            "job_polls",
-            "Job status polls, by outcome",
-            job_polls.clone(),
-        );
-        registry.register(
-            "end_to_end_latency_seconds",
-            "From SQS SentTimestamp to the 202",
-            latency.clone(),
-        );
-        registry.register(
-            "batches_in_flight",
-            "Batches submitted or being polled",
-            in_flight.clone(),
-        );
-        registry.register(
-            "messages_buffered",
-            "Messages waiting in the batcher",
-            buffered.clone(),
-        );
-        registry.register(
-            "visibility_extensions",
-            "Messages whose visibility the heartbeat extended",
-            visibility_extended.clone(),
-        );
-        let quota = quota::QuotaMetrics::register(&mut registry);
+        let r = &mut registry;
         Self {
-            quota,
+            received: registered(r, "messages_received", "Messages received from the source queue"),
+            deleted: registered(r, "messages_deleted", "Messages deleted from the source queue"),
+            released: registered(r, "messages_released", "Messages made visible again (visibility 0)"),
+            stale_receipts: registered(r, "stale_receipts", "Deletes refused because the receipt handle was stale"),
+            dead_lettered: registered(r, "dlq_messages", "Messages sent to the DLQ, by reason"),
+            batches: registered(r, "batches", "Batches flushed, by flush reason"),
+            records_per_batch: registered_as(r, "batch_records", "Records per flushed batch", Histogram::new(exponential_buckets(1.0, 2.0, 15))),
+            api_requests: registered(r, "api_requests", "Records API requests, by route and status"),
+            retries: registered(r, "api_retries", "Batch request retries"),
+            job_polls: registered(r, "job_polls", "Job status polls, by outcome"),
+            latency: registered_as(r, "end_to_end_latency_seconds", "From SQS SentTimestamp to the 202", Histogram::new(exponential_buckets(0.01, 2.0, 16))),
+            in_flight: registered(r, "batches_in_flight", "Batches submitted or being polled"),
+            buffered: registered(r, "messages_buffered", "Messages waiting in the batcher"),
+            visibility_extended: registered(r, "visibility_extensions", "Messages whose visibility the heartbeat extended"),
+            orphans_released: registered(r, "orphans_released", "Messages released because the task holding them ended without settling them (a bug)"),
+            duplicate_receipts: registered(r, "duplicate_receipts", "Copies of a message received while the worker already held it"),
+            held_bytes: registered(r, "held_bytes", "Bytes of message bodies held against --max-held-bytes"),
+            key_reused: registered(r, "key_reused", "Batches answered KEY_REUSED: a job for the same messages already existed"),
+            api_outages: registered(r, "api_outages", "Batches whose retries were spent on transient failures; receiving paused"),
+            dlq_send_failed: registered(r, "dlq_send_failed", "Rejected messages the DLQ refused; they stay in the source queue"),
+            lost: registered(r, "messages_lost", "Messages deleted from the source that neither the API committed nor the DLQ took"),
+            ready: registered(r, "ready", "1 when /readyz answers 200: SQS and the API reached, nothing blocked"),
+            quota: quota::QuotaMetrics::register(r),
             registry,
-            received,
-            deleted,
-            released,
-            stale_receipts,
-            dead_lettered,
-            batches,
-            records_per_batch,
-            api_requests,
-            retries,
-            job_polls,
-            latency,
-            in_flight,
-            buffered,
-            visibility_extended,
-            orphans_released,
-            duplicate_receipts,
-            held_bytes,
-            key_reused,
-            api_outages,
-            dlq_send_failed,
-            lost,
             sqs_ready: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),
             blocked: Mutex::new(None),
@@ -224,6 +126,7 @@ impl Telemetry {
     }
 
     pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.readiness().is_ok()));
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();

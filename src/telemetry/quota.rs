@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
 
-use super::{Labels, Telemetry};
+use super::{Labels, Telemetry, registered, registered_as};
 
 pub struct QuotaMetrics {
     remaining: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -25,52 +25,46 @@ pub struct QuotaMetrics {
 }
 
 impl QuotaMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            remaining: Family::default(),
-            spent: Family::default(),
-            records_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
-            concurrency_limit: Gauge::default(),
-            slot_wait: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
-            store_errors: Counter::default(),
-            overruns: Counter::default(),
-        };
-        registry.register(
-            "budget_remaining",
-            "Calls left in each --rate-limit bucket (local budgets; fractional while refilling)",
-            metrics.remaining.clone(),
-        );
-        registry.register(
-            "budget_calls_spent",
-            "Batch calls spent against each --rate-limit limit",
-            metrics.spent.clone(),
-        );
-        registry.register(
-            "api_call_records",
-            "Records per batch call sent to the API (retries included)",
-            metrics.records_per_call.clone(),
-        );
-        registry.register(
-            "concurrency_limit",
-            "Batches the adaptive limit lets in flight now (at most --max-in-flight)",
-            metrics.concurrency_limit.clone(),
-        );
-        registry.register(
-            "slot_wait_seconds",
-            "Time a batch that could leave waited for a rate-limit token and an in-flight slot",
-            metrics.slot_wait.clone(),
-        );
-        registry.register(
-            "budget_store_errors",
-            "Failed calls to the shared budget queue (--budget-queue); spending waits meanwhile",
-            metrics.store_errors.clone(),
-        );
-        registry.register(
-            "quota_overruns",
-            "Times the arrival rate was found above what the quota carries at full batches",
-            metrics.overruns.clone(),
-        );
-        metrics
+    pub fn register(r: &mut Registry) -> Self {
+        Self {
+            remaining: registered(
+                r,
+                "budget_remaining",
+                "Calls left in each --rate-limit bucket (local budgets; fractional while refilling)",
+            ),
+            spent: registered(
+                r,
+                "budget_calls_spent",
+                "Batch calls spent against each --rate-limit limit",
+            ),
+            records_per_call: registered_as(
+                r,
+                "api_call_records",
+                "Records per batch call sent to the API (retries included)",
+                Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            ),
+            concurrency_limit: registered(
+                r,
+                "concurrency_limit",
+                "Batches the adaptive limit lets in flight now (at most --max-in-flight)",
+            ),
+            slot_wait: registered_as(
+                r,
+                "slot_wait_seconds",
+                "Time a batch that could leave waited for a rate-limit token and an in-flight slot",
+                Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            ),
+            store_errors: registered(
+                r,
+                "budget_store_errors",
+                "Failed calls to the shared budget queue (--budget-queue); spending waits meanwhile",
+            ),
+            overruns: registered(
+                r,
+                "quota_overruns",
+                "Times the arrival rate was found above what the quota carries at full batches",
+            ),
+        }
     }
 }
 

@@ -150,47 +150,7 @@ impl Faults {
     }
 
     pub fn apply(&mut self, patch: FaultsPatch, time_scale: f64) -> Result<(), String> {
-        let probabilities = patch
-            .statuses
-            .iter()
-            .flat_map(|s| s.values())
-            .chain(&patch.commit_then_500)
-            .chain(&patch.job_fail)
-            .chain(&patch.job_unknown)
-            .chain(&patch.reset)
-            .chain(&patch.hang);
-        if let Some(p) = probabilities
-            .into_iter()
-            .find(|p| !(0.0..=1.0).contains(*p))
-        {
-            return Err(format!("probability {p} is outside 0..=1"));
-        }
-        if let Some(status) = patch
-            .statuses
-            .iter()
-            .flat_map(|s| s.keys())
-            .chain(
-                patch
-                    .next
-                    .iter()
-                    .flatten()
-                    .filter_map(|s| s.status.as_ref()),
-            )
-            .find(|s| !(400..=599).contains(*s))
-        {
-            return Err(format!(
-                "status {status} is not an HTTP error status (400-599)"
-            ));
-        }
-        let rates = [patch.rate_limit_per_s, patch.job_rate_limit_per_s];
-        if rates
-            .iter()
-            .flatten()
-            .flatten()
-            .any(|r| !(SLOWEST_PER_S..=FASTEST_PER_S).contains(r))
-        {
-            return Err("rate limits must be from 1 a week to 1000000 a second".into());
-        }
+        check(&patch)?;
         let per_second = |rate: Option<f64>| {
             rate.map_or_else(Vec::new, |calls| {
                 vec![Limit {
@@ -208,9 +168,6 @@ impl Faults {
         }
         if let Some(text) = &patch.quota {
             self.quota = scaled(&parse_limits(text)?, time_scale);
-        }
-        if patch.concurrency == Some(Some(0)) {
-            return Err("concurrency must be at least 1 (or null for none)".into());
         }
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(value) = patch.$field { self.$field = value.into(); })* };
@@ -286,6 +243,55 @@ impl Faults {
             Class::Metadata => &[],
         }
     }
+}
+
+/// A patch's values within their ranges: probabilities, error statuses, rates, concurrency.
+fn check(patch: &FaultsPatch) -> Result<(), String> {
+    let probabilities = patch
+        .statuses
+        .iter()
+        .flat_map(|s| s.values())
+        .chain(&patch.commit_then_500)
+        .chain(&patch.job_fail)
+        .chain(&patch.job_unknown)
+        .chain(&patch.reset)
+        .chain(&patch.hang);
+    if let Some(p) = probabilities
+        .into_iter()
+        .find(|p| !(0.0..=1.0).contains(*p))
+    {
+        return Err(format!("probability {p} is outside 0..=1"));
+    }
+    if let Some(status) = patch
+        .statuses
+        .iter()
+        .flat_map(|s| s.keys())
+        .chain(
+            patch
+                .next
+                .iter()
+                .flatten()
+                .filter_map(|s| s.status.as_ref()),
+        )
+        .find(|s| !(400..=599).contains(*s))
+    {
+        return Err(format!(
+            "status {status} is not an HTTP error status (400-599)"
+        ));
+    }
+    let rates = [patch.rate_limit_per_s, patch.job_rate_limit_per_s];
+    if rates
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|r| !(SLOWEST_PER_S..=FASTEST_PER_S).contains(r))
+    {
+        return Err("rate limits must be from 1 a week to 1000000 a second".into());
+    }
+    if patch.concurrency == Some(Some(0)) {
+        return Err("concurrency must be at least 1 (or null for none)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -275,38 +275,8 @@ async fn write(
     emu.take_token(op.class()).map_err(rate_limited)?;
     let body = read_body(headers, body).await?;
     let key = idempotency_key(headers)?;
-    let mut guard = ClaimGuard { emu, scope: None };
-    if let Some(key) = &key {
-        let scope = format!("{} {object} {key}", op.name());
-        match emu.claim(&scope, Md5::digest(&body).into()) {
-            Claim::Fresh => guard.scope = Some(scope),
-            Claim::Replay {
-                status,
-                body,
-                correlation,
-            } => {
-                let mut response = envelope::raw(status, &correlation, body);
-                response
-                    .headers_mut()
-                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-                return Ok(response);
-            }
-            Claim::InProgress => {
-                return Err(error(
-                    StatusCode::CONFLICT,
-                    codes::IN_PROGRESS,
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                ));
-            }
-            Claim::Reused => {
-                return Err(error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    codes::KEY_REUSED,
-                    "this Idempotency-Key was used with a different request body",
-                ));
-            }
-        }
-    }
+    let scope = claim(emu, op, object, key.as_deref(), &body)?;
+    let mut guard = ClaimGuard { emu, scope };
     injected_fault(emu, op.class(), conn).await?;
     let request = parse_write(op, &schema, &body)?;
     let per_record = emu.latency_for(request.records.len());
@@ -318,45 +288,14 @@ async fn write(
     }
     let correlation = envelope::correlation_id();
     let (status, data) = match op {
-        Operation::UpsertBatch | Operation::AppendBatch => {
-            let accepted = request.records.len();
-            let job = emu.create_job(object, op, request.match_key, request.records, key);
-            tokio::spawn(super::jobs::run(
-                emu.clone(),
-                job.id.clone(),
-                job.generation,
-                job.queued,
-                job.processing,
-            ));
-            let data = json!({
-                "operation": op.name(),
-                "objectName": object,
-                "jobId": job.id,
-                "state": "queued",
-                "acceptedRecords": accepted,
-                "statusPath": if emu.status_path_relative() {
-                    format!("records/{object}/jobs/{}", job.id)
-                } else {
-                    format!("/records/{object}/jobs/{}", job.id)
-                },
-            });
-            (StatusCode::ACCEPTED, data)
-        }
-        Operation::Upsert | Operation::Append => {
-            let record = &request.records[0];
-            if let Err(row) = validate_row(&schema, request.match_key.as_deref(), 0, record) {
-                let path = row.path.replacen("records[0]", "record", 1);
-                return Err(error_with(
-                    StatusCode::BAD_REQUEST,
-                    row.code,
-                    row.message,
-                    Some(json!({"path": path})),
-                ));
-            }
-            emu.write_single(object, request.match_key.as_deref(), record);
-            let data = json!({"operation": op.name(), "objectName": object, "accepted": true, "acceptedRecords": 1});
-            (StatusCode::OK, data)
-        }
+        Operation::UpsertBatch | Operation::AppendBatch => (
+            StatusCode::ACCEPTED,
+            accept_batch(emu, op, object, request, key),
+        ),
+        Operation::Upsert | Operation::Append => (
+            StatusCode::OK,
+            write_single(emu, op, object, &schema, request)?,
+        ),
     };
     let body = envelope::success_body(&correlation, data);
     guard.store(status, body.clone(), correlation.clone());
@@ -368,6 +307,101 @@ async fn write(
         ));
     }
     Ok(envelope::raw(status, &correlation, body))
+}
+
+/// Claims the idempotency key for this body: the scope to store the answer under when the
+/// request is fresh. A replay, a request still in progress and a reused key are answered at
+/// once, as the `Err` side.
+fn claim(
+    emu: &Arc<Emulator>,
+    op: Operation,
+    object: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<Option<String>, Response> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let scope = format!("{} {object} {key}", op.name());
+    match emu.claim(&scope, Md5::digest(body).into()) {
+        Claim::Fresh => Ok(Some(scope)),
+        Claim::Replay {
+            status,
+            body,
+            correlation,
+        } => {
+            let mut response = envelope::raw(status, &correlation, body);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            Err(response)
+        }
+        Claim::InProgress => Err(error(
+            StatusCode::CONFLICT,
+            codes::IN_PROGRESS,
+            "a request with this Idempotency-Key is still being processed; retry later",
+        )),
+        Claim::Reused => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::KEY_REUSED,
+            "this Idempotency-Key was used with a different request body",
+        )),
+    }
+}
+
+/// Creates the batch's job, starts it, and says where to poll it.
+fn accept_batch(
+    emu: &Arc<Emulator>,
+    op: Operation,
+    object: &str,
+    request: WriteRequest,
+    key: Option<String>,
+) -> Value {
+    let accepted = request.records.len();
+    let job = emu.create_job(object, op, request.match_key, request.records, key);
+    tokio::spawn(super::jobs::run(
+        emu.clone(),
+        job.id.clone(),
+        job.generation,
+        job.queued,
+        job.processing,
+    ));
+    json!({
+        "operation": op.name(),
+        "objectName": object,
+        "jobId": job.id,
+        "state": "queued",
+        "acceptedRecords": accepted,
+        "statusPath": if emu.status_path_relative() {
+            format!("records/{object}/jobs/{}", job.id)
+        } else {
+            format!("/records/{object}/jobs/{}", job.id)
+        },
+    })
+}
+
+/// The single-record routes validate and write at once.
+fn write_single(
+    emu: &Arc<Emulator>,
+    op: Operation,
+    object: &str,
+    schema: &ObjectSchema,
+    request: WriteRequest,
+) -> Result<Value, Response> {
+    let record = &request.records[0];
+    if let Err(row) = validate_row(schema, request.match_key.as_deref(), 0, record) {
+        let path = row.path.replacen("records[0]", "record", 1);
+        return Err(error_with(
+            StatusCode::BAD_REQUEST,
+            row.code,
+            row.message,
+            Some(json!({"path": path})),
+        ));
+    }
+    emu.write_single(object, request.match_key.as_deref(), record);
+    Ok(
+        json!({"operation": op.name(), "objectName": object, "accepted": true, "acceptedRecords": 1}),
+    )
 }
 
 struct WriteRequest {
