@@ -115,6 +115,15 @@ fn auth_header(token: &ApiToken) -> HeaderValue {
     value
 }
 
+/// One batch request: the same key and body bytes on every attempt.
+pub struct BatchCall<'a> {
+    pub key: &'a str,
+    pub body: Bytes,
+    pub records: usize,
+    /// Hears each answer's load signal and the calls still out (the adaptive limit).
+    pub on_answer: &'a (dyn Fn(Signal, usize) + Sync),
+}
+
 /// A 2xx answer: its status, the envelope's `data`, and whether the API replayed it from its
 /// idempotency store (the `Idempotent-Replayed` header).
 struct Answer {
@@ -216,17 +225,20 @@ impl RecordsApi {
     /// its `Retry-After`; the answer's load signal goes to `on_answer`.
     pub async fn submit_once(
         &self,
-        key: &str,
-        body: Bytes,
-        records: usize,
+        call: &BatchCall<'_>,
         ticket: Option<Ticket>,
-        on_answer: &(dyn Fn(Signal, usize) + Sync),
     ) -> Result<Accepted, ApiError> {
+        let BatchCall {
+            key,
+            body,
+            records,
+            on_answer,
+        } = call;
         let _paid = match ticket {
             Some(ticket) => ticket,
             None => self.budget.acquire().await,
         };
-        self.telemetry.call_records(records);
+        self.telemetry.call_records(*records);
         let url = format!(
             "{}/records/{}/{}",
             self.base,
@@ -237,8 +249,8 @@ impl RecordsApi {
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .header(IDEMPOTENCY_KEY, key)
-            .body(body);
+            .header(IDEMPOTENCY_KEY, *key)
+            .body(body.clone());
         use std::sync::atomic::Ordering::SeqCst;
         let started = std::time::Instant::now();
         self.calls_out.fetch_add(1, SeqCst);
@@ -270,11 +282,8 @@ impl RecordsApi {
     /// retry pays for itself.
     pub async fn submit(
         &self,
-        key: &str,
-        body: Bytes,
-        records: usize,
+        call: &BatchCall<'_>,
         ticket: Option<Ticket>,
-        on_answer: &(dyn Fn(Signal, usize) + Sync),
     ) -> Result<Accepted, ApiError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -284,14 +293,14 @@ impl RecordsApi {
             .with_max_times(self.retry_attempts.saturating_sub(1));
         let ticket = std::sync::Mutex::new(ticket);
         let first = || ticket.lock().unwrap_or_else(|p| p.into_inner()).take();
-        (|| self.submit_once(key, body.clone(), records, first(), on_answer))
+        (|| self.submit_once(call, first()))
             .retry(backoff)
             .when(|error| matches!(classify(error), Action::Retry { .. }))
             .adjust(|error, delay| match (classify(error), delay) {
                 (Action::Retry { after: Some(after) }, Some(delay)) => Some(delay.max(after)),
                 (_, delay) => delay,
             })
-            .notify(|error, delay| self.telemetry.api_retry(key, error, delay))
+            .notify(|error, delay| self.telemetry.api_retry(call.key, error, delay))
             .await
     }
 

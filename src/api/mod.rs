@@ -6,5 +6,5 @@ pub mod client;
 pub mod error;
 
 pub use classify::{Action, Signal, classify, signal};
-pub use client::{Accepted, JobError, JobState, JobStatus, RecordsApi};
+pub use client::{Accepted, BatchCall, JobError, JobState, JobStatus, RecordsApi};
 pub use error::ApiError;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::Pipeline;
 use super::jobs::{JobEnd, row_fates, track};
 use super::settle::release_visibility;
-use crate::api::{Accepted, Action, ApiError, classify};
+use crate::api::{Accepted, Action, ApiError, BatchCall, classify};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
 use crate::budget::Ticket;
@@ -124,14 +124,14 @@ impl Pipeline {
                 messages = batch.message_count()
             );
             async move {
-                let body = batch.body();
-                let records = batch.rows.len();
                 let on_answer = |signal, still_out| this.slots.observe(signal, still_out);
-                match this
-                    .api
-                    .submit(&key, body, records, ticket, &on_answer)
-                    .await
-                {
+                let call = BatchCall {
+                    key: &key,
+                    body: batch.body(),
+                    records: batch.rows.len(),
+                    on_answer: &on_answer,
+                };
+                match this.api.submit(&call, ticket).await {
                     Ok(accepted) => {
                         this.telemetry.unblock();
                         this.outage.ended();
