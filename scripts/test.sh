@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # README command (b): the whole test suite. Installs and starts LocalStack when it is not running,
-# then checks formatting and lints, runs every test against LocalStack and the emulator, checks
-# deploy/ (cfn-lint, systemd-analyze), builds the benchmarks and runs a short fuzz pass over the
-# parsers (the 10-million-input run is `cargo bench --bench fuzz`). `.ci/run` calls exactly this.
+# and Prometheus (Debian's package, for promtool and the alert test) when it is missing; then
+# checks formatting and lints, runs every test against LocalStack and the emulator, checks
+# deploy/ (cfn-lint, systemd-analyze, promtool), checks the dependency tree (cargo deny, offline,
+# scripts/deny.sh), builds the benchmarks and runs a short fuzz pass over the parsers (the
+# 10-million-input run is `cargo bench --bench fuzz`). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v cargo >/dev/null || { echo "test: cargo not found. Fix: install Rust 1.95 with rustup." >&2; exit 1; }
 started=$(date +%s)
 localstack/start.sh
+scripts/install-prometheus.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
 scripts/check-deploy.sh
+scripts/deny.sh
 cargo bench --locked --no-run
 cargo bench --locked --bench fuzz -- --inputs 500000
 echo "test: all green in $(( $(date +%s) - started )) s"

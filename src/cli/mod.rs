@@ -3,6 +3,7 @@
 //! settings resolved; `execute` runs it and says how the process exits.
 
 pub mod check;
+pub mod docs;
 pub mod enqueue;
 pub mod healthcheck;
 pub mod redrive;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use records_contract::process::shutdown_signal;
 
-use crate::config::cli::{Command, EnqueueArgs, HealthcheckArgs, RedriveArgs};
+use crate::config::cli::{Command, CompletionsArgs, EnqueueArgs, HealthcheckArgs, RedriveArgs};
 use crate::config::{ConfigError, Settings};
 
 /// A command line ready to run: `run` and `check` carry resolved settings.
@@ -21,6 +22,8 @@ pub enum Invocation {
     Enqueue(EnqueueArgs),
     Redrive(RedriveArgs),
     Healthcheck(HealthcheckArgs),
+    Completions(CompletionsArgs),
+    Man,
 }
 
 impl Invocation {
@@ -37,6 +40,8 @@ impl Invocation {
             Command::Enqueue(args) => Invocation::Enqueue(args),
             Command::Redrive(args) => Invocation::Redrive(args),
             Command::Healthcheck(args) => Invocation::Healthcheck(args),
+            Command::Completions(args) => Invocation::Completions(args),
+            Command::Man => Invocation::Man,
         })
     }
 
@@ -69,6 +74,8 @@ impl Invocation {
                     )
                 })
             }
+            Invocation::Completions(args) => docs::completions(args.shell),
+            Invocation::Man => docs::man(),
             Invocation::Healthcheck(args) => finish(
                 "healthcheck",
                 healthcheck::healthcheck(&args.listen).await,

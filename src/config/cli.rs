@@ -30,6 +30,16 @@ pub enum Command {
     Check(RunArgs),
     /// Move DLQ messages back to a queue after a fix: send, then delete, entry by entry.
     Redrive(RedriveArgs),
+    /// Print a shell completion script, e.g. `completions bash > /etc/bash_completion.d/sqs-batch-worker`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `man > /usr/local/share/man/man1/sqs-batch-worker.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

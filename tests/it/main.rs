@@ -8,6 +8,7 @@ mod emulator_contract;
 mod localstack_sqs;
 mod lose_nothing;
 mod operator_commands;
+mod operator_kit;
 mod quotas;
 mod scale_out;
 mod secrets_and_config;

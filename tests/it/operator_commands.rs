@@ -198,3 +198,47 @@ async fn healthcheck_follows_the_workers_healthz() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("did not answer"), "{out}");
 }
+
+/// `man` and `completions` come from the same clap definitions as `--help`: every `run` flag is
+/// in both, and the token's value never is.
+#[tokio::test]
+async fn the_man_page_and_completions_name_every_run_flag() {
+    let secret = "man-page-secret-41c9";
+    let output = |args: &'static [&'static str]| async move {
+        let output = common::worker_binary()
+            .args(args)
+            .env("RECORDS_API_TOKEN", secret)
+            .output()
+            .await
+            .expect("the binary runs");
+        assert!(output.status.success(), "{args:?} exits 0");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let man = output(&["man"]).await;
+    let bash = output(&["completions", "bash"]).await;
+    assert!(
+        man.contains(".TH sqs-batch-worker 1"),
+        "a roff page: {}",
+        &man[..200.min(man.len())]
+    );
+    for flag in [
+        "queue-url",
+        "batch-max-records",
+        "rate-limit",
+        "worker-threads",
+        "drain-timeout",
+    ] {
+        assert!(
+            man.contains(&format!("\\-\\-{}", flag.replace('-', "\\-"))),
+            "man names --{flag}"
+        );
+        assert!(
+            bash.contains(&format!("--{flag}")),
+            "bash completion names --{flag}"
+        );
+    }
+    assert!(
+        !man.contains(secret) && !bash.contains(secret),
+        "no token value"
+    );
+}
