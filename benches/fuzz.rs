@@ -135,6 +135,87 @@ fn tally(outcomes: &mut BTreeMap<String, u64>, name: String) {
     *outcomes.entry(name).or_default() += 1;
 }
 
+/// A mutated body through the decoder, held byte for byte to the value tree.
+fn fuzz_decode(decoder: &Decoder, rng: &mut StdRng) -> String {
+    let seed = BODIES[rng.random_range(0..BODIES.len())];
+    let bytes = mutate(rng, seed);
+    let body = String::from_utf8_lossy(&bytes);
+    let md5 = match rng.random_range(0..3) {
+        0 => Some(md5_hex(body.as_bytes())),
+        1 => Some("0".repeat(32)),
+        _ => None,
+    };
+    // The fast path must give what the value tree gives: the same bytes and key, or the same
+    // reason.
+    let fast = decoder.decode(&body, None);
+    match (&fast, &decoder.thorough(&body)) {
+        (Ok(a), Ok(b)) => assert!(a.encoded == b.encoded && a.key == b.key, "{body}"),
+        (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "{body}"),
+        (a, b) => panic!("decode {a:?} but the value tree {b:?}: {body}"),
+    }
+    match decoder.decode(&body, md5.as_deref()) {
+        Ok(_) => "decode ok".to_owned(),
+        Err(rejection) => format!("decode {}", rejection.reason.as_str()),
+    }
+}
+
+/// A mutated job report through the status parser and the row fates.
+fn fuzz_job_report(rng: &mut StdRng) -> String {
+    let seed = REPORTS[rng.random_range(0..REPORTS.len())];
+    let bytes = mutate(rng, seed);
+    match job_status_from_body(&bytes) {
+        Ok(status) => {
+            let rows = rng.random_range(0..50);
+            let fates = row_fates(rows, &status, "rjob_fuzz");
+            assert_eq!(fates.len(), rows, "one fate per row");
+            format!("job {:?}", status.state)
+        }
+        Err(_) => "job malformed".to_owned(),
+    }
+}
+
+/// A valid command line with one to three settings set to mutated values, through clap and
+/// `Settings::resolve`.
+fn fuzz_settings(rng: &mut StdRng) -> String {
+    let mut argv: Vec<String> = [
+        "sqs-batch-worker",
+        "run",
+        "--queue-url",
+        "http://localhost:4566/000000000000/q",
+        "--dlq-url",
+        "http://localhost:4566/000000000000/dlq",
+        "--api-url",
+        "http://127.0.0.1:8080/public/v1",
+        "--api-token",
+        "t",
+        "--object",
+        "profiles",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for _ in 0..rng.random_range(1..4) {
+        let (flag, values) = SETTINGS[rng.random_range(0..SETTINGS.len())];
+        let value = values[rng.random_range(0..values.len())];
+        let value = if rng.random_bool(0.5) {
+            String::from_utf8_lossy(&mutate(rng, value)).into_owned()
+        } else {
+            value.to_owned()
+        };
+        argv.push(flag.to_owned());
+        argv.push(value);
+    }
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Run(args),
+        }) => match Settings::resolve(args) {
+            Ok(_) => "config ok".to_owned(),
+            Err(_) => "config error".to_owned(),
+        },
+        Ok(_) => "config other command".to_owned(),
+        Err(_) => "config clap error".to_owned(),
+    }
+}
+
 fn main() {
     let mut inputs: u64 = 10_000_000;
     let mut seed: u64 = 1;
@@ -161,78 +242,9 @@ fn main() {
     for i in 0..inputs {
         let kind = i % 10;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
-            0..=4 => {
-                let seed = BODIES[rng.random_range(0..BODIES.len())];
-                let bytes = mutate(&mut rng, seed);
-                let body = String::from_utf8_lossy(&bytes);
-                let md5 = match rng.random_range(0..3) {
-                    0 => Some(md5_hex(body.as_bytes())),
-                    1 => Some("0".repeat(32)),
-                    _ => None,
-                };
-                // The fast path must give what the value tree gives: the same bytes and key, or
-                // the same reason.
-                let fast = decoder.decode(&body, None);
-                match (&fast, &decoder.thorough(&body)) {
-                    (Ok(a), Ok(b)) => assert!(a.encoded == b.encoded && a.key == b.key, "{body}"),
-                    (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "{body}"),
-                    (a, b) => panic!("decode {a:?} but the value tree {b:?}: {body}"),
-                }
-                match decoder.decode(&body, md5.as_deref()) {
-                    Ok(_) => "decode ok".to_owned(),
-                    Err(rejection) => format!("decode {}", rejection.reason.as_str()),
-                }
-            }
-            5..=7 => {
-                let seed = REPORTS[rng.random_range(0..REPORTS.len())];
-                let bytes = mutate(&mut rng, seed);
-                match job_status_from_body(&bytes) {
-                    Ok(status) => {
-                        let rows = rng.random_range(0..50);
-                        let fates = row_fates(rows, &status, "rjob_fuzz");
-                        assert_eq!(fates.len(), rows, "one fate per row");
-                        format!("job {:?}", status.state)
-                    }
-                    Err(_) => "job malformed".to_owned(),
-                }
-            }
-            _ => {
-                let mut argv = vec![
-                    "sqs-batch-worker".to_owned(),
-                    "run".to_owned(),
-                    "--queue-url".to_owned(),
-                    "http://localhost:4566/000000000000/q".to_owned(),
-                    "--dlq-url".to_owned(),
-                    "http://localhost:4566/000000000000/dlq".to_owned(),
-                    "--api-url".to_owned(),
-                    "http://127.0.0.1:8080/public/v1".to_owned(),
-                    "--api-token".to_owned(),
-                    "t".to_owned(),
-                    "--object".to_owned(),
-                    "profiles".to_owned(),
-                ];
-                for _ in 0..rng.random_range(1..4) {
-                    let (flag, values) = SETTINGS[rng.random_range(0..SETTINGS.len())];
-                    let value = values[rng.random_range(0..values.len())];
-                    let value = if rng.random_bool(0.5) {
-                        String::from_utf8_lossy(&mutate(&mut rng, value)).into_owned()
-                    } else {
-                        value.to_owned()
-                    };
-                    argv.push(flag.to_owned());
-                    argv.push(value);
-                }
-                match Cli::try_parse_from(argv) {
-                    Ok(Cli {
-                        command: Command::Run(args),
-                    }) => match Settings::resolve(args) {
-                        Ok(_) => "config ok".to_owned(),
-                        Err(_) => "config error".to_owned(),
-                    },
-                    Ok(_) => "config other command".to_owned(),
-                    Err(_) => "config clap error".to_owned(),
-                }
-            }
+            0..=4 => fuzz_decode(&decoder, &mut rng),
+            5..=7 => fuzz_job_report(&mut rng),
+            _ => fuzz_settings(&mut rng),
         }));
         match result {
             Ok(outcome) => tally(&mut outcomes, outcome),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Supply-chain checks of the workspace (deny.toml): advisories, licences, bans and sources, with
 # `cargo deny --offline`. The advisories come from a RustSec advisory-db snapshot, since no
-# machine here reaches its git host: ADVISORY_DB_SNAPSHOT, by default ../shared/advisory-db beside
-# this checkout. It is laid out once as the git checkout cargo-deny expects (deny.toml's db-path),
+# machine here reaches its git host: ADVISORY_DB_SNAPSHOT, else ../shared/advisory-db beside this
+# checkout, else /work/shared/advisory-db (where these machines mount it). It is laid out once as the git checkout cargo-deny expects (deny.toml's db-path),
 # and its date is printed, so that nobody mistakes an old snapshot for today's database.
 # cargo-deny is built once into ~/.cargo/bin when missing (a few minutes); later runs skip it.
 set -euo pipefail
@@ -13,9 +13,12 @@ if ! cargo deny --version 2>/dev/null | grep -qF "$version"; then
   cargo install --locked --quiet "cargo-deny@$version"
 fi
 
-snapshot=${ADVISORY_DB_SNAPSHOT:-$PWD/../shared/advisory-db}
-[ -f "$snapshot/SNAPSHOT" ] || {
-  echo "deny: no advisory-db snapshot at $snapshot. Fix: set ADVISORY_DB_SNAPSHOT to a copy of github.com/rustsec/advisory-db with a SNAPSHOT file ('COMMIT YYYY-MM-DD')" >&2
+snapshot=${ADVISORY_DB_SNAPSHOT:-}
+for candidate in "$PWD/../shared/advisory-db" /work/shared/advisory-db; do
+  [ -n "$snapshot" ] || [ ! -f "$candidate/SNAPSHOT" ] || snapshot=$candidate
+done
+[ -n "$snapshot" ] && [ -f "$snapshot/SNAPSHOT" ] || {
+  echo "deny: no advisory-db snapshot (ADVISORY_DB_SNAPSHOT, ../shared/advisory-db, /work/shared/advisory-db). Fix: set ADVISORY_DB_SNAPSHOT to a copy of github.com/rustsec/advisory-db with a SNAPSHOT file ('COMMIT YYYY-MM-DD')" >&2
   exit 1
 }
 read -r commit date <"$snapshot/SNAPSHOT"

@@ -283,29 +283,38 @@ async fn main() {
         out,
         args,
     };
-    let n = bench.args.messages;
     eprintln!(
-        "pipeline: {n} messages of {} bytes, {} pollers, {} s rate-limited window",
+        "pipeline: {} messages of {} bytes, {} pollers, {} s rate-limited window",
+        bench.args.messages,
         setup::body(0).len(),
         bench.args.pollers,
         bench.args.window.as_secs()
     );
+    match bench.args.only.clone() {
+        Some(only) => only_mode(&bench, &only).await,
+        None => everything(&bench).await,
+    }
+    let _ = bench.emulator.stop().await;
+}
 
-    match bench.args.only.as_deref() {
-        Some("worker") => {
+/// `--only MODE`: one part of the comparison, or one of the measuring modes.
+async fn only_mode(bench: &Bench, only: &str) {
+    let n = bench.args.messages;
+    match only {
+        "worker" => {
             let worker = bench.worker("worker (defaults)", &[], n, None).await;
-            return report::print_table(&[worker]);
+            report::print_table(&[worker]);
         }
-        Some("big") => return report::print_table(&[bench.big(n).await]),
-        Some("alternate") => return alternate_mode(&bench).await,
-        Some("steady") => return steady_mode(&bench).await,
-        Some("replicas") => return replicas_mode(&bench).await,
-        Some("memory") => return memory_mode(&bench).await,
-        Some("ceiling") => {
+        "big" => report::print_table(&[bench.big(n).await]),
+        "alternate" => alternate_mode(bench).await,
+        "steady" => steady_mode(bench).await,
+        "replicas" => replicas_mode(bench).await,
+        "memory" => memory_mode(bench).await,
+        "ceiling" => {
             let ceiling = bench.raw("ceiling", Mode::Ceiling, n, None).await;
-            return report::print_table(&[ceiling]);
+            report::print_table(&[ceiling]);
         }
-        Some("ratelimited") => {
+        "ratelimited" => {
             let worker = bench
                 .worker("rate-limited: worker", RATE_LIMITED_WORKER, n, DRIP)
                 .await;
@@ -323,10 +332,15 @@ async fn main() {
                 per_min(&per_message),
                 per_min(&worker) / per_min(&per_message).max(1e-9)
             );
-            return report::print_table(&[worker, per_message]);
+            report::print_table(&[worker, per_message]);
         }
-        _ => {}
+        other => eprintln!("pipeline: --only {other} is not a mode; see the header of this file"),
     }
+}
+
+/// The whole comparison: the ceiling, the worker, the baselines, and the rate-limited three.
+async fn everything(bench: &Bench) {
+    let n = bench.args.messages;
     let ceiling = bench
         .raw("ceiling (receive+delete)", Mode::Ceiling, n, None)
         .await;
@@ -338,7 +352,6 @@ async fn main() {
     let per_receive = bench
         .raw("baseline: per receive", Mode::PerReceive, n, None)
         .await;
-
     let rl_worker = bench
         .worker("rate-limited: worker", RATE_LIMITED_WORKER, n, DRIP)
         .await;
@@ -359,24 +372,19 @@ async fn main() {
             DRIP,
         )
         .await;
-
-    let rows = [
-        ceiling,
-        worker,
-        big,
-        per_message,
-        per_receive,
-        rl_worker,
-        rl_per_message,
-        rl_per_receive,
-    ];
     if bench.args.sweep {
-        sweep(&bench).await;
+        sweep(bench).await;
     }
-    report::print_table(&rows);
-    let (ceiling, worker, _, per_message, per_receive, rl_worker, rl_pm, rl_pr) = (
-        &rows[0], &rows[1], &rows[2], &rows[3], &rows[4], &rows[5], &rows[6], &rows[7],
-    );
+    report::print_table(&[
+        ceiling.clone(),
+        worker.clone(),
+        big,
+        per_message.clone(),
+        per_receive.clone(),
+        rl_worker.clone(),
+        rl_per_message.clone(),
+        rl_per_receive.clone(),
+    ]);
     if rl_worker.messages >= n {
         println!(
             "note: the rate-limited worker drained all {n} queued messages before the window closed; \
@@ -384,16 +392,15 @@ async fn main() {
         );
     }
     let summary = Summary {
-        ceiling,
-        worker,
-        per_message,
-        per_receive,
-        ratelimited_worker_per_min: per_min(rl_worker),
-        ratelimited_per_message_per_min: per_min(rl_pm),
-        ratelimited_per_receive_per_min: per_min(rl_pr),
+        ceiling: &ceiling,
+        worker: &worker,
+        per_message: &per_message,
+        per_receive: &per_receive,
+        ratelimited_worker_per_min: per_min(&rl_worker),
+        ratelimited_per_message_per_min: per_min(&rl_per_message),
+        ratelimited_per_receive_per_min: per_min(&rl_per_receive),
     };
     println!("{}", summary.line());
-    let _ = bench.emulator.stop().await;
 }
 
 /// The worker (and `--baseline-bin`, if given) and the per-receive baseline, alternated with

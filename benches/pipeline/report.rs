@@ -1,5 +1,6 @@
 //! The figures of one run, the table, and the summary line the outside checks parse.
 
+#[derive(Clone)]
 pub struct Row {
     pub name: String,
     pub messages: usize,

@@ -160,6 +160,48 @@ async fn metrics(http: &reqwest::Client, listen: &str) -> Option<String> {
         .ok()
 }
 
+/// Scrapes every replica until `until`; their last `/metrics` texts and the first receive.
+async fn watch(
+    children: &mut [Child],
+    listens: &[String],
+    until: Until,
+    log: &str,
+) -> (Vec<String>, Option<Instant>) {
+    let http = reqwest::Client::new();
+    let mut first_receive = None;
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for child in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("a worker exited early ({status}); see {log}");
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the workers did not finish in 30 min; see {log}"
+        );
+        let mut texts = Vec::new();
+        for listen in listens {
+            texts.extend(metrics(&http, listen).await);
+        }
+        if texts.len() < listens.len() {
+            continue;
+        }
+        let sum = |name: &str| texts.iter().map(|t| counter(t, name)).sum::<f64>();
+        if sum("sbw_messages_received_total") > 0.0 && first_receive.is_none() {
+            first_receive = Some(Instant::now());
+        }
+        let finished = match until {
+            Until::Count(n) => sum("sbw_messages_deleted_total") >= n as f64,
+            Until::Window(window) => first_receive.is_some_and(|t| t.elapsed() >= window),
+        };
+        if finished {
+            return (texts, first_receive);
+        }
+    }
+}
+
 /// Runs `replicas` workers on the one queue until `until`: `Count(n)` waits for n deletes in
 /// all, a deadline cuts the window. CPU is summed over the processes, peak RSS is the largest.
 pub async fn run(
@@ -190,39 +232,8 @@ pub async fn run(
         .iter()
         .map(|c| c.id().expect("the worker runs"))
         .collect();
-    let http = reqwest::Client::new();
-    let mut first_receive = None;
     let started = Instant::now();
-    let texts = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for child in &mut children {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("a worker exited early ({status}); see {log}");
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "the workers did not finish in 30 min; see {log}"
-        );
-        let mut texts = Vec::new();
-        for listen in &listens {
-            texts.extend(metrics(&http, listen).await);
-        }
-        if texts.len() < listens.len() {
-            continue;
-        }
-        let sum = |name: &str| texts.iter().map(|t| counter(t, name)).sum::<f64>();
-        if sum("sbw_messages_received_total") > 0.0 && first_receive.is_none() {
-            first_receive = Some(Instant::now());
-        }
-        let finished = match until {
-            Until::Count(n) => sum("sbw_messages_deleted_total") >= n as f64,
-            Until::Window(window) => first_receive.is_some_and(|t| t.elapsed() >= window),
-        };
-        if finished {
-            break texts;
-        }
-    };
+    let (texts, first_receive) = watch(&mut children, &listens, until, log).await;
     let end = Instant::now();
     let usage: Vec<(f64, f64)> = pids.iter().map(|&pid| proc_usage(pid)).collect();
     for &pid in &pids {

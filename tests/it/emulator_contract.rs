@@ -279,8 +279,9 @@ async fn single_writes_answer_200_and_commit_at_once() {
     );
 }
 
+/// A missing or wrong token is 401.
 #[tokio::test]
-async fn request_errors_follow_the_status_table() {
+async fn unauthorized_requests_are_401() {
     let api = Api::start().await;
     let url = |path: &str| format!("{}{path}", api.emu.api_url());
     // 401: no token, wrong token.
@@ -303,6 +304,13 @@ async fn request_errors_follow_the_status_table() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The contract's 404s and 405.
+#[tokio::test]
+async fn unknown_objects_jobs_and_routes_are_404_and_a_wrong_method_405() {
+    let api = Api::start().await;
+    let url = |path: &str| format!("{}{path}", api.emu.api_url());
     // 404: unknown object, unknown job, unknown route.
     let reply = api
         .send(api.post("/records/nope/upsert-batch").body("{}"))
@@ -331,6 +339,12 @@ async fn request_errors_follow_the_status_table() {
         .await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.body["success"], false);
+}
+
+/// Shape problems are 400 REQUEST_INVALID; the largest batch is not one.
+#[tokio::test]
+async fn malformed_requests_are_400_and_a_batch_of_10000_is_accepted() {
+    let api = Api::start().await;
     // 400: bad JSON, truncated JSON, wrong types, no records, 0 and 10,001 records, no matchKey.
     for body in [
         "not json".to_owned(),
@@ -366,6 +380,12 @@ async fn request_errors_follow_the_status_table() {
         .upsert(json!(vec![json!({"email": "a@x.io"}); 10_000]), None)
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+/// 413, whether the size is declared or streamed.
+#[tokio::test]
+async fn bodies_over_10_mb_are_413() {
+    let api = Api::start().await;
     // 413: more than 10 MB, whether declared or streamed.
     let huge = format!(
         r#"{{"records":[{{"email":"{}@x.io"}}],"matchKey":"email"}}"#,
@@ -390,6 +410,12 @@ async fn request_errors_follow_the_status_table() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// 422 names the first offender; a malformed key is 400; the emulator stays well.
+#[tokio::test]
+async fn fields_outside_the_schema_are_422_and_the_emulator_stays_well() {
+    let api = Api::start().await;
     // 422 REQUEST_SCHEMA names the first offender; nothing is committed.
     let reply = api
         .upsert(

@@ -290,8 +290,48 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
     rig.faults(plan.api_faults.clone()).await;
     proxy.set(plan.sqs_faults.clone());
     let log = super::log_path(&format!("chaos-{}", plan.seed));
-    let mut child = spawn(&rig, plan, &proxy, &log);
     let storm_end = Instant::now() + plan.storm;
+    let mut child = storm(&rig, plan, &proxy, &log, &mut rng, &mut report).await;
+    tokio::time::sleep_until(storm_end.into()).await;
+    // The storm is over: faults stop, and the worker must converge.
+    rig.faults(json!({"statuses": {}, "commit_then_500": 0.0, "job_fail": 0.0, "job_unknown": 0.0, "reset": 0.0, "latency_ms": 0}))
+        .await;
+    proxy.set(SqsFaults::default());
+
+    let mut dlq_bodies: HashMap<String, Vec<String>> = HashMap::new();
+    let interrupted = report.kills + report.sigterms > 0;
+    let converged = converge(&rig, plan, &sent, settle, interrupted, &mut dlq_bodies).await;
+    if !converged {
+        report.violations.push(format!(
+            "did not converge within {settle:?} after the storm: source {:?}",
+            rig.depth(&rig.queue_url).await
+        ));
+    }
+    super::signal(&child, libc::SIGTERM);
+    let code = exit_code(&mut child, Duration::from_secs(60)).await;
+    if code != Some(0) {
+        report.violations.push(format!(
+            "the final SIGTERM ended the worker with {code:?}, not 0"
+        ));
+    }
+    collect_dlq(&rig, &mut dlq_bodies).await;
+    check(plan, &rig, &sent, &dlq_bodies, &redrive, &log, &mut report).await;
+    report.elapsed = started.elapsed();
+    let _ = rig.emulator.stop().await;
+    report
+}
+
+/// The storm's kills, SIGTERMs and SQS black holes at random times; the worker process running
+/// at its end.
+async fn storm(
+    rig: &Rig,
+    plan: &Plan,
+    proxy: &SqsProxy,
+    log: &str,
+    rng: &mut StdRng,
+    report: &mut RoundReport,
+) -> tokio::process::Child {
+    let mut child = spawn(rig, plan, proxy, log);
     let mut events: Vec<(Duration, &'static str)> = Vec::new();
     for _ in 0..plan.kills {
         events.push((rng.random_range(plan.storm / 10..plan.storm), "kill"));
@@ -313,7 +353,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 report.kills += 1;
-                child = spawn(&rig, plan, &proxy, &log);
+                child = spawn(rig, plan, proxy, log);
                 spawned_at = Instant::now();
             }
             "term" => {
@@ -329,7 +369,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
                         .push(format!("SIGTERM ended the worker with {code:?}, not 0"));
                 }
                 report.sigterms += 1;
-                child = spawn(&rig, plan, &proxy, &log);
+                child = spawn(rig, plan, proxy, log);
                 spawned_at = Instant::now();
             }
             _ => {
@@ -339,65 +379,51 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
             }
         }
     }
-    tokio::time::sleep_until(storm_end.into()).await;
-    // The storm is over: faults stop, and the worker must converge.
-    rig.faults(json!({"statuses": {}, "commit_then_500": 0.0, "job_fail": 0.0, "job_unknown": 0.0, "reset": 0.0, "latency_ms": 0}))
-        .await;
-    proxy.set(SqsFaults::default());
+    child
+}
 
+/// Waits up to `settle` for every valid message to be committed (or its body dead-lettered),
+/// every invalid one dead-lettered, and the source queue empty.
+async fn converge(
+    rig: &Rig,
+    plan: &Plan,
+    sent: &[Sent],
+    settle: Duration,
+    interrupted: bool,
+    dlq_bodies: &mut HashMap<String, Vec<String>>,
+) -> bool {
     let expected_committed: HashSet<&str> = sent
         .iter()
         .filter(|s| s.reason.is_none())
         .map(|s| s.identity.as_str())
         .collect();
-    let mut dlq_bodies: HashMap<String, Vec<String>> = HashMap::new();
-    let interrupted = report.kills + report.sigterms > 0;
     let deadline = Instant::now() + settle;
-    let mut converged = false;
     while Instant::now() < deadline {
-        for entry in rig.dlq().await {
-            dlq_bodies
-                .entry(entry.body.clone())
-                .or_default()
-                .push(entry.reason().to_owned());
-        }
-        let committed = committed_identities(&rig, plan).await;
+        collect_dlq(rig, dlq_bodies).await;
+        let committed = committed_identities(rig, plan).await;
         let all_valid = expected_committed.iter().all(|identity| {
-            committed.contains_key(*identity) || body_dead_lettered(&sent, identity, &dlq_bodies)
+            committed.contains_key(*identity) || body_dead_lettered(sent, identity, dlq_bodies)
         });
         let all_invalid = sent
             .iter()
             .filter(|s| s.reason.is_some())
             .all(|s| dlq_bodies.contains_key(&s.body) || (!plan.completed && interrupted));
         if all_valid && all_invalid && rig.source_empty().await {
-            converged = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    if !converged {
-        report.violations.push(format!(
-            "did not converge within {settle:?} after the storm: source {:?}",
-            rig.depth(&rig.queue_url).await
-        ));
-    }
-    super::signal(&child, libc::SIGTERM);
-    let code = exit_code(&mut child, Duration::from_secs(60)).await;
-    if code != Some(0) {
-        report.violations.push(format!(
-            "the final SIGTERM ended the worker with {code:?}, not 0"
-        ));
-    }
+    false
+}
+
+/// Drains the DLQ into body -> reasons.
+async fn collect_dlq(rig: &Rig, dlq_bodies: &mut HashMap<String, Vec<String>>) {
     for entry in rig.dlq().await {
         dlq_bodies
             .entry(entry.body.clone())
             .or_default()
             .push(entry.reason().to_owned());
     }
-    check(plan, &rig, &sent, &dlq_bodies, &redrive, &log, &mut report).await;
-    report.elapsed = started.elapsed();
-    let _ = rig.emulator.stop().await;
-    report
 }
 
 fn body_dead_lettered(sent: &[Sent], identity: &str, dlq: &HashMap<String, Vec<String>>) -> bool {
@@ -437,11 +463,50 @@ async fn check(
     log: &str,
     report: &mut RoundReport,
 ) {
+    check_valid(plan, rig, sent, dlq, report).await;
+    check_invalid(plan, sent, dlq, report);
+    // Order: FIFO groups commit in sequence; an upsert key ends at its group's last message.
+    if plan.fifo {
+        check_order(plan, rig, sent, dlq, report).await;
+    }
+    // Double commits: a record in two completed jobs under different keys.
+    let doubles = double_commits(rig, plan).await;
+    report.double_commits = doubles;
+    if doubles > 0 && report.kills + report.sigterms == 0 {
+        report.violations.push(format!(
+            "{doubles} records were committed by two jobs under different keys without a kill"
+        ));
+    }
+    let redriven = rig.drain(redrive).await;
+    if !redriven.is_empty() {
+        report.violations.push(format!(
+            "{} messages reached the redrive DLQ",
+            redriven.len()
+        ));
+    }
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    if output.contains("panicked") {
+        report
+            .violations
+            .push(format!("the worker panicked (log {log})"));
+    }
+    if output.contains(TOKEN) {
+        report
+            .violations
+            .push(format!("the token is in the worker's output (log {log})"));
+    }
+}
+
+/// Valid messages: committed, or dead-lettered for a reason the faults explain.
+async fn check_valid(
+    plan: &Plan,
+    rig: &Rig,
+    sent: &[Sent],
+    dlq: &HashMap<String, Vec<String>>,
+    report: &mut RoundReport,
+) {
     let committed = committed_identities(rig, plan).await;
     let only_in_failed_jobs = identities_only_in_failed_jobs(rig, plan).await;
-    // A kill, or a drain that ran out of time, may leave a job unfollowed.
-    let killed = report.kills + report.sigterms > 0;
-    // Valid messages: committed, or dead-lettered for a reason the faults explain.
     let mut seen = HashSet::new();
     for s in sent.iter().filter(|s| s.reason.is_none()) {
         if !seen.insert(s.identity.clone()) {
@@ -468,7 +533,17 @@ async fn check(
                 .push(format!("valid {} was lost", s.identity));
         }
     }
-    // Invalid messages: in the DLQ with their reason and exact body.
+}
+
+/// Invalid messages: in the DLQ with their reason and exact body.
+fn check_invalid(
+    plan: &Plan,
+    sent: &[Sent],
+    dlq: &HashMap<String, Vec<String>>,
+    report: &mut RoundReport,
+) {
+    // A kill, or a drain that ran out of time, may leave a job unfollowed.
+    let killed = report.kills + report.sigterms > 0;
     for s in sent.iter().filter(|s| s.reason.is_some()) {
         let expected = s.reason.unwrap_or_default();
         match dlq.get(&s.body) {
@@ -492,36 +567,6 @@ async fn check(
                 s.body
             )),
         }
-    }
-    // Order: FIFO groups commit in sequence; an upsert key ends at its group's last message.
-    if plan.fifo {
-        check_order(plan, rig, sent, dlq, report).await;
-    }
-    // Double commits: a record in two completed jobs under different keys.
-    let doubles = double_commits(rig, plan).await;
-    report.double_commits = doubles;
-    if doubles > 0 && !killed {
-        report.violations.push(format!(
-            "{doubles} records were committed by two jobs under different keys without a kill"
-        ));
-    }
-    let redriven = rig.drain(redrive).await;
-    if !redriven.is_empty() {
-        report.violations.push(format!(
-            "{} messages reached the redrive DLQ",
-            redriven.len()
-        ));
-    }
-    let output = std::fs::read_to_string(log).unwrap_or_default();
-    if output.contains("panicked") {
-        report
-            .violations
-            .push(format!("the worker panicked (log {log})"));
-    }
-    if output.contains(TOKEN) {
-        report
-            .violations
-            .push(format!("the token is in the worker's output (log {log})"));
     }
 }
 
@@ -684,6 +729,59 @@ pub fn print(report: &RoundReport) -> String {
     text
 }
 
+impl Plan {
+    /// No faults, no kills: what a run changes from it.
+    fn calm() -> Self {
+        Plan {
+            seed: 0,
+            fifo: false,
+            append: false,
+            completed: false,
+            batch_max_records: 1000,
+            visibility_s: 5,
+            messages: 0,
+            groups: 1,
+            kills: 0,
+            sigterms: 0,
+            storm: Duration::ZERO,
+            api_faults: json!({}),
+            sqs_faults: SqsFaults::default(),
+            blackholes: false,
+        }
+    }
+}
+
+/// `messages` FIFO appends spread over `groups` groups, each group's values in sequence.
+fn fifo_appends(messages: usize, groups: usize) -> Vec<Sent> {
+    (0..messages)
+        .map(|i| {
+            let (group, seq) = (i % groups, i / groups);
+            Sent {
+                body: format!(
+                    r#"{{"session_id":"g{group}","event":"e","occurred_at":"2026-11-23T10:00:00Z","value":{seq}}}"#
+                ),
+                identity: format!("g{group}:{seq}"),
+                group,
+                seq,
+                reason: None,
+            }
+        })
+        .collect()
+}
+
+/// Waits up to `within` for every message to be committed and the source queue to be empty.
+async fn all_committed(rig: &Rig, plan: &Plan, sent: &[Sent], within: Duration) {
+    let deadline = Instant::now() + within;
+    let expected: HashSet<&str> = sent.iter().map(|s| s.identity.as_str()).collect();
+    while Instant::now() < deadline {
+        let committed = committed_identities(rig, plan).await;
+        if expected.iter().all(|id| committed.contains_key(*id)) && rig.source_empty().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The kill -9 run: `messages` FIFO appends over `groups` groups, the worker killed and restarted
 /// `cycles` times while it works, then left to finish. Nothing may be lost or committed out of
 /// order; double commits are counted.
@@ -700,16 +798,10 @@ pub async fn kill_cycles(
         fifo: true,
         append: true,
         completed,
-        batch_max_records: 1000,
-        visibility_s: 5,
         messages,
         groups,
         kills: cycles,
-        sigterms: 0,
-        storm: Duration::ZERO,
-        api_faults: json!({}),
-        sqs_faults: SqsFaults::default(),
-        blackholes: false,
+        ..Plan::calm()
     };
     let mut report = RoundReport {
         plan: format!("kill-cycles {}", plan.describe()),
@@ -725,20 +817,7 @@ pub async fn kill_cycles(
     .await;
     let redrive = rig.attach_redrive(10).await;
     let proxy = SqsProxy::start(seed).await;
-    let sent: Vec<Sent> = (0..messages)
-        .map(|i| {
-            let (group, seq) = (i % groups, i / groups);
-            Sent {
-                body: format!(
-                    r#"{{"session_id":"g{group}","event":"e","occurred_at":"2026-11-23T10:00:00Z","value":{seq}}}"#
-                ),
-                identity: format!("g{group}:{seq}"),
-                group,
-                seq,
-                reason: None,
-            }
-        })
-        .collect();
+    let sent = fifo_appends(messages, groups);
     let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
     let url = rig.queue_url.clone();
     rig.send_to(&url, &bodies, |i| format!("g{}", sent[i].group))
@@ -756,23 +835,17 @@ pub async fn kill_cycles(
         report.kills += 1;
         child = spawn(&rig, &plan, &proxy, &log);
         if cycle % 10 == 9 {
-            println!(
-                "kill-cycles: {} kills, {} rows, source {:?}",
-                cycle + 1,
+            let (rows, source) = (
                 rig.rows("events").await.len(),
-                rig.depth(&rig.queue_url).await
+                rig.depth(&rig.queue_url).await,
+            );
+            println!(
+                "kill-cycles: {} kills, {rows} rows, source {source:?}",
+                cycle + 1
             );
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let expected: HashSet<&str> = sent.iter().map(|s| s.identity.as_str()).collect();
-    while Instant::now() < deadline {
-        let committed = committed_identities(&rig, &plan).await;
-        if expected.iter().all(|id| committed.contains_key(*id)) && rig.source_empty().await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    all_committed(&rig, &plan, &sent, Duration::from_secs(600)).await;
     super::signal(&child, libc::SIGTERM);
     let code = exit_code(&mut child, Duration::from_secs(60)).await;
     if code != Some(0) {

@@ -128,17 +128,7 @@ async fn forward(
         *state.calls.entry(op.clone()).or_default() += 1;
         state.faults.clone()
     };
-    if faults.blackhole && applies(&faults.blackhole_ops, &op) {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    }
-    if !faults.latency.is_zero() && applies(&faults.latency_ops, &op) {
-        tokio::time::sleep(faults.latency).await;
-    }
-    if faults.reset > 0.0 && rng.lock().unwrap().random_bool(faults.reset) {
-        // Unwinding out of the handler drops the connection without an answer, which the client
-        // sees as a reset. resume_unwind skips the panic hook, so nothing is printed.
-        std::panic::resume_unwind(Box::new("injected connection reset"));
-    }
+    delay_or_reset(&faults, &op, &rng).await;
     let is_batch = matches!(
         op.as_str(),
         "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" | "SendMessageBatch"
@@ -174,21 +164,11 @@ async fn forward(
             Err(problem) => return (StatusCode::BAD_GATEWAY, problem).into_response(),
         }
     };
-    let mut bytes = bytes;
-    if status.is_success() && !refused.is_empty() {
-        bytes = add_failures(&bytes, &refused).unwrap_or(bytes);
-    }
-    if status.is_success()
-        && op == "ReceiveMessage"
-        && let Some(marker) = faults.corrupt_md5_marker
-    {
-        bytes = corrupt_md5(&bytes, marker).unwrap_or(bytes);
-    }
-    if status.is_success() && op == "ReceiveMessage" && faults.duplicate > 0.0 {
-        let (doubled, count) = duplicate(&bytes, faults.duplicate, &rng);
-        state.lock().unwrap().duplicated += count;
-        bytes = doubled;
-    }
+    let bytes = if status.is_success() {
+        tamper(bytes, &op, &faults, &refused, &state, &rng)
+    } else {
+        bytes
+    };
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     for (name, value) in &headers {
@@ -197,6 +177,47 @@ async fn forward(
         }
     }
     response
+}
+
+/// The black hole, the latency and the reset the faults ask for, before the call goes upstream.
+async fn delay_or_reset(faults: &SqsFaults, op: &str, rng: &Mutex<StdRng>) {
+    if faults.blackhole && applies(&faults.blackhole_ops, op) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if !faults.latency.is_zero() && applies(&faults.latency_ops, op) {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if faults.reset > 0.0 && rng.lock().unwrap().random_bool(faults.reset) {
+        // Unwinding out of the handler drops the connection without an answer, which the client
+        // sees as a reset. resume_unwind skips the panic hook, so nothing is printed.
+        std::panic::resume_unwind(Box::new("injected connection reset"));
+    }
+}
+
+/// A successful reply with the refused entries added, and a receive's MD5s corrupted or its
+/// messages duplicated, as the faults ask.
+fn tamper(
+    mut bytes: Bytes,
+    op: &str,
+    faults: &SqsFaults,
+    refused: &[String],
+    state: &Mutex<State>,
+    rng: &Mutex<StdRng>,
+) -> Bytes {
+    if !refused.is_empty() {
+        bytes = add_failures(&bytes, refused).unwrap_or(bytes);
+    }
+    if op == "ReceiveMessage"
+        && let Some(marker) = faults.corrupt_md5_marker
+    {
+        bytes = corrupt_md5(&bytes, marker).unwrap_or(bytes);
+    }
+    if op == "ReceiveMessage" && faults.duplicate > 0.0 {
+        let (doubled, count) = duplicate(&bytes, faults.duplicate, rng);
+        state.lock().unwrap().duplicated += count;
+        bytes = doubled;
+    }
+    bytes
 }
 
 async fn relay(
