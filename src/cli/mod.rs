@@ -96,7 +96,7 @@ async fn run_worker(settings: Settings) -> ExitCode {
             } else {
                 "fatal error"
             };
-            tracing::error!(%error, "{kind}");
+            tracing::error!(problem = %error, "{kind}");
             match code {
                 2 => eprintln!("sqs-batch-worker: {kind}: {error}"),
                 _ => eprintln!("sqs-batch-worker: {error}"),

@@ -35,6 +35,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot read the telemetry server's bound address: {source}")]
+    Telemetry { source: std::io::Error },
     #[error(transparent)]
     Budget(#[from] BudgetError),
     #[error("cannot fetch the object's metadata: {source}")]
@@ -57,7 +59,10 @@ impl RunError {
             | RunError::NotAMatchKey { .. }
             | RunError::Listen { .. }
             | RunError::Budget(_) => 2,
-            RunError::Metadata { .. } | RunError::Client { .. } | RunError::Queue { .. } => 1,
+            RunError::Metadata { .. }
+            | RunError::Client { .. }
+            | RunError::Queue { .. }
+            | RunError::Telemetry { .. } => 1,
         }
     }
 }

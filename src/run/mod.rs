@@ -103,10 +103,9 @@ pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Ru
             addr: settings.listen,
             source,
         })?;
-    let listen = listener.local_addr().map_err(|source| RunError::Listen {
-        addr: settings.listen,
-        source,
-    })?;
+    let listen = listener
+        .local_addr()
+        .map_err(|source| RunError::Telemetry { source })?;
     let stop_server = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,

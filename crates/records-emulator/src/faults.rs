@@ -151,6 +151,8 @@ impl Faults {
 
     pub fn apply(&mut self, patch: FaultsPatch, time_scale: f64) -> Result<(), String> {
         check(&patch)?;
+        // Parsed before anything changes, so that a bad patch changes nothing.
+        let quota = patch.quota.as_deref().map(parse_limits).transpose()?;
         let per_second = |rate: Option<f64>| {
             rate.map_or_else(Vec::new, |calls| {
                 vec![Limit {
@@ -166,8 +168,8 @@ impl Faults {
         if let Some(rate) = patch.job_rate_limit_per_s {
             self.job_quota = per_second(rate);
         }
-        if let Some(text) = &patch.quota {
-            self.quota = scaled(&parse_limits(text)?, time_scale);
+        if let Some(quota) = quota {
+            self.quota = scaled(&quota, time_scale);
         }
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(value) = patch.$field { self.$field = value.into(); })* };
