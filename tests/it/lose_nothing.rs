@@ -38,6 +38,16 @@ fn email(body: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Appends every queued event with the APPEND flags and `flags`, and checks each was written
+/// exactly once.
+async fn append_each_once(rig: &Rig, flags: &[(&str, &str)], events: u64) {
+    let mut all = APPEND.to_vec();
+    all.extend_from_slice(flags);
+    let worker = rig.start(&all).await;
+    rig.finish(worker, Duration::from_secs(60)).await;
+    assert_each_event_once(rig, events).await;
+}
+
 /// Every event 0..count committed exactly once, and nothing dead-lettered.
 async fn assert_each_event_once(rig: &Rig, count: u64) {
     let mut values = event_values(rig).await;
@@ -170,16 +180,12 @@ async fn d03_key_reused_for_the_same_messages_is_not_written_twice() {
     })
     .await;
 
-    let worker = rig
-        .start(&[
-            APPEND[0],
-            APPEND[1],
-            ("--batch-max-records", "10"),
-            ("--batch-max-wait", "20s"),
-        ])
-        .await;
-    rig.finish(worker, Duration::from_secs(60)).await;
-    assert_each_event_once(&rig, 10).await;
+    append_each_once(
+        &rig,
+        &[("--batch-max-records", "10"), ("--batch-max-wait", "20s")],
+        10,
+    )
+    .await;
 }
 
 /// Defect 4: the heartbeat sent one ChangeMessageVisibilityBatch at a time. Behind an SQS that takes
@@ -333,17 +339,16 @@ async fn d08_a_404_on_the_first_job_poll_does_not_resubmit() {
     rig.faults(json!({"apply_to": ["jobs"], "next": [{"status": 404}]}))
         .await;
     rig.send(&events(20)).await;
-    let worker = rig
-        .start(&[
-            APPEND[0],
-            APPEND[1],
+    append_each_once(
+        &rig,
+        &[
             ("--batch-max-records", "20"),
             ("--batch-max-wait", "2s"),
             ("--ack-on", "completed"),
-        ])
-        .await;
-    rig.finish(worker, Duration::from_secs(60)).await;
-    assert_each_event_once(&rig, 20).await;
+        ],
+        20,
+    )
+    .await;
 }
 
 /// Defect 8, the second half: `statusPath` is relative to the base URL, with or without its
