@@ -20,7 +20,6 @@ mod setup;
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use open_loop::{latencies, produce, quantile, unix_ms};
 use records_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::Value;
@@ -42,20 +41,15 @@ fn parse_args() -> Args {
 }
 
 async fn start_emulator(extra: &[&str]) -> RunningEmulator {
-    let mut argv = vec![
-        "records-emulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        TOKEN,
+    let mut flags = vec![
         "--queued",
         "50ms",
         "--processing",
         "200ms",
         "--keep-job-records",
     ];
-    argv.extend_from_slice(extra);
-    records_emulator::start(EmulatorConfig::parse_from(argv))
+    flags.extend_from_slice(extra);
+    records_emulator::start(EmulatorConfig::with_flags(TOKEN, &flags))
         .await
         .expect("the emulator starts")
 }

@@ -75,12 +75,7 @@ async fn d01_accepted_mode_never_releases_messages_it_already_deleted() {
             ("--ack-on", "accepted"),
         ])
         .await;
-    wait_for(
-        "the first batch request",
-        Duration::from_secs(30),
-        || async { !rig.batch_requests().await.is_empty() },
-    )
-    .await;
+    rig.first_batch_request().await;
     rig.faults(json!({"next": [{"status": 413}, {"status": 404, "count": 2}]}))
         .await;
     wait_for(
@@ -247,12 +242,7 @@ async fn d05_a_black_holed_sqs_cannot_stretch_the_drain_past_its_deadline() {
             ],
         )
         .await;
-    wait_for(
-        "the first batch request",
-        Duration::from_secs(30),
-        || async { !rig.batch_requests().await.is_empty() },
-    )
-    .await;
+    rig.first_batch_request().await;
     proxy.update(|f| f.blackhole = true);
     let started = Instant::now();
     worker.stop().await;

@@ -11,20 +11,9 @@ use records_emulator::config::EmulatorConfig;
 use serde_json::json;
 
 fn emulator(extra: &[&str]) -> EmulatorConfig {
-    use clap::Parser;
-    let mut argv = vec![
-        "records-emulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        TOKEN,
-        "--queued",
-        "10ms",
-        "--processing",
-        "20ms",
-    ];
-    argv.extend_from_slice(extra);
-    EmulatorConfig::parse_from(argv)
+    let mut flags = vec!["--queued", "10ms", "--processing", "20ms"];
+    flags.extend_from_slice(extra);
+    EmulatorConfig::with_flags(TOKEN, &flags)
 }
 
 async fn rig_with(extra: &[&str]) -> Rig {

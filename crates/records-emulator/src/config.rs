@@ -107,17 +107,20 @@ fn parse_fault(text: &str) -> Result<(u16, f64), String> {
 impl EmulatorConfig {
     /// A config for tests and benchmarks: no faults, fast jobs.
     pub fn for_tests(token: &str) -> Self {
-        Self::parse_from([
+        Self::with_flags(token, &["--queued", "10ms", "--processing", "20ms"])
+    }
+
+    /// A config on a free loopback port with `token` and any other `flags`, as the binary would
+    /// parse them.
+    pub fn with_flags(token: &str, flags: &[&str]) -> Self {
+        let base = [
             "records-emulator",
             "--listen",
             "127.0.0.1:0",
             "--token",
             token,
-            "--queued",
-            "10ms",
-            "--processing",
-            "20ms",
-        ])
+        ];
+        Self::parse_from(base.iter().chain(flags))
     }
 }
 

@@ -448,6 +448,16 @@ impl Rig {
         }
     }
 
+    /// Waits until the worker has sent its first batch request.
+    pub async fn first_batch_request(&self) {
+        wait_for(
+            "the first batch request",
+            Duration::from_secs(30),
+            || async { !self.batch_requests().await.is_empty() },
+        )
+        .await;
+    }
+
     pub async fn faults(&self, patch: Value) {
         let response = self
             .http
