@@ -459,25 +459,25 @@ impl Rig {
     }
 
     pub async fn faults(&self, patch: Value) {
-        let response = self
-            .http
-            .post(format!("{}/__emu/faults", self.emulator.base_url()))
-            .json(&patch)
-            .send()
-            .await
-            .expect("the emulator answers");
-        assert_eq!(response.status().as_u16(), 204, "faults {patch} accepted");
+        self.control_write(reqwest::Method::POST, "faults", patch)
+            .await;
     }
 
     pub async fn set_schemas(&self, schemas: Value) {
+        self.control_write(reqwest::Method::PUT, "schemas", schemas)
+            .await;
+    }
+
+    /// A change through the emulator's control endpoints, which answer 204 when they take it.
+    async fn control_write(&self, method: reqwest::Method, path: &str, body: Value) {
         let response = self
             .http
-            .put(format!("{}/__emu/schemas", self.emulator.base_url()))
-            .json(&schemas)
+            .request(method, format!("{}/__emu/{path}", self.emulator.base_url()))
+            .json(&body)
             .send()
             .await
             .expect("the emulator answers");
-        assert_eq!(response.status().as_u16(), 204, "schemas accepted");
+        assert_eq!(response.status().as_u16(), 204, "{path} {body} accepted");
     }
 
     pub async fn metadata(&self, object: &str) -> Value {
