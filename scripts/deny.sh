@@ -31,5 +31,8 @@ if [ ! -f "$dest/.snapshot-$commit" ]; then
   touch "$dest/.snapshot-$commit"
 fi
 age_days=$(( ($(date +%s) - $(date -d "$date" +%s)) / 86400 ))
+# cargo deny reads the metadata of every package in Cargo.lock, including those of other targets
+# (wasm-bindgen, windows-*), which a fresh machine's build never downloads: fetch them all first.
+cargo fetch --locked --quiet
 echo "deny: advisories from the advisory-db SNAPSHOT of $date (commit ${commit:0:12}, $age_days days old), not fetched"
 cargo deny --offline check

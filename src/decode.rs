@@ -176,6 +176,18 @@ impl Decoder {
                 format!("field '{field}' is not in the schema of '{}'", schema.name),
             ));
         }
+        if let Some((field, number)) = record
+            .iter()
+            .find_map(|(field, value)| Some((field, out_of_range_number(value)?)))
+        {
+            return Err(Rejection::new(
+                Reason::NumberOutOfRange,
+                format!(
+                    "field '{field}' holds {number}, beyond what a JSON number read as a double can \
+                     hold (about 1.8e308); send it as a string"
+                ),
+            ));
+        }
         // Re-encoding (not the raw body) is what the batch body carries, so size it that way.
         let encoded = serde_json::to_string(&record).unwrap_or_default();
         if encoded.len() > self.max_record_bytes {
@@ -204,12 +216,18 @@ fn plain_string(raw: &str) -> Option<String> {
 fn push_canonical(out: &mut String, raw: &str) -> Option<()> {
     match raw.as_bytes().first()? {
         b'{' | b'[' => {
-            out.push_str(&serde_json::to_string(&serde_json::from_str::<Value>(raw).ok()?).ok()?)
+            let value = serde_json::from_str::<Value>(raw).ok()?;
+            if out_of_range_number(&value).is_some() {
+                return None;
+            }
+            out.push_str(&serde_json::to_string(&value).ok()?)
         }
         b'"' if raw.contains('\\') => {
             let text: String = serde_json::from_str(raw).ok()?;
             out.push_str(&serde_json::to_string(&text).ok()?);
         }
+        // A number no double can hold is a rejection, which the thorough path words.
+        b'-' | b'0'..=b'9' if !number_fits_a_double(raw) => return None,
         // serde_json rewrites an exponent (`1E5` becomes `1e+5`); the digits stay.
         b'-' | b'0'..=b'9' if raw.contains(['e', 'E']) => {
             let number: Value = serde_json::from_str(raw).ok()?;
@@ -218,6 +236,25 @@ fn push_canonical(out: &mut String, raw: &str) -> Option<()> {
         _ => out.push_str(raw),
     }
     Some(())
+}
+
+/// Whether a JSON number's text is within binary64's range: integers beyond 64 bits keep their
+/// digits and pass (a double rounds them), but `1e999` or `-1e400` would become infinity.
+fn number_fits_a_double(raw: &str) -> bool {
+    raw.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// The first number anywhere in the value that no double can hold, as written.
+fn out_of_range_number(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(number) => {
+            let text = number.to_string();
+            (!number_fits_a_double(&text)).then_some(text)
+        }
+        Value::Array(items) => items.iter().find_map(out_of_range_number),
+        Value::Object(fields) => fields.values().find_map(out_of_range_number),
+        _ => None,
+    }
 }
 
 /// Most fields a record may have for the fast path; past it, finding a repeated name by scanning
@@ -371,6 +408,28 @@ mod tests {
         ] {
             let decoded = decoder(100).decode(body, None).unwrap();
             assert_eq!(decoded.encoded, body);
+        }
+    }
+
+    /// Issue 19, path 12: a number no double can hold goes to the DLQ with its own reason,
+    /// wherever it sits; big integers and small exponents still pass with their digits.
+    #[test]
+    fn numbers_beyond_a_double_are_rejected() {
+        for body in [
+            r#"{"email":"a@x.io","tier":1e999}"#,
+            r#"{"email":"a@x.io","tier":-1E400}"#,
+            r#"{"email":"a@x.io","tier":[1,2e500]}"#,
+            r#"{"email":"a@x.io","tier":{"n":1e309}}"#,
+        ] {
+            let error = decoder(1000).decode(body, None).unwrap_err();
+            assert_eq!(error.reason.as_str(), "number_out_of_range", "{body}");
+        }
+        for body in [
+            r#"{"email":"a@x.io","tier":1e308}"#,
+            r#"{"email":"a@x.io","tier":1e-400}"#,
+            r#"{"email":"a@x.io","tier":123456789012345678901234567890123456789}"#,
+        ] {
+            assert!(decoder(1000).decode(body, None).is_ok(), "{body}");
         }
     }
 

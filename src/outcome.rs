@@ -17,10 +17,19 @@ pub enum Reason {
     JobFailed,
     JobTimeout,
     InvalidRowUnidentified,
+    /// A number no IEEE-754 double can hold (`1e999`): an API that reads JSON numbers as doubles
+    /// would store infinity.
+    NumberOutOfRange,
+    /// 422 KEY_REUSED: a job under this batch's key exists with other bytes (a change of version or
+    /// settings since); whether its rows committed is unknown, so the messages are kept here.
+    KeyReused,
+    /// The API lost track of an accepted append's job (404 past the grace): it may have committed,
+    /// so the rows are not sent again, which could write them twice.
+    JobUnknown,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 14] = [
         Reason::InvalidRow,
         Reason::Unparseable,
         Reason::NotAnObject,
@@ -32,6 +41,9 @@ impl Reason {
         Reason::JobFailed,
         Reason::JobTimeout,
         Reason::InvalidRowUnidentified,
+        Reason::NumberOutOfRange,
+        Reason::KeyReused,
+        Reason::JobUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +59,9 @@ impl Reason {
             Reason::JobFailed => "job_failed",
             Reason::JobTimeout => "job_timeout",
             Reason::InvalidRowUnidentified => "invalid_row_unidentified",
+            Reason::NumberOutOfRange => "number_out_of_range",
+            Reason::KeyReused => "key_reused",
+            Reason::JobUnknown => "job_unknown",
         }
     }
 

@@ -27,21 +27,61 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
     Queued,
     Processing,
     Completed,
+    /// `failed`, and `cancelled`/`canceled`: the job ended without committing (docs/operations.md).
     Failed,
+    /// A state the contract does not name: the job is read as still running, and `--job-timeout`
+    /// decides, with a warning naming the state.
+    Unknown(String),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl JobState {
+    /// Any case; the contract's four states plus the cancelled spellings.
+    fn parse(text: &str) -> Self {
+        match text.to_ascii_lowercase().as_str() {
+            "queued" | "pending" => JobState::Queued,
+            "processing" | "running" => JobState::Processing,
+            "completed" => JobState::Completed,
+            "failed" | "cancelled" | "canceled" => JobState::Failed,
+            _ => JobState::Unknown(text.chars().take(64).collect()),
+        }
+    }
+}
+
+/// One entry of a job's `errors`, read on its own: a field of the wrong type is left out, and an
+/// entry without a usable row index is "unidentified" (its row is not known).
+#[derive(Clone, Debug, Default)]
 pub struct JobError {
     pub index: Option<usize>,
     pub code: Option<String>,
     pub message: Option<String>,
     pub path: Option<String>,
+}
+
+impl JobError {
+    fn from_value(value: &Value) -> Self {
+        let text = |name: &str| match value.get(name)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        Self {
+            index: value
+                .get("index")
+                .and_then(Value::as_u64)
+                .and_then(|i| usize::try_from(i).ok()),
+            code: text("code"),
+            message: text("message"),
+            path: value
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -89,23 +129,6 @@ struct AcceptedData {
     status_path: String,
     #[serde(default)]
     accepted_records: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JobData {
-    state: JobState,
-    #[serde(default)]
-    metrics: Option<JobMetrics>,
-    #[serde(default)]
-    errors: Option<Vec<JobError>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JobMetrics {
-    #[serde(default)]
-    invalid_rows: usize,
 }
 
 fn auth_header(token: &ApiToken) -> HeaderValue {
@@ -311,14 +334,28 @@ impl RecordsApi {
     }
 }
 
-/// A job report's `data`, as the worker reads it.
+/// A job report's `data`, as the worker reads it. Only a missing or non-string `state` makes it
+/// Malformed; every other field is read on its own, so that one odd entry cannot hide a job that
+/// committed.
 pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
-    let job: JobData = serde_json::from_value(data)
-        .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
+    let state = data
+        .get("state")
+        .and_then(Value::as_str)
+        .map(JobState::parse)
+        .ok_or_else(|| ApiError::Malformed("job status without a string 'state'".into()))?;
+    let invalid_rows = data
+        .get("metrics")
+        .and_then(|m| m.get("invalidRows"))
+        .and_then(Value::as_u64)
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let errors = match data.get("errors") {
+        Some(Value::Array(entries)) => entries.iter().map(JobError::from_value).collect(),
+        _ => Vec::new(),
+    };
     Ok(JobStatus {
-        state: job.state,
-        invalid_rows: job.metrics.map_or(0, |m| m.invalid_rows),
-        errors: job.errors.unwrap_or_default(),
+        state,
+        invalid_rows,
+        errors,
     })
 }
 
@@ -357,7 +394,40 @@ fn transport(error: reqwest::Error) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::status_url;
+    use super::*;
+
+    /// Issue 19, path 4: a job report is read entry by entry. Each of these made the whole report
+    /// Malformed on 8f017ce, so a committed job ran into `--job-timeout` and its rows into the DLQ.
+    #[test]
+    fn odd_job_reports_are_read_entry_by_entry() {
+        let read = |text: &str| job_status_from_body(text.as_bytes());
+        let report = read(
+            r#"{"data":{"state":"completed","metrics":{"invalidRows":3},"errors":[
+                {"index":-1,"code":"X","message":"m"},
+                {"index":1,"code":7,"message":{"why":"no"}},
+                "not an object",
+                {"index":"2","path":"records[2].email"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(report.state, JobState::Completed);
+        assert_eq!(report.invalid_rows, 3);
+        assert_eq!(report.errors.len(), 4);
+        assert_eq!(report.errors[0].index, None, "index -1 is unidentified");
+        assert_eq!(report.errors[1].index, Some(1));
+        assert_eq!(report.errors[1].code.as_deref(), Some("7"));
+        assert_eq!(report.errors[3].path.as_deref(), Some("records[2].email"));
+        for (state, expected) in [
+            ("COMPLETED", JobState::Completed),
+            ("Processing", JobState::Processing),
+            ("cancelled", JobState::Failed),
+            ("canceled", JobState::Failed),
+            ("paused", JobState::Unknown("paused".into())),
+        ] {
+            let body = format!(r#"{{"data":{{"state":"{state}","errors":"n/a","metrics":null}}}}"#);
+            assert_eq!(read(&body).unwrap().state, expected, "{state}");
+        }
+        assert!(read(r#"{"data":{"errors":[]}}"#).is_err(), "no state at all");
+    }
 
     /// Issue 10, defect 8: `statusPath` joins the base with or without its leading slash.
     #[test]

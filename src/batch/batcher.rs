@@ -1,6 +1,8 @@
 //! The batcher: pure logic that takes `now` and returns batches. It flushes on a record count, on
 //! the encoded body's size, on the age of the oldest buffered message, and at shutdown. For upserts
-//! it coalesces records with the same match key, in receive order, by a field-level merge.
+//! it coalesces records with the same match key by a field-level merge, in the order of the
+//! messages' `SequenceNumber` (FIFO) or `SentTimestamp` and ID (standard), whatever order they were
+//! received in (`Row::merge`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,24 +109,30 @@ impl Batcher {
             (Some(key), Operation::Upsert) => self.by_key.get(key).copied(),
             _ => None,
         };
-        if let Some(index) = existing {
+        let message = if let Some(index) = existing {
             let row = &mut self.rows[index];
             let before = row.encoded.len();
             let room = self.limits.max_bytes.saturating_sub(self.bytes - before);
-            if row.merge(&item.encoded, room) {
-                row.messages.push(message);
-                self.bytes = self.bytes - before + row.encoded.len();
-                self.messages += 1;
-                return flushed;
+            match row.merge(&item.encoded, message, room) {
+                Ok(()) => {
+                    self.bytes = self.bytes - before + row.encoded.len();
+                    self.messages += 1;
+                    return flushed;
+                }
+                Err(message) => {
+                    // The merged row would not fit: close this batch, and the record starts the
+                    // next one.
+                    flushed.extend(self.flush(FlushReason::Bytes));
+                    message
+                }
             }
-            // The merged row would not fit: close this batch, and the record starts the next one.
-            flushed.extend(self.flush(FlushReason::Bytes));
         } else {
             let added = item.encoded.len() + usize::from(!self.rows.is_empty());
             if !self.rows.is_empty() && self.bytes + added > self.limits.max_bytes {
                 flushed.extend(self.flush(FlushReason::Bytes));
             }
-        }
+            message
+        };
         self.insert(item, message, now);
         if self.rows.len() >= self.limits.max_records {
             flushed.extend(self.flush(FlushReason::Size));

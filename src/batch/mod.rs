@@ -50,6 +50,15 @@ impl Envelope {
     }
 }
 
+/// Where a message's record goes in a merge: its group's `SequenceNumber` on a FIFO queue, else
+/// its `SentTimestamp` and then its ID. A function of the message alone, so that the same messages
+/// merge into the same bytes whatever order they were received in.
+type MergeOrder = (Option<u128>, Option<u64>, String);
+
+fn merge_order(message: &Lease) -> MergeOrder {
+    (message.sequence, message.sent_at_ms, message.id.clone())
+}
+
 /// One record of a batch and every message that contributed to it, in receive order.
 #[derive(Debug)]
 pub struct Row {
@@ -58,6 +67,9 @@ pub struct Row {
     /// The record as a map, kept once a merge needed it, so that later merges of the same key
     /// parse only the newcomer.
     fields: Option<Map<String, Value>>,
+    /// Once merged: each message's own record, in merge order, so that a message received out of
+    /// that order can be put in its place and the row merged again.
+    parts: Vec<(MergeOrder, String)>,
     pub key: Option<String>,
     pub messages: Vec<Lease>,
 }
@@ -77,30 +89,53 @@ impl Row {
         Self {
             encoded: decoded.encoded,
             fields: None,
+            parts: Vec::new(),
             key: decoded.key,
             messages: vec![message],
         }
     }
 
-    /// Field-level merge with a later record of the same key: its fields win, a field keeps its
-    /// first position, and `null` is kept so that the API clears the field. Only if the merged
-    /// encoding is at most `max_len` bytes; otherwise the row is left as it was. The caller adds
-    /// the later record's message when this says true.
-    pub fn merge(&mut self, later: &str, max_len: usize) -> bool {
-        let mut fields = self
-            .fields
-            .take()
-            .unwrap_or_else(|| Decoded::fields(&self.encoded));
-        fields.extend(Decoded::fields(later));
-        let merged = serde_json::to_string(&fields).unwrap_or_default();
-        if merged.len() > max_len {
-            // The map now holds the newcomer too; the row keeps its encoding and parses it again
-            // if it is ever merged (it is not: it leaves with the batch this closes).
-            return false;
+    /// Field-level merge with another record of the same key, in merge order (`merge_order`):
+    /// a later record's fields win, a field keeps its first position, and `null` is kept so that
+    /// the API clears the field. Only if the merged encoding is at most `max_len` bytes; otherwise
+    /// the row is left as it was and the message is handed back.
+    pub fn merge(&mut self, other: &str, message: Lease, max_len: usize) -> Result<(), Lease> {
+        if self.parts.is_empty() {
+            let first = merge_order(&self.messages[0]);
+            self.parts.push((first, self.encoded.clone()));
         }
-        self.encoded = merged;
-        self.fields = Some(fields);
-        true
+        let order = merge_order(&message);
+        let place = self.parts.partition_point(|(o, _)| *o < order);
+        let merged = if place == self.parts.len() {
+            // The usual case: the newcomer is the latest, so it merges onto what is there.
+            let mut fields = self
+                .fields
+                .take()
+                .unwrap_or_else(|| Decoded::fields(&self.encoded));
+            fields.extend(Decoded::fields(other));
+            fields
+        } else {
+            // Received out of order: merge every part again, the newcomer in its place.
+            let mut fields = Map::new();
+            for (index, (_, part)) in self.parts.iter().enumerate() {
+                if index == place {
+                    fields.extend(Decoded::fields(other));
+                }
+                fields.extend(Decoded::fields(part));
+            }
+            fields
+        };
+        let encoded = serde_json::to_string(&merged).unwrap_or_default();
+        if encoded.len() > max_len {
+            // The row keeps its encoding and parses it again if it is ever merged (it is not: it
+            // leaves with the batch this closes).
+            return Err(message);
+        }
+        self.parts.insert(place, (order, other.to_owned()));
+        self.encoded = encoded;
+        self.fields = Some(merged);
+        self.messages.push(message);
+        Ok(())
     }
 }
 
@@ -298,4 +333,43 @@ mod tests {
         };
         assert_eq!(body(&[0, 1, 2, 3]), body(&[2, 0, 3, 1]));
     }
+
+    /// Issue 19, path 1: upserts to one key merged in receive order made other bytes for the same
+    /// messages, so a redelivery in another order got 422 KEY_REUSED (and was then deleted). The
+    /// merge follows `SequenceNumber` (FIFO) or `SentTimestamp` and ID (standard).
+    #[test]
+    fn upserts_to_one_key_merge_the_same_whatever_the_receive_order() {
+        let body = |order: &[usize], fifo: bool| {
+            let mut batcher = Batcher::new(Limits {
+                max_records: 100,
+                max_bytes: 10_000,
+                max_wait: Duration::from_secs(5),
+                operation: Operation::Upsert,
+                match_key: "email".into(),
+            });
+            let now = Instant::now();
+            for &i in order {
+                let json = format!(r#"{{"email":"a@x.io","tier":"t{i}","n{}":{i}}}"#, i % 2);
+                let mut received = Received::fake(&format!("m{}", 9 - i), &json);
+                if fifo {
+                    received.group_id = Some("g".into());
+                    received.sequence = Some(1000 + i as u128);
+                } else {
+                    received.sent_at_ms = Some(1_700_000_000_000 + i as u64);
+                }
+                batcher.push(decoded(&json, Some("a@x.io")), Lease::detached(received), now);
+            }
+            let batch = batcher.flush(FlushReason::Shutdown).unwrap();
+            assert_eq!(batch.rows.len(), 1);
+            String::from_utf8(batch.body().to_vec()).unwrap()
+        };
+        for fifo in [true, false] {
+            let in_order = body(&[0, 1, 2, 3], fifo);
+            assert!(in_order.contains(r#""tier":"t3","n0":2,"n1":3"#), "{in_order}");
+            for order in [[3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+                assert_eq!(body(&order, fifo), in_order, "fifo {fifo}, order {order:?}");
+            }
+        }
+    }
 }
+

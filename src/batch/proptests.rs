@@ -14,6 +14,13 @@ use crate::decode::Decoded;
 use crate::lease::Lease;
 use crate::message::Received;
 
+/// The i-th message sent: merges follow `SentTimestamp`, as on a standard queue.
+fn sent(i: usize, body: &str) -> Received {
+    let mut message = Received::fake(&format!("m-{i}"), body);
+    message.sent_at_ms = Some(1_700_000_000_000 + i as u64);
+    message
+}
+
 fn decoded(record: Value, match_key: Option<String>) -> Decoded {
     let Value::Object(record) = record else {
         unreachable!("the generator makes objects")
@@ -63,7 +70,7 @@ proptest! {
         for (i, (email, tier)) in inputs.iter().enumerate() {
             let email = format!("user{email}@example.com");
             let record = json!({"email": email, "tier": tier});
-            let message = Lease::detached(Received::fake(&format!("m-{i}"), &record.to_string()));
+            let message = Lease::detached(sent(i, &record.to_string()));
             batches.extend(batcher.push(decoded(record, Some(email)), message, now));
         }
         batches.extend(batcher.flush(FlushReason::Shutdown));
@@ -101,7 +108,7 @@ proptest! {
         let now = Instant::now();
         for (i, tier) in tiers.iter().enumerate() {
             let record = json!({"email": "same@example.com", "tier": tier});
-            let message = Lease::detached(Received::fake(&format!("m-{i}"), &record.to_string()));
+            let message = Lease::detached(sent(i, &record.to_string()));
             let flushed = batcher.push(decoded(record, Some("same@example.com".into())), message, now);
             prop_assert!(flushed.is_empty());
         }

@@ -73,11 +73,35 @@ pub async fn enqueue(
     let queue = Queue::new(client, args.queue_url.clone());
     let fifo = queue.is_fifo();
     let total = lines.len();
-    let results: Vec<Result<(), (usize, String)>> = futures::stream::iter(lines.chunks(10))
-        .map(|chunk| send_chunk(&queue, chunk, fifo, &args.group_id))
-        .buffer_unordered(CONCURRENT_CALLS)
-        .collect()
-        .await;
+    let results: Vec<Result<(), (usize, String)>> = if fifo {
+        // A group's lines go one call at a time, each after the one before it succeeded (or was
+        // given up), so neither concurrency nor a retry puts a later line ahead of an earlier one.
+        // A call carries one line: a batch whose middle entry failed would have put the entries
+        // after it ahead of its retry. Groups go in parallel.
+        futures::stream::iter(by_group(&lines, &args.group_id))
+            .map(|(group, lines)| {
+                let queue = &queue;
+                async move {
+                    let mut failed = Vec::new();
+                    for line in lines {
+                        let sent =
+                            send_chunk(queue, std::slice::from_ref(line), Some(&group)).await;
+                        failed.extend(sent.err());
+                    }
+                    failed
+                }
+            })
+            .buffer_unordered(CONCURRENT_CALLS)
+            .flat_map(|failed| futures::stream::iter(failed.into_iter().map(Err)))
+            .collect()
+            .await
+    } else {
+        futures::stream::iter(lines.chunks(10))
+            .map(|chunk| send_chunk(&queue, chunk, None))
+            .buffer_unordered(CONCURRENT_CALLS)
+            .collect()
+            .await
+    };
     let mut failed = 0;
     let mut last = String::new();
     for result in results {
@@ -96,11 +120,26 @@ pub async fn enqueue(
     Ok(total)
 }
 
+/// The lines of each FIFO message group, in file order; groups in order of their first line.
+fn by_group<'a>(lines: &'a [String], spec: &Option<String>) -> Vec<(String, Vec<&'a String>)> {
+    let mut groups: Vec<(String, Vec<&String>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    for line in lines {
+        let group = group_for(spec, line).unwrap_or_else(|| "default".into());
+        let at = *index.entry(group.clone()).or_insert_with(|| {
+            groups.push((group, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(line);
+    }
+    groups
+}
+
+/// Sends up to 10 lines; `group` is the FIFO message group, if the queue is FIFO.
 async fn send_chunk(
     queue: &Queue,
     chunk: &[String],
-    fifo: bool,
-    group: &Option<String>,
+    group: Option<&str>,
 ) -> Result<(), (usize, String)> {
     // One deduplication ID per line, kept across attempts, so a retried send is not a new message.
     let lines: Vec<(&String, String)> = chunk
@@ -118,11 +157,9 @@ async fn send_chunk(
                     let mut entry = SendMessageBatchRequestEntry::builder()
                         .id(index.to_string())
                         .message_body(line.as_str());
-                    if fifo {
+                    if let Some(group) = group {
                         entry = entry
-                            .message_group_id(
-                                group_for(group, line).unwrap_or_else(|| "default".into()),
-                            )
+                            .message_group_id(group)
                             .message_deduplication_id(dedup.as_str());
                     }
                     entry.build().expect("id and body are set")
@@ -147,6 +184,23 @@ async fn send_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19, path 11: each group's lines stay in file order.
+    #[test]
+    fn lines_are_grouped_in_file_order() {
+        let lines: Vec<String> = (0..25)
+            .map(|i| format!(r#"{{"user":"u{}","seq":{i}}}"#, i % 3))
+            .collect();
+        let groups = by_group(&lines, &Some("field:user".into()));
+        assert_eq!(groups.len(), 3);
+        for (group, lines) in groups {
+            let seqs: Vec<u64> = lines
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{group}: {seqs:?}");
+        }
+    }
 
     #[test]
     fn group_ids() {

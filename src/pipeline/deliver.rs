@@ -4,19 +4,19 @@
 //! ends in a settlement (or, if the task dies, as an orphan that the heartbeat releases).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
 use super::Pipeline;
-use super::jobs::{JobEnd, row_fates, track};
+use super::jobs::{JobEnd, Overdue, row_fates, track};
 use super::settle::release_visibility;
 use crate::api::{Accepted, Action, ApiError, BatchCall, classify};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
 use crate::budget::Ticket;
-use crate::config::AckOn;
+use crate::config::{AckOn, Operation};
 use crate::outcome::{Fate, Reason, Rejection, Settlement};
 use crate::telemetry::Telemetry;
 
@@ -25,10 +25,13 @@ use crate::telemetry::Telemetry;
 #[derive(Clone, Copy, Debug)]
 struct Attempt {
     resubmit_left: bool,
+    /// How many times this batch was held for a retry (`hold_and_retry`): each pause doubles.
+    holds: u32,
 }
 
 const FIRST: Attempt = Attempt {
     resubmit_left: true,
+    holds: 0,
 };
 
 /// Messages already deleted (`--ack-on accepted`) whose job then failed: until the resubmission
@@ -166,6 +169,18 @@ impl Pipeline {
         self.telemetry
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
         let settlement = match action {
+            Action::Retry { .. } if self.settings.source_is_fifo() => {
+                // A FIFO batch is held, not released: a release lets the group's later messages
+                // be received (and committed) before it comes back, and a commit-then-error job
+                // answers the same key with its own replay when the batch is sent again.
+                let pause = release_visibility(
+                    self.acks.release_base,
+                    attempt.holds + 1,
+                    self.acks.release_cap,
+                );
+                self.telemetry.api_outage(&error, pause);
+                return self.hold_and_retry(batch, key, attempt, pause).await;
+            }
             Action::Retry { .. } => {
                 self.outage_began(&batch, &error);
                 settle_rows(batch.rows, || Fate::Retry)
@@ -198,24 +213,63 @@ impl Pipeline {
                      scope in --api-token-file / RECORDS_API_TOKEN; retrying every {:?}",
                     self.settings.auth_retry
                 ));
-                self.api.budget().pause_for(self.settings.auth_retry);
-                settle_rows(batch.rows, || Fate::Retry)
+                return self.refused_every_batch(batch, key, attempt).await;
             }
             Action::KeyReused => {
-                // The key is the batch's sorted message IDs: a job for exactly these messages
-                // already exists (an earlier receive of them sent other bytes). Sending them
-                // again under another key would write them twice.
+                // The key is the batch's sorted message IDs and the body a function of them, so a
+                // job under this key with other bytes comes from another version or other
+                // settings. Whether it committed these rows is unknown: sending them again under
+                // another key could write them twice, and deleting them could lose them. They go
+                // to the DLQ with the reason, where an operator decides (docs/operations.md).
                 self.telemetry.key_reused(&key, batch.message_count());
-                settle_rows(batch.rows, || Fate::Delivered)
+                settle_rows(batch.rows, rejected(Reason::KeyReused, &error))
             }
             Action::Release => {
                 self.telemetry.block(format!(
-                    "the Records API refused the batch ({error}). Fix: check --object and --api-url"
+                    "the Records API refused the batch ({error}). Fix: check --object and --api-url; \
+                     retrying every {:?}",
+                    self.settings.auth_retry
                 ));
-                settle_rows(batch.rows, || Fate::Retry)
+                return self.refused_every_batch(batch, key, attempt).await;
             }
         };
         self.acks.settle(settlement).await;
+    }
+
+    /// A refusal that applies to every batch (401, 403, 404, 405): sending and receiving pause
+    /// for `--auth-retry`, and the batch is held and sent again, so that a bad token rotation or
+    /// a gateway's 404 during a deploy spends time, not receive counts.
+    async fn refused_every_batch(self: &Arc<Self>, batch: Batch, key: String, attempt: Attempt) {
+        let pause = self.settings.auth_retry;
+        self.api.budget().pause_for(pause);
+        self.outage.began(Instant::now(), pause);
+        self.hold_and_retry(batch, key, attempt, pause).await
+    }
+
+    /// Keeps the batch's messages (the heartbeat keeps them invisible) and sends it again under
+    /// the same key after `pause`; receiving waits as long. At the drain it goes back to the
+    /// queue instead.
+    fn hold_and_retry(
+        self: &Arc<Self>,
+        batch: Batch,
+        key: String,
+        attempt: Attempt,
+        pause: Duration,
+    ) -> BoxFuture<'static, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.outage.began(Instant::now(), pause);
+            let attempt = Attempt {
+                holds: attempt.holds.saturating_add(1),
+                ..attempt
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => this.deliver_as(batch, key, attempt, None).await,
+                _ = this.draining.cancelled() => {
+                    this.acks.settle(settle_rows(batch.rows, || Fate::Retry)).await;
+                }
+            }
+        })
     }
 
     /// Every retry failed on a transient error: receiving pauses, and the batch's messages come
@@ -296,11 +350,17 @@ impl Pipeline {
             drop(batch.restore_claims(undeleted));
         }
         let _open = self.open_jobs.open(&accepted.job_id, batch.message_count());
+        let overdue = if self.settings.source_is_fifo() {
+            Overdue::KeepFollowing
+        } else {
+            Overdue::GiveUp
+        };
         let end = track(
             &self.api,
             &self.telemetry,
             &accepted,
             self.settings.job_timeout,
+            overdue,
         )
         .await;
         let settlement = match end {
@@ -318,7 +378,16 @@ impl Pipeline {
                 }
                 settlement
             }
-            JobEnd::Failed(why) if attempt.resubmit_left => {
+            // An append sent again could be written twice; an upsert sent again writes the same
+            // values, so it is resubmitted like a failed job.
+            JobEnd::Unknown(why) if self.settings.operation == Operation::Append => {
+                self.telemetry
+                    .job_finished(&accepted.job_id, "unknown", 0, 0);
+                let rejection =
+                    Rejection::new(Reason::JobUnknown, why).in_job(&accepted.job_id, None);
+                settle_rows(batch.rows, || Fate::Rejected(rejection.clone()))
+            }
+            JobEnd::Failed(why) | JobEnd::Unknown(why) if attempt.resubmit_left => {
                 self.telemetry
                     .job_finished(&accepted.job_id, "failed", 0, 0);
                 tracing::warn!(
@@ -329,13 +398,14 @@ impl Pipeline {
                 let key = derived_key(&key, "resubmit");
                 let attempt = Attempt {
                     resubmit_left: false,
+                    ..attempt
                 };
                 let at_risk = AtRisk::of(&batch, &self.telemetry);
                 self.deliver_as(batch, key, attempt, None).await;
                 at_risk.defuse();
                 return;
             }
-            JobEnd::Failed(why) => {
+            JobEnd::Failed(why) | JobEnd::Unknown(why) => {
                 self.telemetry
                     .job_finished(&accepted.job_id, "failed", 0, 0);
                 let rejection = Rejection::new(Reason::JobFailed, format!("{why}, twice"))

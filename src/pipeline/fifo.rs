@@ -67,35 +67,81 @@ impl Drop for GroupHold {
     }
 }
 
-/// When each FIFO group last had a message released.
+/// When each FIFO group last had a message released, and the earliest place in the group
+/// (`SequenceNumber`) that went back.
 #[derive(Default)]
 pub struct ReleasedGroups {
-    stamps: Mutex<HashMap<String, Instant>>,
+    stamps: Mutex<Stamps>,
+}
+
+#[derive(Default)]
+struct Stamps {
+    by_group: HashMap<String, Stamp>,
+    /// The size at which stale stamps are next swept: it doubles with the map, so a sweep costs
+    /// O(1) amortized per release even with a million per-user groups.
+    sweep_at: usize,
+    sweeps: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    /// The lowest sequence number released; `None` when a release did not know it (then every
+    /// held message of the group follows).
+    lowest: Option<u128>,
 }
 
 /// Stamps older than this cannot matter: no message is held that long.
 const STAMP_TTL: Duration = Duration::from_secs(24 * 3600);
+const FIRST_SWEEP: usize = 10_000;
 
 impl ReleasedGroups {
-    pub fn released(&self, group: &str, at: Instant) {
+    pub fn released(&self, group: &str, sequence: Option<u128>, at: Instant) {
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
-        if stamps.len() > 10_000 {
-            stamps.retain(|_, stamp| at.saturating_duration_since(*stamp) < STAMP_TTL);
+        let Stamps {
+            by_group,
+            sweep_at,
+            sweeps,
+        } = &mut *stamps;
+        if by_group.len() >= (*sweep_at).max(FIRST_SWEEP) {
+            *sweeps += 1;
+            by_group.retain(|_, stamp| at.saturating_duration_since(stamp.at) < STAMP_TTL);
+            *sweep_at = (by_group.len() * 2).max(FIRST_SWEEP);
         }
-        let stamp = stamps.entry(group.to_owned()).or_insert(at);
-        *stamp = (*stamp).max(at);
+        match by_group.get_mut(group) {
+            Some(stamp) => {
+                stamp.at = stamp.at.max(at);
+                stamp.lowest = match (stamp.lowest, sequence) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    _ => None,
+                };
+            }
+            None => {
+                by_group.insert(group.to_owned(), Stamp { at, lowest: sequence });
+            }
+        }
     }
 
-    /// True when an earlier message of this message's group went back to the queue after this
-    /// one was received: this one must follow it back.
+    /// True when an earlier message of this message's group (a lower `SequenceNumber`) went back
+    /// to the queue after this one was received: this one must follow it back. A later message's
+    /// release does not send earlier ones back.
     pub fn must_follow(&self, message: &Received) -> bool {
         let Some(group) = &message.group_id else {
             return false;
         };
         let stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
-        stamps
-            .get(group)
-            .is_some_and(|released_at| *released_at >= message.received_at)
+        stamps.by_group.get(group).is_some_and(|stamp| {
+            stamp.at >= message.received_at
+                && match (stamp.lowest, message.sequence) {
+                    (Some(lowest), Some(sequence)) => lowest < sequence,
+                    _ => true,
+                }
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stamps.lock().unwrap().by_group.len()
     }
 }
 
@@ -129,7 +175,7 @@ mod tests {
         held.group_id = Some("g".into());
         let t0 = held.received_at;
         assert!(!groups.must_follow(&held));
-        groups.released("g", t0 + Duration::from_millis(5));
+        groups.released("g", None, t0 + Duration::from_millis(5));
         assert!(groups.must_follow(&held));
         let mut later = Received::fake("m3", "{}");
         later.group_id = Some("g".into());
@@ -138,5 +184,38 @@ mod tests {
         let mut other = Received::fake("m4", "{}");
         other.group_id = Some("h".into());
         assert!(!groups.must_follow(&other));
+    }
+
+    /// Issue 19, path 13: the release of a later message (a higher `SequenceNumber`) must not send
+    /// an earlier held one back; an earlier one's release sends every later one back.
+    #[test]
+    fn only_a_release_earlier_in_the_group_sends_held_messages_back() {
+        let groups = ReleasedGroups::default();
+        let at = |seq: u128| {
+            let mut m = Received::fake(&format!("m{seq}"), "{}");
+            m.group_id = Some("g".into());
+            m.sequence = Some(seq);
+            m
+        };
+        let (early, late) = (at(10), at(30));
+        groups.released("g", Some(20), late.received_at + Duration::from_millis(1));
+        assert!(!groups.must_follow(&early), "seq 10 is ahead of the released 20");
+        assert!(groups.must_follow(&late), "seq 30 is behind the released 20");
+        groups.released("g", Some(5), late.received_at + Duration::from_millis(2));
+        assert!(groups.must_follow(&early), "seq 10 is behind the released 5");
+    }
+
+    /// Issue 19, path 13: past 10,000 groups a release must not sweep the whole map each time.
+    #[test]
+    fn many_groups_are_swept_rarely() {
+        let groups = ReleasedGroups::default();
+        let now = Instant::now();
+        for i in 0..200_000 {
+            groups.released(&format!("user-{i}"), Some(i), now);
+        }
+        assert_eq!(groups.len(), 200_000);
+        let sweeps = groups.stamps.lock().unwrap().sweeps;
+        // A sweep on every release past 10,000 would be 190,000 sweeps of the whole map.
+        assert!(sweeps <= 5, "{sweeps} sweeps of the whole map for 200,000 groups");
     }
 }

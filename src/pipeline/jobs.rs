@@ -11,7 +11,20 @@ use crate::telemetry::Telemetry;
 pub enum JobEnd {
     Completed(JobStatus),
     Failed(String),
+    /// The API stopped knowing the job (404 past `UNKNOWN_JOB_GRACE`): it may or may not have
+    /// committed.
+    Unknown(String),
     TimedOut,
+}
+
+/// What `--job-timeout` means for this job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overdue {
+    /// Give up: the rows go to the DLQ as `job_timeout` (standard queues).
+    GiveUp,
+    /// Keep following it, with a warning: a FIFO group must not run ahead of a job whose outcome
+    /// is unknown, since the late job would overwrite the group's newer values.
+    KeepFollowing,
 }
 
 const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -27,18 +40,32 @@ pub async fn track(
     telemetry: &Telemetry,
     accepted: &Accepted,
     timeout: Duration,
+    overdue: Overdue,
 ) -> JobEnd {
     let started = Instant::now();
-    let deadline = started.checked_add(timeout).unwrap_or(started);
+    let mut deadline = Some(started.checked_add(timeout).unwrap_or(started));
     let mut delay = FIRST_POLL;
     let mut unknown_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        if let Some(at) = deadline
+            && now >= at
+        {
             telemetry.job_poll("timeout");
-            return JobEnd::TimedOut;
+            if overdue == Overdue::GiveUp {
+                return JobEnd::TimedOut;
+            }
+            tracing::warn!(
+                job_id = accepted.job_id,
+                ?timeout,
+                "the job is still not terminal after --job-timeout; its FIFO groups wait for it \
+                 (a later batch of theirs would be overwritten by this one). Fix: find the job in \
+                 the API; the worker follows it until it ends"
+            );
+            deadline = None;
         }
-        tokio::time::sleep(delay.min(deadline - now)).await;
+        let wait = deadline.map_or(delay, |at| delay.min(at - now));
+        tokio::time::sleep(wait).await;
         delay = (delay.mul_f64(1.5)).min(MAX_POLL);
         match api.job(&accepted.status_path).await {
             Ok(status) => match status.state {
@@ -54,13 +81,24 @@ pub async fn track(
                     telemetry.job_poll("pending");
                     unknown_since = None;
                 }
+                JobState::Unknown(state) => {
+                    telemetry.job_poll("unknown_state");
+                    unknown_since = None;
+                    tracing::warn!(
+                        job_id = accepted.job_id,
+                        state,
+                        "the job reports a state the contract does not name; read as still \
+                         running until --job-timeout"
+                    );
+                }
             },
             Err(ApiError::Status { status: 404, .. }) => {
                 telemetry.job_poll("unknown_job");
                 let since = *unknown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= UNKNOWN_JOB_GRACE {
-                    return JobEnd::Failed(format!(
-                        "the API did not know the job for {UNKNOWN_JOB_GRACE:?} (404)"
+                    return JobEnd::Unknown(format!(
+                        "the API did not know the job for {UNKNOWN_JOB_GRACE:?} (404); whether it \
+                         committed is unknown"
                     ));
                 }
                 tracing::warn!(
@@ -81,12 +119,16 @@ pub async fn track(
 /// (it may or may not have been committed, and nothing may be lost).
 pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
     let mut named: HashMap<usize, Rejection> = HashMap::new();
+    let mut unnamed_entries = false;
     for error in &status.errors {
         let index = error
             .index
             .or_else(|| error.path.as_deref().and_then(row_index))
             .filter(|index| *index < rows);
-        let Some(index) = index else { continue };
+        let Some(index) = index else {
+            unnamed_entries = true;
+            continue;
+        };
         let message = error
             .message
             .clone()
@@ -101,7 +143,9 @@ pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
                 .in_job(job_id, Some(index))
         });
     }
-    let unidentified = status.invalid_rows > named.len();
+    // An entry that names no row it could mean (index -1, out of range, none) still says a row
+    // was invalid: every row it did not name may be that one.
+    let unidentified = status.invalid_rows > named.len() || unnamed_entries;
     (0..rows)
         .map(|index| match named.remove(&index) {
             Some(rejection) => Fate::Rejected(rejection),
@@ -186,6 +230,21 @@ mod tests {
         assert_eq!(
             reasons(&row_fates(1, &status, "j")),
             ["invalid_row_unidentified"]
+        );
+    }
+
+    /// Issue 19, path 4: an entry naming no row (index -1) makes the unnamed rows unidentified
+    /// even when the report has no `invalidRows` count.
+    #[test]
+    fn an_entry_without_a_row_makes_the_unnamed_rows_unidentified() {
+        let status = JobStatus {
+            state: JobState::Completed,
+            invalid_rows: 0,
+            errors: vec![error(Some(0), None), error(None, None)],
+        };
+        assert_eq!(
+            reasons(&row_fates(2, &status, "j")),
+            ["invalid_row", "invalid_row_unidentified"]
         );
     }
 

@@ -32,6 +32,9 @@ pub struct Pipeline {
     pub open_jobs: OpenJobs,
     /// Batches in flight, under the adaptive limit.
     pub slots: concurrency::Slots,
+    /// Cancelled when the drain begins: receiving stops, and a batch held for a retry goes back
+    /// to the queue instead of waiting out its pause.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 /// The jobs the worker is following, with how many messages each holds, so that a drain that

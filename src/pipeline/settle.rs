@@ -52,6 +52,7 @@ struct Release {
     generation: u64,
     visibility: Duration,
     group_id: Option<String>,
+    sequence: Option<u128>,
     claim: Option<Claim>,
 }
 
@@ -136,6 +137,7 @@ impl Acks {
                 generation: claim.generation(),
                 id: message.id,
                 group_id: message.group_id,
+                sequence: message.sequence,
                 claim: Some(claim),
             });
         }
@@ -159,6 +161,7 @@ impl Acks {
                     generation: orphan.generation,
                     id: orphan.id,
                     group_id: orphan.group_id,
+                    sequence: orphan.sequence,
                     claim: None,
                 })
                 .collect();
@@ -179,6 +182,7 @@ impl Acks {
                 generation: held.generation,
                 visibility: Duration::ZERO,
                 group_id: None,
+                sequence: None,
                 claim: None,
             })
             .collect();
@@ -194,7 +198,9 @@ impl Acks {
         let now = Instant::now();
         for release in &releases {
             if let Some(group) = &release.group_id {
-                self.holdings.released_groups().released(group, now);
+                self.holdings
+                    .released_groups()
+                    .released(group, release.sequence, now);
             }
         }
         futures::stream::iter(calls_of_ten(releases))

@@ -175,6 +175,7 @@ fn assemble(
         telemetry: telemetry.clone(),
         outage: Default::default(),
         open_jobs: Default::default(),
+        draining: CancellationToken::new(),
         slots: Slots::new(
             settings.max_in_flight,
             settings.concurrency == Concurrency::Adaptive,
@@ -208,7 +209,7 @@ fn spawn(
         settings.batch_max_records,
     );
     let (waiting_tx, waiting_rx) = watch::channel(0usize);
-    let stop_receiving = CancellationToken::new();
+    let stop_receiving = pipeline.draining.clone();
     let stop_heartbeat = CancellationToken::new();
     let pollers = (0..settings.pollers)
         .map(|_| {

@@ -9,12 +9,30 @@ use crate::outcome::Rejection;
 /// The longest `dlq-error-message`, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
 
-fn attribute(value: impl Into<String>) -> MessageAttributeValue {
+fn attribute(value: String) -> MessageAttributeValue {
     MessageAttributeValue::builder()
         .data_type("String")
         .string_value(value)
         .build()
         .expect("data_type is set")
+}
+
+/// Whether SQS takes this character in a message or attribute: `#x9 | #xA | #xD | #x20-#xD7FF |
+/// #xE000-#xFFFD | #x10000-#x10FFFF` (SendMessage's documented set).
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The text with every character SQS refuses replaced by U+FFFD, so that a field name, an API
+/// message or a job ID can never make the DLQ send fail. Borrowed when nothing needs replacing.
+pub fn sqs_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(sqs_allows) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| if sqs_allows(c) { c } else { '\u{FFFD}' })
+        .collect::<String>()
+        .into()
 }
 
 /// Cuts to at most `max` bytes on a character boundary.
@@ -61,6 +79,12 @@ fn attributes(
     }
     if let Some(row) = rejection.row_index {
         attributes.push(("dlq-row-index", row.to_string()));
+    }
+    // Sanitized before sizing, since a replaced character may take more bytes than it did.
+    for (_, value) in &mut attributes {
+        if let std::borrow::Cow::Owned(clean) = sqs_text(value) {
+            *value = clean;
+        }
     }
     attributes
 }
@@ -161,6 +185,33 @@ mod tests {
         assert_eq!(get("dlq-receive-count"), "3");
         assert_eq!(entry.message_group_id.as_deref(), Some("g1"));
         assert_eq!(entry.message_deduplication_id.as_deref(), Some("m-1"));
+    }
+
+    /// Issue 19, path 8: attribute values are texts from the body, the API and the job; SQS takes
+    /// only some characters, so the rest become U+FFFD instead of failing the DLQ send.
+    #[test]
+    fn attribute_text_keeps_only_what_sqs_allows() {
+        let cases = [
+            ("field 'email' is unknown", "field 'email' is unknown"),
+            ("tab\tnew\nline\rcr", "tab\tnew\nline\rcr"),
+            ("field '\u{1}' is not in the schema", "field '\u{FFFD}' is not in the schema"),
+            ("\u{0}\u{8}\u{B}\u{C}\u{1F}", "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}"),
+            ("\u{FFFE}\u{FFFF}", "\u{FFFD}\u{FFFD}"),
+            ("caf\u{e9} \u{1F600} \u{D7FF}\u{E000}", "caf\u{e9} \u{1F600} \u{D7FF}\u{E000}"),
+            ("\u{7F}", "\u{7F}"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(sqs_text(input), expected, "{input:?}");
+        }
+        let message = Received::fake("m-\u{1}", "{}");
+        let rejection = Rejection::new(Reason::UnknownField, "field '\u{1}'")
+            .with_code(Some("C\u{2}".into()))
+            .in_job("j\u{3}", None);
+        let entry = entry(0, &message, &rejection, "http://q", false, 256 * 1024);
+        for (name, value) in entry.message_attributes.unwrap() {
+            let text = value.string_value.unwrap();
+            assert!(text.chars().all(sqs_allows), "{name}: {text:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ struct Held {
     renewed_at: Instant,
     receive_count: u32,
     group_id: Option<String>,
+    sequence: Option<u128>,
     _capacity: Vec<OwnedSemaphorePermit>,
 }
 
@@ -34,6 +35,7 @@ pub struct Orphan {
     pub receipt: String,
     pub receive_count: u32,
     pub group_id: Option<String>,
+    pub sequence: Option<u128>,
 }
 
 /// A held message, as the heartbeat and the shutdown see it.
@@ -102,6 +104,7 @@ impl Holdings {
                 renewed_at: message.received_at,
                 receive_count: message.receive_count,
                 group_id: message.group_id.clone(),
+                sequence: message.sequence,
                 _capacity: capacity,
             },
         );
@@ -132,9 +135,10 @@ impl Holdings {
         let group = lock(&self.held)
             .get(id)
             .filter(|h| h.generation == generation)
-            .and_then(|h| h.group_id.clone());
-        if let Some(group) = group {
-            self.released_groups.released(&group, Instant::now());
+            .and_then(|h| Some((h.group_id.clone()?, h.sequence)));
+        if let Some((group, sequence)) = group {
+            self.released_groups
+                .released(&group, sequence, Instant::now());
         }
         lock(&self.orphans).push((id.to_owned(), generation));
     }
@@ -151,6 +155,7 @@ impl Holdings {
                     receipt: h.receipt.clone(),
                     receive_count: h.receive_count,
                     group_id: h.group_id.clone(),
+                    sequence: h.sequence,
                     id,
                 })
             })

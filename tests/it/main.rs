@@ -12,6 +12,7 @@ mod operator_kit;
 mod quotas;
 mod scale_out;
 mod secrets_and_config;
+mod stale_values;
 mod systemd_notify;
 mod worker_dlq;
 mod worker_happy_path;

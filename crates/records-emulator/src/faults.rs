@@ -43,6 +43,21 @@ pub enum Kind {
     Hang,
 }
 
+/// When jobs finish relative to each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobOrder {
+    /// Each job on its own timeline, as a parallel job runner would.
+    #[default]
+    Concurrent,
+    /// Strictly in the order they were created, as a single-queue job runner would: a stale job
+    /// created late commits late, where a worker's bug shows.
+    Created,
+    /// Each job's processing gets a random extra of up to `job_jitter_ms`, so that they finish
+    /// in an order unrelated to their creation.
+    Random,
+}
+
 /// The fault settings in force.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Faults {
@@ -73,6 +88,18 @@ pub struct Faults {
     pub queued_ms: u64,
     pub processing_ms: u64,
     pub apply_to: Vec<Class>,
+    pub job_order: JobOrder,
+    pub job_jitter_ms: u64,
+    /// Probability that a job fails, once per body: a resend of the same records does not fail.
+    pub job_fail_once: f64,
+    /// Probability that a job takes `job_slow_ms` more (one slower than the worker's timeout).
+    pub job_slow: f64,
+    pub job_slow_ms: u64,
+    /// Probability that the job store loses a job: it still commits, but every poll answers 404.
+    pub job_lost: f64,
+    /// Job reports in odd but readable shapes: upper-case state, numeric error codes, an extra
+    /// `errors` entry with index -1 beside real ones, unknown fields.
+    pub odd_reports: bool,
 }
 
 /// The body of `POST /__emu/faults`: every key is optional and replaces only that setting.
@@ -103,6 +130,13 @@ pub struct FaultsPatch {
     queued_ms: Option<u64>,
     processing_ms: Option<u64>,
     apply_to: Option<Vec<Class>>,
+    job_order: Option<JobOrder>,
+    job_jitter_ms: Option<u64>,
+    job_fail_once: Option<f64>,
+    job_slow: Option<f64>,
+    job_slow_ms: Option<u64>,
+    job_lost: Option<f64>,
+    odd_reports: Option<bool>,
 }
 
 fn scaled(limits: &[Limit], factor: f64) -> Vec<Limit> {
@@ -146,6 +180,13 @@ impl Faults {
             queued_ms: config.queued.as_millis() as u64,
             processing_ms: config.processing.as_millis() as u64,
             apply_to: vec![Class::Single, Class::Batch],
+            job_order: JobOrder::Concurrent,
+            job_jitter_ms: 1000,
+            job_fail_once: 0.0,
+            job_slow: 0.0,
+            job_slow_ms: 0,
+            job_lost: 0.0,
+            odd_reports: false,
         }
     }
 
@@ -193,7 +234,14 @@ impl Faults {
             errors_limit,
             queued_ms,
             processing_ms,
-            apply_to
+            apply_to,
+            job_order,
+            job_jitter_ms,
+            job_fail_once,
+            job_slow,
+            job_slow_ms,
+            job_lost,
+            odd_reports
         );
         Ok(())
     }
@@ -257,7 +305,10 @@ fn check(patch: &FaultsPatch) -> Result<(), String> {
         .chain(&patch.job_fail)
         .chain(&patch.job_unknown)
         .chain(&patch.reset)
-        .chain(&patch.hang);
+        .chain(&patch.hang)
+        .chain(&patch.job_fail_once)
+        .chain(&patch.job_slow)
+        .chain(&patch.job_lost);
     if let Some(p) = probabilities
         .into_iter()
         .find(|p| !(0.0..=1.0).contains(*p))

@@ -10,6 +10,20 @@ use super::validate::validate_row;
 pub async fn run(
     emu: Arc<Emulator>,
     id: String,
+    number: u64,
+    generation: u64,
+    queued: Duration,
+    processing: Duration,
+) {
+    timeline(&emu, &id, number, generation, queued, processing).await;
+    // Finished or dropped, it no longer holds up the jobs created after it.
+    emu.finished_turn(number, generation);
+}
+
+async fn timeline(
+    emu: &Arc<Emulator>,
+    id: &str,
+    number: u64,
     generation: u64,
     queued: Duration,
     processing: Duration,
@@ -26,7 +40,7 @@ pub async fn run(
     if !pause(queued).await {
         return;
     }
-    let Some(input) = emu.start_job(&id, generation) else {
+    let Some(input) = emu.start_job(id, generation) else {
         return;
     };
     if !pause(processing).await {
@@ -41,5 +55,6 @@ pub async fn run(
         .enumerate()
         .map(|(index, record)| validate_row(&schema, input.match_key.as_deref(), index, record))
         .collect();
-    emu.finish_job(&id, generation, outcomes);
+    emu.turn_to_finish(number, generation).await;
+    emu.finish_job(id, generation, outcomes);
 }

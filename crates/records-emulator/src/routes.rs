@@ -362,6 +362,7 @@ fn accept_batch(
     tokio::spawn(super::jobs::run(
         emu.clone(),
         job.id.clone(),
+        job.number,
         job.generation,
         job.queued,
         job.processing,

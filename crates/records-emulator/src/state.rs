@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
 use super::config::EmulatorConfig;
-use super::faults::{Class, Decision, Faults, FaultsPatch};
+use super::faults::{Class, Decision, Faults, FaultsPatch, JobOrder};
 use super::schema::Schemas;
 use super::validate::RowError;
 use records_contract::ObjectSchema;
@@ -89,6 +89,12 @@ pub struct Job {
     valid_rows: usize,
     invalid_rows: usize,
     errors: Option<Vec<RowError>>,
+    /// The job store lost it (`job_lost`): it runs and commits, but polls answer 404.
+    lost: bool,
+    /// Its report takes odd shapes (`odd_reports`).
+    odd: bool,
+    /// Its place in creation order, for `job_order: created`.
+    number: u64,
 }
 
 /// What a job needs to run once it leaves `queued`.
@@ -101,6 +107,7 @@ pub struct JobInput {
 /// A newly accepted batch: its job ID and its timeline.
 pub struct NewJob {
     pub id: String,
+    pub number: u64,
     pub generation: u64,
     pub queued: Duration,
     pub processing: Duration,
@@ -204,6 +211,11 @@ struct Inner {
     stats: Stats,
     generation: u64,
     next_job: u64,
+    /// Jobs numbered below this have all finished (`job_order: created`).
+    finished_below: u64,
+    finished_out_of_turn: std::collections::BTreeSet<u64>,
+    /// Bodies whose job already failed once (`job_fail_once`).
+    failed_once: std::collections::HashSet<u64>,
     log: VecDeque<LoggedRequest>,
 }
 
@@ -258,6 +270,8 @@ pub struct Emulator {
     schemas: RwLock<Schemas>,
     /// Cancelled at shutdown: ends hangs, latency sleeps and job timelines.
     pub shutdown: CancellationToken,
+    /// Woken whenever a job finishes, for `job_order: created`.
+    finished: tokio::sync::Notify,
     inner: Mutex<Inner>,
 }
 
@@ -274,6 +288,7 @@ impl Emulator {
             schemas: RwLock::new(schemas),
             shutdown: CancellationToken::new(),
             in_progress: AtomicUsize::new(0),
+            finished: tokio::sync::Notify::new(),
             inner: Mutex::new(inner),
         }
     }
@@ -501,17 +516,36 @@ impl Emulator {
             valid_rows: 0,
             invalid_rows: 0,
             errors: Some(Vec::new()),
+            lost: false,
+            odd: false,
+            number: 0,
         };
         let accepted = job.accepted;
+        let roll = |inner: &mut Inner, p: f64| p > 0.0 && inner.rng.random_bool(p);
+        let (lost, slow) = (inner.faults.job_lost, inner.faults.job_slow);
+        let mut job = job;
+        job.lost = roll(&mut inner, lost);
+        job.odd = inner.faults.odd_reports;
+        job.number = inner.next_job;
+        let mut extra = Duration::ZERO;
+        if roll(&mut inner, slow) {
+            extra += Duration::from_millis(inner.faults.job_slow_ms);
+        }
+        if inner.faults.job_order == JobOrder::Random && inner.faults.job_jitter_ms > 0 {
+            let jitter = inner.faults.job_jitter_ms;
+            extra += Duration::from_millis(inner.rng.random_range(0..=jitter));
+        }
         inner.jobs.insert(id.clone(), job);
         inner.job_order.push(id.clone());
         NewJob {
             id,
+            number: inner.next_job,
             generation: inner.generation,
             queued: Duration::from_millis(inner.faults.queued_ms),
             processing: Duration::from_millis(inner.faults.processing_ms)
                 + Duration::from_micros(inner.faults.processing_per_record_us)
-                    * u32::try_from(accepted).unwrap_or(u32::MAX),
+                    * u32::try_from(accepted).unwrap_or(u32::MAX)
+                + extra,
         }
     }
 
@@ -543,6 +577,7 @@ impl Emulator {
             let p = inner.faults.job_fail;
             p > 0.0 && inner.rng.random_bool(p)
         };
+        let failed = failed || self.fails_once(&mut inner, id);
         let errors_limit = inner.faults.errors_limit;
         let Inner {
             jobs,
@@ -591,9 +626,68 @@ impl Emulator {
         job.state = JobState::Completed;
     }
 
+    /// `job_fail_once`: whether this job fails, at most once per body.
+    fn fails_once(&self, inner: &mut Inner, id: &str) -> bool {
+        let p = inner.faults.job_fail_once;
+        if p <= 0.0 || !inner.rng.random_bool(p) {
+            return false;
+        }
+        let Some(job) = inner.jobs.get(id) else {
+            return false;
+        };
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&*job.records)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        job.match_key.hash(&mut hasher);
+        inner.failed_once.insert(hasher.finish())
+    }
+
+    /// `job_order: created`: waits until every job created before job `number` has finished.
+    /// Other orders return at once.
+    pub async fn turn_to_finish(&self, number: u64, generation: u64) {
+        loop {
+            let notified = self.finished.notified();
+            {
+                let inner = self.lock();
+                if inner.faults.job_order != JobOrder::Created
+                    || inner.generation != generation
+                    || inner.finished_below >= number
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.shutdown.cancelled() => return,
+                // A job dropped by a reset never finishes: look again now and then.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Job `number` has finished (or given up): later ones may finish now.
+    pub fn finished_turn(&self, number: u64, generation: u64) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.generation != generation {
+            return;
+        }
+        inner.finished_out_of_turn.insert(number);
+        while inner.finished_out_of_turn.remove(&inner.finished_below) {
+            inner.finished_below += 1;
+        }
+        drop(guard);
+        self.finished.notify_waiters();
+    }
+
     pub fn job_view(&self, object: &str, id: &str) -> Option<Value> {
         let inner = self.lock();
-        let job = inner.jobs.get(id).filter(|job| job.object == object)?;
+        let job = inner
+            .jobs
+            .get(id)
+            .filter(|job| job.object == object && !job.lost)?;
         Some(job.view())
     }
 
@@ -698,6 +792,9 @@ impl Inner {
             stats: Stats::default(),
             generation: 0,
             next_job: 0,
+            finished_below: 1,
+            finished_out_of_turn: Default::default(),
+            failed_once: Default::default(),
             log: VecDeque::new(),
         }
     }
@@ -722,6 +819,19 @@ impl Job {
         });
         if let Some(errors) = &self.errors {
             data["errors"] = json!(errors);
+        }
+        if self.odd {
+            data["state"] = json!(self.state.name().to_ascii_uppercase());
+            data["runner"] = json!({"shard": 3, "notes": null});
+            if let Some(Value::Array(entries)) = data.get_mut("errors")
+                && !entries.is_empty()
+            {
+                for entry in entries.iter_mut() {
+                    entry["code"] = json!(422);
+                    entry["detail"] = json!({"hint": "see the schema"});
+                }
+                entries.push(json!({"index": -1, "message": "summary of the rows above"}));
+            }
         }
         if self.state == JobState::Failed {
             data["error"] = json!({"code": "CDP_ETL.INTERNAL.JOB_FAILED", "message": "the job failed; no row was committed"});
