@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -18,6 +20,8 @@ pub struct Received {
     /// SQS `SentTimestamp`, milliseconds since the epoch.
     pub sent_at_ms: Option<u64>,
     pub received_at: Instant,
+    /// The producer's message attributes, kept for the DLQ copy (and so for a redrive).
+    pub attributes: Option<HashMap<String, MessageAttributeValue>>,
 }
 
 impl Received {
@@ -40,6 +44,7 @@ impl Received {
             sent_at_ms: attribute(MessageSystemAttributeName::SentTimestamp)
                 .and_then(|ms| ms.parse().ok()),
             received_at,
+            attributes: message.message_attributes.filter(|a| !a.is_empty()),
         };
         Some((received, receipt))
     }
@@ -55,6 +60,7 @@ impl Received {
             receive_count: 1,
             sent_at_ms: None,
             received_at: Instant::now(),
+            attributes: None,
         }
     }
 }

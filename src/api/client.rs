@@ -76,10 +76,7 @@ impl JobError {
                 .and_then(|i| usize::try_from(i).ok()),
             code: text("code"),
             message: text("message"),
-            path: value
-                .get("path")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            path: value.get("path").and_then(Value::as_str).map(str::to_owned),
         }
     }
 }
@@ -426,7 +423,10 @@ mod tests {
             let body = format!(r#"{{"data":{{"state":"{state}","errors":"n/a","metrics":null}}}}"#);
             assert_eq!(read(&body).unwrap().state, expected, "{state}");
         }
-        assert!(read(r#"{"data":{"errors":[]}}"#).is_err(), "no state at all");
+        assert!(
+            read(r#"{"data":{"errors":[]}}"#).is_err(),
+            "no state at all"
+        );
     }
 
     /// Issue 10, defect 8: `statusPath` joins the base with or without its leading slash.

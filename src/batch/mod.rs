@@ -357,7 +357,11 @@ mod tests {
                 } else {
                     received.sent_at_ms = Some(1_700_000_000_000 + i as u64);
                 }
-                batcher.push(decoded(&json, Some("a@x.io")), Lease::detached(received), now);
+                batcher.push(
+                    decoded(&json, Some("a@x.io")),
+                    Lease::detached(received),
+                    now,
+                );
             }
             let batch = batcher.flush(FlushReason::Shutdown).unwrap();
             assert_eq!(batch.rows.len(), 1);
@@ -365,11 +369,13 @@ mod tests {
         };
         for fifo in [true, false] {
             let in_order = body(&[0, 1, 2, 3], fifo);
-            assert!(in_order.contains(r#""tier":"t3","n0":2,"n1":3"#), "{in_order}");
+            assert!(
+                in_order.contains(r#""tier":"t3","n0":2,"n1":3"#),
+                "{in_order}"
+            );
             for order in [[3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
                 assert_eq!(body(&order, fifo), in_order, "fifo {fifo}, order {order:?}");
             }
         }
     }
 }
-

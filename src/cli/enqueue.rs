@@ -196,7 +196,11 @@ mod tests {
         for (group, lines) in groups {
             let seqs: Vec<u64> = lines
                 .iter()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
                 .collect();
             assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{group}: {seqs:?}");
         }

@@ -4,6 +4,7 @@
 //! ends in a settlement (or, if the task dies, as an orphan that the heartbeat releases).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -22,17 +23,51 @@ use crate::telemetry::Telemetry;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
 /// resubmitted batch's halves are not resubmitted again.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Attempt {
     resubmit_left: bool,
     /// How many times this batch was held for a retry (`hold_and_retry`): each pause doubles.
     holds: u32,
+    /// The bisection of a 400 that this part belongs to, shared by every part of the batch it
+    /// began in.
+    bisection: Option<Arc<Bisection>>,
 }
+
+#[derive(Debug)]
+struct Bisection {
+    /// Calls it may still spend (`bisection_calls`).
+    calls_left: AtomicUsize,
+    /// Whether the API accepted any part: until it has, a row refused alone may be refused only
+    /// because the API refuses everything.
+    any_accepted: AtomicBool,
+}
+
+/// Times a message may be received before a row refused alone goes to the DLQ even though no
+/// part of its batch was accepted.
+const SYSTEMIC_RECEIVES: u32 = 3;
 
 const FIRST: Attempt = Attempt {
     resubmit_left: true,
     holds: 0,
+    bisection: None,
 };
+
+/// The most calls a bisection of `rows` may spend: enough to isolate four bad rows (each takes
+/// at most two calls a level), where an unbounded one spends 2N-1 calls when the API refuses
+/// every request, each paid from the quota.
+pub fn bisection_calls(rows: usize) -> usize {
+    let levels = usize::BITS - rows.max(1).leading_zeros();
+    4 * 2 * levels as usize
+}
+
+/// Takes two calls (one bisection) from the budget; false when it is spent.
+fn spend_bisection(budget: &AtomicUsize) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(2)
+        })
+        .is_ok()
+}
 
 /// Messages already deleted (`--ack-on accepted`) whose job then failed: until the resubmission
 /// settles them, the worker's memory is their only copy. If the delivery is dropped before that
@@ -136,6 +171,9 @@ impl Pipeline {
                 };
                 match this.api.submit(&call, ticket).await {
                     Ok(accepted) => {
+                        if let Some(bisection) = &attempt.bisection {
+                            bisection.any_accepted.store(true, Ordering::SeqCst);
+                        }
                         this.telemetry.unblock();
                         this.outage.ended();
                         this.accepted(batch, key, accepted, attempt).await;
@@ -169,13 +207,19 @@ impl Pipeline {
         self.telemetry
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
         let settlement = match action {
+            // A batch that timed out on every attempt is too big for the API's answer time
+            // (seed 003: latency grows with the batch): it shrinks, as on a 413.
+            Action::Retry { .. } if matches!(error, ApiError::Timeout) && batch.rows.len() > 1 => {
+                self.telemetry.timeout_split(batch.rows.len());
+                return self.split(batch, attempt).await;
+            }
             Action::Retry { .. } if self.settings.source_is_fifo() => {
                 // A FIFO batch is held, not released: a release lets the group's later messages
                 // be received (and committed) before it comes back, and a commit-then-error job
                 // answers the same key with its own replay when the batch is sent again.
                 let pause = release_visibility(
                     self.acks.release_base,
-                    attempt.holds + 1,
+                    attempt.holds.saturating_add(1),
                     self.acks.release_cap,
                 );
                 self.telemetry.api_outage(&error, pause);
@@ -187,7 +231,7 @@ impl Pipeline {
             }
             Action::Split => match batch.halves() {
                 Ok((front, back)) => {
-                    self.deliver_part(front, attempt).await;
+                    self.deliver_part(front, attempt.clone()).await;
                     self.deliver_part(back, attempt).await;
                     return;
                 }
@@ -304,7 +348,7 @@ impl Pipeline {
         if batch.rows.is_empty() {
             return self.acks.settle(settlement).await;
         }
-        let rest = self.deliver_part(batch, attempt);
+        let rest = self.deliver_part(batch, attempt.clone());
         if self.settings.source_is_fifo() {
             // The offender is earlier in its group than what follows it: decide it first, so a
             // failed DLQ send takes the rest of its group back.
@@ -323,15 +367,52 @@ impl Pipeline {
         reason: Reason,
         attempt: Attempt,
     ) {
+        let alone = batch.rows.len() < 2;
+        let least_received = batch.messages().map(|m| m.receive_count).min().unwrap_or(1);
+        let unproven = attempt
+            .bisection
+            .as_ref()
+            .is_some_and(|b| !b.any_accepted.load(Ordering::SeqCst));
+        if alone && !(unproven && least_received < SYSTEMIC_RECEIVES) {
+            let settlement = settle_rows(batch.rows, rejected(reason, error));
+            return self.acks.settle(settlement).await;
+        }
+        let mut attempt = attempt;
+        let bisection = attempt
+            .bisection
+            .get_or_insert_with(|| {
+                Arc::new(Bisection {
+                    calls_left: AtomicUsize::new(bisection_calls(batch.rows.len())),
+                    any_accepted: AtomicBool::new(false),
+                })
+            })
+            .clone();
+        if alone || !spend_bisection(&bisection.calls_left) {
+            // So many parts refused that the API likely refuses every request: the rest goes
+            // back to the queue, and receiving pauses, instead of a call for every row.
+            self.telemetry.block(format!(
+                "the Records API refused every part of a batch's bisection ({error}); it likely \
+                 refuses every request. Fix: check the API's validator and --object; retrying \
+                 after {:?}",
+                self.settings.auth_retry
+            ));
+            self.outage.began(Instant::now(), self.settings.auth_retry);
+            return self
+                .acks
+                .settle(settle_rows(batch.rows, || Fate::Retry))
+                .await;
+        }
+        self.split(batch, attempt).await
+    }
+
+    /// Sends the two halves of a batch in turn (in order, for FIFO groups).
+    async fn split(self: &Arc<Self>, batch: Batch, attempt: Attempt) {
         match batch.halves() {
             Ok((front, back)) => {
-                self.deliver_part(front, attempt).await;
+                self.deliver_part(front, attempt.clone()).await;
                 self.deliver_part(back, attempt).await;
             }
-            Err(one) => {
-                let settlement = settle_rows(one.rows, rejected(reason, error));
-                self.acks.settle(settlement).await;
-            }
+            Err(one) => self.deliver_part(one, attempt).await,
         }
     }
 

@@ -117,7 +117,13 @@ impl ReleasedGroups {
                 };
             }
             None => {
-                by_group.insert(group.to_owned(), Stamp { at, lowest: sequence });
+                by_group.insert(
+                    group.to_owned(),
+                    Stamp {
+                        at,
+                        lowest: sequence,
+                    },
+                );
             }
         }
     }
@@ -199,10 +205,19 @@ mod tests {
         };
         let (early, late) = (at(10), at(30));
         groups.released("g", Some(20), late.received_at + Duration::from_millis(1));
-        assert!(!groups.must_follow(&early), "seq 10 is ahead of the released 20");
-        assert!(groups.must_follow(&late), "seq 30 is behind the released 20");
+        assert!(
+            !groups.must_follow(&early),
+            "seq 10 is ahead of the released 20"
+        );
+        assert!(
+            groups.must_follow(&late),
+            "seq 30 is behind the released 20"
+        );
         groups.released("g", Some(5), late.received_at + Duration::from_millis(2));
-        assert!(groups.must_follow(&early), "seq 10 is behind the released 5");
+        assert!(
+            groups.must_follow(&early),
+            "seq 10 is behind the released 5"
+        );
     }
 
     /// Issue 19, path 13: past 10,000 groups a release must not sweep the whole map each time.
@@ -216,6 +231,9 @@ mod tests {
         assert_eq!(groups.len(), 200_000);
         let sweeps = groups.stamps.lock().unwrap().sweeps;
         // A sweep on every release past 10,000 would be 190,000 sweeps of the whole map.
-        assert!(sweeps <= 5, "{sweeps} sweeps of the whole map for 200,000 groups");
+        assert!(
+            sweeps <= 5,
+            "{sweeps} sweeps of the whole map for 200,000 groups"
+        );
     }
 }

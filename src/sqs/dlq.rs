@@ -93,9 +93,41 @@ fn attribute_bytes(name: &str, value: &str) -> usize {
     name.len() + "String".len() + value.len()
 }
 
+/// SQS takes at most 10 message attributes on a message.
+const MAX_ATTRIBUTES: usize = 10;
+/// The `dlq-*` attributes a copy keeps however many the producer set: the three required ones and
+/// `dlq-error-message`.
+const DLQ_ATTRIBUTES_KEPT: usize = 4;
+
+fn value_bytes(value: &MessageAttributeValue) -> usize {
+    value.data_type.len()
+        + value.string_value.as_deref().map_or(0, str::len)
+        + value.binary_value.as_ref().map_or(0, |b| b.as_ref().len())
+}
+
+/// The producer's attributes a copy carries, by name; never one named like ours.
+fn producer_attributes(message: &Received) -> Vec<(&String, &MessageAttributeValue)> {
+    let mut attributes: Vec<_> = message
+        .attributes
+        .iter()
+        .flatten()
+        .filter(|(name, _)| !name.starts_with("dlq-"))
+        .collect();
+    attributes.sort_by(|a, b| a.0.cmp(b.0));
+    attributes
+}
+
+fn producer_bytes(message: &Received) -> usize {
+    producer_attributes(message)
+        .iter()
+        .map(|(name, value)| name.len() + value_bytes(value))
+        .sum()
+}
+
 /// Bytes that SQS counts for a DLQ copy: the body and every attribute.
 pub fn entry_bytes(message: &Received, rejection: &Rejection) -> usize {
     message.body.len()
+        + producer_bytes(message)
         + attributes(message, rejection, "")
             .iter()
             .map(|(name, value)| attribute_bytes(name, value))
@@ -137,12 +169,41 @@ pub fn entry(
     fifo_dlq: bool,
     max_message_bytes: usize,
 ) -> SendMessageBatchRequestEntry {
-    let room = max_message_bytes.saturating_sub(message.body.len());
+    let mut room = max_message_bytes.saturating_sub(message.body.len());
     let mut builder = SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(message.body.clone());
-    for (name, value) in fit(attributes(message, rejection, source_queue), room) {
+    let producer = producer_attributes(message);
+    let mut ours = fit(attributes(message, rejection, source_queue), room);
+    // The producer's attributes (a redrive keeps them) take the places of our optional ones.
+    ours.truncate(
+        MAX_ATTRIBUTES
+            .saturating_sub(producer.len())
+            .max(DLQ_ATTRIBUTES_KEPT),
+    );
+    for (name, value) in ours {
+        room = room.saturating_sub(attribute_bytes(name, &value));
         builder = builder.message_attributes(name, attribute(value));
+    }
+    let mut places = MAX_ATTRIBUTES.saturating_sub(
+        builder
+            .get_message_attributes()
+            .as_ref()
+            .map_or(0, |a| a.len()),
+    );
+    for (name, value) in producer {
+        let bytes = name.len() + value_bytes(value);
+        if places == 0 || bytes > room {
+            tracing::warn!(
+                message_id = message.id,
+                attribute = name,
+                "the DLQ copy has no room for this message attribute; it is left out"
+            );
+            continue;
+        }
+        places -= 1;
+        room -= bytes;
+        builder = builder.message_attributes(name.clone(), value.clone());
     }
     if fifo_dlq {
         builder = builder
@@ -194,10 +255,19 @@ mod tests {
         let cases = [
             ("field 'email' is unknown", "field 'email' is unknown"),
             ("tab\tnew\nline\rcr", "tab\tnew\nline\rcr"),
-            ("field '\u{1}' is not in the schema", "field '\u{FFFD}' is not in the schema"),
-            ("\u{0}\u{8}\u{B}\u{C}\u{1F}", "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}"),
+            (
+                "field '\u{1}' is not in the schema",
+                "field '\u{FFFD}' is not in the schema",
+            ),
+            (
+                "\u{0}\u{8}\u{B}\u{C}\u{1F}",
+                "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}",
+            ),
             ("\u{FFFE}\u{FFFF}", "\u{FFFD}\u{FFFD}"),
-            ("caf\u{e9} \u{1F600} \u{D7FF}\u{E000}", "caf\u{e9} \u{1F600} \u{D7FF}\u{E000}"),
+            (
+                "caf\u{e9} \u{1F600} \u{D7FF}\u{E000}",
+                "caf\u{e9} \u{1F600} \u{D7FF}\u{E000}",
+            ),
             ("\u{7F}", "\u{7F}"),
         ];
         for (input, expected) in cases {
@@ -236,6 +306,50 @@ mod tests {
         assert!(message.body.len() + bytes <= 1300, "{bytes}");
         for required in ["dlq-reason", "dlq-source-message-id", "dlq-receive-count"] {
             assert!(attributes.contains_key(required), "{required}");
+        }
+    }
+
+    /// Issue 19, path 10: the producer's attributes ride along, within SQS's 10, taking the places
+    /// of our optional ones first.
+    #[test]
+    fn a_copy_keeps_the_producers_attributes_within_ten() {
+        let mut message = Received::fake("m-1", "{}");
+        let value = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .unwrap()
+        };
+        message.attributes = Some(
+            (0..3)
+                .map(|i| (format!("p{i}"), value("x")))
+                .chain([("dlq-reason".to_owned(), value("forged"))])
+                .collect(),
+        );
+        let rejection = Rejection::new(Reason::InvalidRow, "bad")
+            .with_code(Some("C".into()))
+            .in_job("j", Some(1));
+        let attributes = entry(0, &message, &rejection, "q", false, 256 * 1024)
+            .message_attributes
+            .unwrap();
+        assert_eq!(attributes.len(), 10);
+        assert_eq!(attributes["dlq-reason"].string_value(), Some("invalid_row"));
+        for i in 0..3 {
+            assert!(attributes.contains_key(&format!("p{i}")));
+        }
+        message.attributes = Some((0..9).map(|i| (format!("p{i}"), value("x"))).collect());
+        let attributes = entry(0, &message, &rejection, "q", false, 256 * 1024)
+            .message_attributes
+            .unwrap();
+        assert_eq!(attributes.len(), 10);
+        for kept in [
+            "dlq-reason",
+            "dlq-source-message-id",
+            "dlq-receive-count",
+            "dlq-error-message",
+        ] {
+            assert!(attributes.contains_key(kept), "{kept}");
         }
     }
 }

@@ -152,8 +152,8 @@ impl Queue {
     }
 
     /// One long poll: up to `max` messages and their receipt handles, with the attributes the
-    /// worker and the DLQ need (four system attributes; no message attributes, which nothing
-    /// reads and the SDK would parse into a map per message).
+    /// worker and the DLQ need: four system attributes, and the producer's message attributes,
+    /// which a DLQ copy keeps.
     pub async fn receive(
         &self,
         max: i32,
@@ -169,7 +169,8 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber);
+            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber)
+            .message_attribute_names("All");
         if let Some(visibility) = visibility {
             request = request.visibility_timeout(visibility.as_secs() as i32);
         }

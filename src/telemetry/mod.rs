@@ -62,6 +62,7 @@ pub struct Telemetry {
     duplicate_receipts: Counter,
     held_bytes: Gauge,
     key_reused: Counter,
+    timeout_splits: Counter,
     api_outages: Counter,
     dlq_send_failed: Counter,
     lost: Counter,
@@ -103,7 +104,8 @@ impl Telemetry {
             orphans_released: registered(r, "orphans_released", "Messages released because the task holding them ended without settling them (a bug)"),
             duplicate_receipts: registered(r, "duplicate_receipts", "Copies of a message received while the worker already held it"),
             held_bytes: registered(r, "held_bytes", "Bytes of message bodies held against --max-held-bytes"),
-            key_reused: registered(r, "key_reused", "Batches answered KEY_REUSED: a job for the same messages already existed"),
+            key_reused: registered(r, "key_reused", "Batches answered KEY_REUSED: a job under their key exists with other bytes; their messages go to the DLQ as key_reused"),
+            timeout_splits: registered(r, "timeout_splits", "Batches halved because every attempt timed out (--request-timeout)"),
             api_outages: registered(r, "api_outages", "Batches whose retries were spent on transient failures; receiving paused"),
             dlq_send_failed: registered(r, "dlq_send_failed", "Rejected messages the DLQ refused; they stay in the source queue"),
             lost: registered(r, "messages_lost", "Messages deleted from the source that neither the API committed nor the DLQ took"),
@@ -181,7 +183,16 @@ impl Telemetry {
         warn!(
             key,
             messages,
-            "KEY_REUSED: a job for exactly these messages already exists; counting them as accepted"
+            "KEY_REUSED: a job under this key exists with other bytes (another version or other \
+             settings); whether it committed is unknown, so the messages go to the DLQ as key_reused"
+        );
+    }
+
+    pub fn timeout_split(&self, records: usize) {
+        self.timeout_splits.inc();
+        warn!(
+            records,
+            "every attempt of the batch timed out (--request-timeout); sending it in halves"
         );
     }
 

@@ -10,6 +10,7 @@ mod lose_nothing;
 mod operator_commands;
 mod operator_kit;
 mod quotas;
+mod round_two;
 mod scale_out;
 mod secrets_and_config;
 mod stale_values;
