@@ -153,6 +153,19 @@ async fn check_dlq(dlq: &Queue, source: &Queue, report: &mut Report) {
             "--dlq-url (env SQS_DLQ_URL): {error}. Fix: check the URL and sqs:SendMessage on it"
         )),
     }
+    let (source_max, dlq_max) = (
+        crate::run::startup::max_message_bytes(source).await,
+        crate::run::startup::max_message_bytes(dlq).await,
+    );
+    if let Some(dlq_max) = dlq_max {
+        report.found(format!(
+            "message size: source {} bytes, DLQ {dlq_max} bytes",
+            source_max.map_or("?".to_owned(), |n| n.to_string())
+        ));
+        if let Err(error) = crate::run::startup::dlq_fits_the_source(source_max, dlq_max) {
+            report.problems.push(error.to_string());
+        }
+    }
     if source.is_fifo() && !dlq.is_fifo() {
         report.warnings.push(
             "the source is FIFO but the DLQ is not: DLQ entries lose their message group".into(),

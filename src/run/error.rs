@@ -43,6 +43,13 @@ pub enum RunError {
     Metadata { source: ApiError },
     #[error("cannot build the Records API client: {source}")]
     Client { source: ApiError },
+    #[error(
+        "--dlq-url (env SQS_DLQ_URL): the DLQ takes messages of at most {dlq} bytes \
+         (MaximumMessageSize) but the source queue takes {source_max}; a rejected message larger \
+         than {dlq} bytes could not be dead-lettered. Fix: aws sqs set-queue-attributes \
+         --queue-url <DLQ> --attributes MaximumMessageSize={source_max}"
+    )]
+    DlqTooSmall { dlq: usize, source_max: usize },
     #[error("{setting}: {source}")]
     Queue {
         setting: &'static str,
@@ -58,6 +65,7 @@ impl RunError {
             | RunError::TokenRefused { .. }
             | RunError::NotAMatchKey { .. }
             | RunError::Listen { .. }
+            | RunError::DlqTooSmall { .. }
             | RunError::Budget(_) => 2,
             RunError::Metadata { .. }
             | RunError::Client { .. }

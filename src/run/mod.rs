@@ -6,7 +6,7 @@
 
 mod drain;
 mod error;
-mod startup;
+pub mod startup;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -68,11 +68,35 @@ pub async fn reach(
             setting: "--queue-url",
             source,
         })?;
+    let dlq_max = dlq_max_bytes(dlq).await;
+    dlq_fits_the_source(max_message_bytes(source).await, dlq_max)?;
     Ok(Reached {
         schema,
         visibility: settings.visibility_timeout.unwrap_or(queue_visibility),
-        dlq_max_bytes: dlq_max_bytes(dlq).await,
+        dlq_max_bytes: dlq_max,
     })
+}
+
+/// Every message the source takes must fit the DLQ (bodies of up to 1 MiB since August 2025);
+/// `check` asks the same question. `None`: the source's size could not be read.
+pub fn dlq_fits_the_source(source_max: Option<usize>, dlq_max: usize) -> Result<(), RunError> {
+    match source_max {
+        Some(source_max) if source_max > dlq_max => Err(RunError::DlqTooSmall {
+            dlq: dlq_max,
+            source_max,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A queue's `MaximumMessageSize`, if it can be read.
+pub async fn max_message_bytes(queue: &Queue) -> Option<usize> {
+    queue
+        .attribute(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|value| value.parse().ok())
 }
 
 /// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one

@@ -291,3 +291,57 @@ async fn p11_enqueue_keeps_each_fifo_groups_order() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{user}: {seqs:?}");
     }
 }
+
+/// Path 9: bodies up to SQS's 1 MiB. A 900 KB record commits, and a 300 KB body with an unknown
+/// field reaches a 1 MiB DLQ byte for byte. On 8f017ce the DLQ send was refused ("DLQ entry
+/// refused") and the message looped back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p09_one_mebibyte_bodies_commit_or_reach_the_dlq() {
+    let rig = Rig::new().await;
+    for url in [&rig.queue_url, &rig.dlq_url] {
+        rig.sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+                "1048576",
+            )
+            .send()
+            .await
+            .expect("SetQueueAttributes");
+    }
+    let big = format!(r#"{{"email":"big@x.io","first_name":"{}"}}"#, "b".repeat(900_000));
+    let unknown = format!(r#"{{"email":"u@x.io","favourite_color":"{}"}}"#, "c".repeat(300_000));
+    rig.send(std::slice::from_ref(&big)).await;
+    rig.send(std::slice::from_ref(&unknown)).await;
+    let worker = rig.start(&[("--batch-max-bytes", "5MiB")]).await;
+    rig.finish(worker, Duration::from_secs(60)).await;
+    let rows = rig.rows("profiles").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["first_name"].as_str().map(str::len), Some(900_000));
+    let dlq = rig.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].reason(), "unknown_field");
+    assert_eq!(dlq[0].body, unknown);
+}
+
+/// Path 9: a DLQ that takes smaller messages than the source is refused at start-up, naming the
+/// setting and the fix; on 8f017ce the worker started, and a large rejected message looped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p09_a_dlq_smaller_than_the_source_is_refused_at_start_up() {
+    let rig = Rig::new().await;
+    for (url, size) in [(&rig.queue_url, "1048576"), (&rig.dlq_url, "262144")] {
+        rig.sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, size)
+            .send()
+            .await
+            .expect("SetQueueAttributes");
+    }
+    let error = match sqs_batch_worker::start(rig.settings(&[]), rig.sqs.clone()).await {
+        Ok(_) => panic!("the worker must refuse a DLQ smaller than its source"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("--dlq-url") && error.contains("MaximumMessageSize=1048576"), "{error}");
+}
