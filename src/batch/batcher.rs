@@ -123,7 +123,7 @@ impl Batcher {
                     // The merged row would not fit: close this batch, and the record starts the
                     // next one.
                     flushed.extend(self.flush(FlushReason::Bytes));
-                    message
+                    *message
                 }
             }
         } else {

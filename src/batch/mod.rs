@@ -99,7 +99,7 @@ impl Row {
     /// a later record's fields win, a field keeps its first position, and `null` is kept so that
     /// the API clears the field. Only if the merged encoding is at most `max_len` bytes; otherwise
     /// the row is left as it was and the message is handed back.
-    pub fn merge(&mut self, other: &str, message: Lease, max_len: usize) -> Result<(), Lease> {
+    pub fn merge(&mut self, other: &str, message: Lease, max_len: usize) -> Result<(), Box<Lease>> {
         if self.parts.is_empty() {
             let first = merge_order(&self.messages[0]);
             self.parts.push((first, self.encoded.clone()));
@@ -129,7 +129,7 @@ impl Row {
         if encoded.len() > max_len {
             // The row keeps its encoding and parses it again if it is ever merged (it is not: it
             // leaves with the batch this closes).
-            return Err(message);
+            return Err(Box::new(message));
         }
         self.parts.insert(place, (order, other.to_owned()));
         self.encoded = encoded;

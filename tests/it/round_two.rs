@@ -310,8 +310,14 @@ async fn p09_one_mebibyte_bodies_commit_or_reach_the_dlq() {
             .await
             .expect("SetQueueAttributes");
     }
-    let big = format!(r#"{{"email":"big@x.io","first_name":"{}"}}"#, "b".repeat(900_000));
-    let unknown = format!(r#"{{"email":"u@x.io","favourite_color":"{}"}}"#, "c".repeat(300_000));
+    let big = format!(
+        r#"{{"email":"big@x.io","first_name":"{}"}}"#,
+        "b".repeat(900_000)
+    );
+    let unknown = format!(
+        r#"{{"email":"u@x.io","favourite_color":"{}"}}"#,
+        "c".repeat(300_000)
+    );
     rig.send(std::slice::from_ref(&big)).await;
     rig.send(std::slice::from_ref(&unknown)).await;
     let worker = rig.start(&[("--batch-max-bytes", "5MiB")]).await;
@@ -334,7 +340,10 @@ async fn p09_a_dlq_smaller_than_the_source_is_refused_at_start_up() {
         rig.sqs
             .set_queue_attributes()
             .queue_url(url)
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, size)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+                size,
+            )
             .send()
             .await
             .expect("SetQueueAttributes");
@@ -343,5 +352,8 @@ async fn p09_a_dlq_smaller_than_the_source_is_refused_at_start_up() {
         Ok(_) => panic!("the worker must refuse a DLQ smaller than its source"),
         Err(error) => error.to_string(),
     };
-    assert!(error.contains("--dlq-url") && error.contains("MaximumMessageSize=1048576"), "{error}");
+    assert!(
+        error.contains("--dlq-url") && error.contains("MaximumMessageSize=1048576"),
+        "{error}"
+    );
 }
