@@ -497,6 +497,10 @@ async fn check(
     }
 }
 
+/// DLQ reasons of a valid message whose job's fate the worker could not know (a failed or lost
+/// job, one past its timeout, a key used before with other bytes): kept, never lost.
+const AMBIGUOUS_REASONS: [&str; 4] = ["job_failed", "job_timeout", "job_unknown", "key_reused"];
+
 /// Valid messages: committed, or dead-lettered for a reason the faults explain.
 async fn check_valid(
     plan: &Plan,
@@ -517,7 +521,7 @@ async fn check_valid(
         } else if let Some(reasons) = dlq.get(&s.body) {
             if reasons
                 .iter()
-                .all(|r| r == "job_failed" || r == "job_timeout")
+                .all(|r| AMBIGUOUS_REASONS.contains(&r.as_str()))
             {
                 report.job_failed_valid += 1;
             } else {
@@ -551,7 +555,7 @@ fn check_invalid(
             Some(reasons)
                 if reasons
                     .iter()
-                    .all(|r| r == "job_failed" || r == "job_timeout") =>
+                    .all(|r| AMBIGUOUS_REASONS.contains(&r.as_str())) =>
             {
                 report.dead_lettered += 1
             }
