@@ -3,7 +3,7 @@
 //! goes back to the queue, every message of G the worker already held then is later in the group,
 //! so it goes back too instead of committing ahead of it (`ReleasedGroups`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,11 @@ pub struct ReleasedGroups {
 #[derive(Default)]
 struct Stamps {
     by_group: HashMap<String, Stamp>,
+    /// Released messages not yet received again, by group and `SequenceNumber`, each until when
+    /// it is expected back. An SQS that unlocks a group once its earliest released message is
+    /// visible again (LocalStack does) can hand out later messages while others are still
+    /// invisible: those must follow too, whenever they were received.
+    outstanding: HashMap<String, BTreeMap<u128, Instant>>,
     /// The size at which stale stamps are next swept: it doubles with the map, so a sweep costs
     /// O(1) amortized per release even with a million per-user groups.
     sweep_at: usize,
@@ -94,18 +99,42 @@ struct Stamp {
 /// Stamps older than this cannot matter: no message is held that long.
 const STAMP_TTL: Duration = Duration::from_secs(24 * 3600);
 const FIRST_SWEEP: usize = 10_000;
+/// How long past its visibility a released message may take to be received again before it is
+/// taken to be gone (another replica's, or the redrive DLQ's).
+const OUTSTANDING_GRACE: Duration = Duration::from_secs(60);
 
 impl ReleasedGroups {
-    pub fn released(&self, group: &str, sequence: Option<u128>, at: Instant) {
+    /// A message of `group` went back to the queue at `at`, to be visible again after
+    /// `visible_again`.
+    pub fn released(
+        &self,
+        group: &str,
+        sequence: Option<u128>,
+        at: Instant,
+        visible_again: Duration,
+    ) {
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sequence) = sequence {
+            let back_by = at + visible_again.min(STAMP_TTL) + OUTSTANDING_GRACE;
+            stamps
+                .outstanding
+                .entry(group.to_owned())
+                .or_default()
+                .insert(sequence, back_by);
+        }
         let Stamps {
             by_group,
             sweep_at,
             sweeps,
+            outstanding,
         } = &mut *stamps;
         if by_group.len() >= (*sweep_at).max(FIRST_SWEEP) {
             *sweeps += 1;
             by_group.retain(|_, stamp| at.saturating_duration_since(stamp.at) < STAMP_TTL);
+            outstanding.retain(|_, back| {
+                back.retain(|_, by| *by > at);
+                !back.is_empty()
+            });
             *sweep_at = (by_group.len() * 2).max(FIRST_SWEEP);
         }
         match by_group.get_mut(group) {
@@ -128,14 +157,37 @@ impl ReleasedGroups {
         }
     }
 
+    /// A message was received (again): it is no longer outstanding.
+    pub fn held(&self, message: &Received) {
+        let (Some(group), Some(sequence)) = (&message.group_id, message.sequence) else {
+            return;
+        };
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(back) = stamps.outstanding.get_mut(group) {
+            back.remove(&sequence);
+            if back.is_empty() {
+                stamps.outstanding.remove(group);
+            }
+        }
+    }
+
     /// True when an earlier message of this message's group (a lower `SequenceNumber`) went back
-    /// to the queue after this one was received: this one must follow it back. A later message's
-    /// release does not send earlier ones back.
+    /// to the queue after this one was received, or is still out (released and not received
+    /// again): this one must follow it back. A later message's release does not send earlier
+    /// ones back.
     pub fn must_follow(&self, message: &Received) -> bool {
         let Some(group) = &message.group_id else {
             return false;
         };
-        let stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(sequence), Some(back)) = (message.sequence, stamps.outstanding.get_mut(group))
+        {
+            let now = Instant::now();
+            back.retain(|_, by| *by > now);
+            if back.range(..sequence).next().is_some() {
+                return true;
+            }
+        }
         stamps.by_group.get(group).is_some_and(|stamp| {
             stamp.at >= message.received_at
                 && match (stamp.lowest, message.sequence) {
@@ -181,7 +233,7 @@ mod tests {
         held.group_id = Some("g".into());
         let t0 = held.received_at;
         assert!(!groups.must_follow(&held));
-        groups.released("g", None, t0 + Duration::from_millis(5));
+        groups.released("g", None, t0 + Duration::from_millis(5), Duration::ZERO);
         assert!(groups.must_follow(&held));
         let mut later = Received::fake("m3", "{}");
         later.group_id = Some("g".into());
@@ -204,7 +256,12 @@ mod tests {
             m
         };
         let (early, late) = (at(10), at(30));
-        groups.released("g", Some(20), late.received_at + Duration::from_millis(1));
+        groups.released(
+            "g",
+            Some(20),
+            late.received_at + Duration::from_millis(1),
+            Duration::ZERO,
+        );
         assert!(
             !groups.must_follow(&early),
             "seq 10 is ahead of the released 20"
@@ -213,7 +270,12 @@ mod tests {
             groups.must_follow(&late),
             "seq 30 is behind the released 20"
         );
-        groups.released("g", Some(5), late.received_at + Duration::from_millis(2));
+        groups.released(
+            "g",
+            Some(5),
+            late.received_at + Duration::from_millis(2),
+            Duration::ZERO,
+        );
         assert!(
             groups.must_follow(&early),
             "seq 10 is behind the released 5"
@@ -226,7 +288,7 @@ mod tests {
         let groups = ReleasedGroups::default();
         let now = Instant::now();
         for i in 0..200_000 {
-            groups.released(&format!("user-{i}"), Some(i), now);
+            groups.released(&format!("user-{i}"), Some(i), now, Duration::ZERO);
         }
         assert_eq!(groups.len(), 200_000);
         let sweeps = groups.stamps.lock().unwrap().sweeps;
@@ -235,5 +297,27 @@ mod tests {
             sweeps <= 5,
             "{sweeps} sweeps of the whole map for 200,000 groups"
         );
+    }
+
+    /// Issue 19's headline: an SQS that unlocks a FIFO group once its earliest released message
+    /// is visible again hands out later messages while others released after it are still
+    /// invisible. Those later messages must follow, though received after every release.
+    #[test]
+    fn a_message_received_while_an_earlier_one_is_still_out_follows_it() {
+        let groups = ReleasedGroups::default();
+        let at = |seq: u128| {
+            let mut m = Received::fake(&format!("m{seq}"), "{}");
+            m.group_id = Some("g".into());
+            m.sequence = Some(seq);
+            m
+        };
+        let t0 = Instant::now();
+        groups.released("g", Some(2), t0, Duration::from_secs(10));
+        let mut skipped_ahead = at(11);
+        skipped_ahead.received_at = t0 + Duration::from_millis(5);
+        assert!(groups.must_follow(&skipped_ahead), "seq 2 is still out");
+        assert!(!groups.must_follow(&at(1)), "seq 1 is ahead of it");
+        groups.held(&at(2));
+        assert!(!groups.must_follow(&skipped_ahead), "seq 2 is back");
     }
 }

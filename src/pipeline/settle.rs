@@ -198,9 +198,12 @@ impl Acks {
         let now = Instant::now();
         for release in &releases {
             if let Some(group) = &release.group_id {
-                self.holdings
-                    .released_groups()
-                    .released(group, release.sequence, now);
+                self.holdings.released_groups().released(
+                    group,
+                    release.sequence,
+                    now,
+                    release.visibility,
+                );
             }
         }
         futures::stream::iter(calls_of_ten(releases))

@@ -88,6 +88,7 @@ impl Holdings {
         receipt: String,
         capacity: Vec<OwnedSemaphorePermit>,
     ) -> Option<Claim> {
+        self.released_groups.held(message);
         let mut held = lock(&self.held);
         if let Some(existing) = held.get_mut(&message.id) {
             existing.receipt = receipt;
@@ -137,8 +138,13 @@ impl Holdings {
             .filter(|h| h.generation == generation)
             .and_then(|h| Some((h.group_id.clone()?, h.sequence)));
         if let Some((group, sequence)) = group {
-            self.released_groups
-                .released(&group, sequence, Instant::now());
+            // The heartbeat releases it within a round, with a backoff of at most 15 minutes.
+            self.released_groups.released(
+                &group,
+                sequence,
+                Instant::now(),
+                std::time::Duration::from_secs(15 * 60),
+            );
         }
         lock(&self.orphans).push((id.to_owned(), generation));
     }

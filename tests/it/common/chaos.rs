@@ -28,6 +28,9 @@ use super::rig::{Rig, RigOptions, TOKEN};
 use super::sqs_proxy::{SqsFaults, SqsProxy};
 use records_emulator::config::EmulatorConfig;
 
+/// The worker's --job-timeout in a round; a slow job (`job_slow`) takes 2 s more.
+const CHAOS_JOB_TIMEOUT_MS: u64 = 8000;
+
 /// How long after a spawn the driver waits before a SIGTERM: enough to exec and reach `main`.
 const SIGNAL_READY: Duration = Duration::from_millis(200);
 
@@ -55,7 +58,7 @@ impl Plan {
         let mut rng = StdRng::seed_from_u64(seed);
         let p = |rng: &mut StdRng, max: f64| rng.random_range(0.0..=max * intensity);
         let fifo = rng.random_bool(0.35);
-        let api_faults = json!({
+        let mut api_faults = json!({
             "statuses": {"429": p(&mut rng, 0.10), "500": p(&mut rng, 0.05), "503": p(&mut rng, 0.10)},
             "retry_after_s": 1,
             "commit_then_500": p(&mut rng, 0.10),
@@ -66,6 +69,25 @@ impl Plan {
             "processing_ms": rng.random_range(50..1500),
             "apply_to": ["single", "batch", "jobs"],
         });
+        // Issue 19's knobs: the order jobs finish in, a job that fails once, one slower than
+        // the worker's --job-timeout, one the job store loses, odd reports, refusal storms that
+        // apply to every batch, and batches too big for --request-timeout.
+        let job_order = ["concurrent", "created", "random"][rng.random_range(0..3)];
+        let more = json!({
+            "job_order": job_order,
+            "job_fail_once": p(&mut rng, 0.10),
+            "job_slow": p(&mut rng, 0.05),
+            "job_slow_ms": CHAOS_JOB_TIMEOUT_MS + 2000,
+            "job_lost": p(&mut rng, 0.03),
+            "odd_reports": rng.random_bool(0.3),
+            "latency_per_record_us": if rng.random_bool(0.25) { 3000 } else { 0 },
+        });
+        for (status, max) in [("401", 0.03), ("403", 0.02), ("404", 0.02)] {
+            api_faults["statuses"][status] = json!(p(&mut rng, max));
+        }
+        if let (Value::Object(faults), Value::Object(more)) = (&mut api_faults, more) {
+            faults.extend(more);
+        }
         let sqs_faults = SqsFaults {
             latency: Duration::from_millis(rng.random_range(0..25)),
             reset: p(&mut rng, 0.03),
@@ -128,6 +150,11 @@ pub struct RoundReport {
     /// Valid messages lost in accepted mode because their job failed after their delete and the
     /// worker was killed before the resubmission was accepted (docs/operations.md).
     pub lost_after_failed_job_and_kill: usize,
+    /// FIFO groups whose final row is not their messages applied in order (explained only by a
+    /// kill in accepted mode).
+    pub stale_rows: usize,
+    /// Completed jobs that carried an older value of a group than a job completed before them.
+    pub stale_commits: usize,
     pub kills: usize,
     pub sigterms: usize,
     pub elapsed: Duration,
@@ -143,6 +170,35 @@ struct Sent {
     seq: usize,
     /// None for a valid message; the DLQ reason for an invalid one.
     reason: Option<&'static str>,
+}
+
+/// The fields of a FIFO group's upserts that stop being sent at different points (a sixth of the
+/// group each): a stale commit that a later one follows still shows in the final row.
+const STAGGERED: [&str; 5] = ["tier", "country", "first_name", "last_seen_at", "last_name"];
+
+/// Upsert `seq` of a FIFO group of `per_group` messages: `score` and `plan` change every time,
+/// the `STAGGERED` fields stop at `per_group x (k+1) / 6`.
+fn staggered_upsert(group: usize, seq: usize, per_group: usize) -> String {
+    let mut record = json!({
+        "email": format!("g{group}@example.com"),
+        "score": seq,
+        "plan": format!("p{seq}"),
+    });
+    for (k, field) in STAGGERED.iter().enumerate() {
+        if seq * 6 < per_group.max(6) * (k + 1) {
+            record[*field] = if *field == "last_seen_at" {
+                json!(format!(
+                    "2026-11-01T{:02}:{:02}:{:02}Z",
+                    seq / 3600 % 24,
+                    seq / 60 % 60,
+                    seq % 60
+                ))
+            } else {
+                json!(format!("{field}-{seq}"))
+            };
+        }
+    }
+    record.to_string()
 }
 
 fn messages(plan: &Plan, rng: &mut StdRng) -> Vec<Sent> {
@@ -186,7 +242,7 @@ fn messages(plan: &Plan, rng: &mut StdRng) -> Vec<Sent> {
             ),
             None if plan.fifo => (
                 None,
-                format!(r#"{{"email":"g{group}@example.com","score":{seq}}}"#),
+                staggered_upsert(group, seq, plan.messages / plan.groups),
                 format!("g{group}@example.com"),
             ),
             None => (
@@ -222,6 +278,9 @@ fn spawn(rig: &Rig, plan: &Plan, proxy: &SqsProxy, log: &str) -> Child {
         ("--release-backoff", "1s"),
         ("--drain-timeout", "10s"),
         ("--log-format", "json"),
+        ("--job-timeout", "8s"),
+        ("--request-timeout", "2s"),
+        ("--auth-retry", "2s"),
     ];
     if plan.append {
         extra.push(("--object", "events"));
@@ -294,7 +353,7 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
     let mut child = storm(&rig, plan, &proxy, &log, &mut rng, &mut report).await;
     tokio::time::sleep_until(storm_end.into()).await;
     // The storm is over: faults stop, and the worker must converge.
-    rig.faults(json!({"statuses": {}, "commit_then_500": 0.0, "job_fail": 0.0, "job_unknown": 0.0, "reset": 0.0, "latency_ms": 0}))
+    rig.faults(json!({"statuses": {}, "commit_then_500": 0.0, "job_fail": 0.0, "job_unknown": 0.0, "reset": 0.0, "latency_ms": 0, "job_fail_once": 0.0, "job_slow": 0.0, "job_lost": 0.0, "odd_reports": false, "latency_per_record_us": 0}))
         .await;
     proxy.set(SqsFaults::default());
 
@@ -618,27 +677,96 @@ async fn check_order(
     } else {
         let rows = rig.rows("profiles").await;
         for group in 0..plan.groups {
-            let last = sent
-                .iter()
-                .filter(|s| s.group == group && s.reason.is_none())
-                .filter(|s| !dead.contains(&(s.group, s.seq)))
-                .map(|s| s.seq as u64)
-                .max();
+            let Some(want) = newest_row(sent, group, &dead) else {
+                continue;
+            };
             let email = format!("g{group}@example.com");
-            let value = rows
+            let got = rows.iter().find(|r| r["email"] == email.as_str());
+            let stale: Vec<String> = want
                 .iter()
-                .find(|r| r["email"] == email.as_str())
-                .and_then(|r| r["score"].as_u64());
-            if last.is_some() && value != last {
-                if accepted_and_killed(plan, report) {
-                    report.reordered_after_kill += 1;
-                } else {
-                    report.violations.push(format!(
-                        "group {group}'s key ends at {value:?}, not its last message {last:?}"
-                    ));
-                }
+                .filter(|(field, value)| got.map(|row| &row[field.as_str()]) != Some(*value))
+                .map(|(field, value)| {
+                    let had = got.map_or(Value::Null, |row| row[field.as_str()].clone());
+                    format!("{field}={had} (want {value})")
+                })
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            report.stale_rows += 1;
+            // A job abandoned by a kill can still finish after the restarted worker's newer job
+            // (in either mode): the one way a row may end stale.
+            if report.kills + report.sigterms > 0 {
+                report.reordered_after_kill += 1;
+            } else {
+                report.violations.push(format!(
+                    "group {group}'s row is not its messages applied in order: {}",
+                    stale.join(", ")
+                ));
             }
         }
+        count_stale_commits(plan, rig, report).await;
+    }
+}
+
+/// A FIFO group's row as its valid, not dead-lettered messages make it, applied in order.
+fn newest_row(
+    sent: &[Sent],
+    group: usize,
+    dead: &HashSet<(usize, usize)>,
+) -> Option<serde_json::Map<String, Value>> {
+    let mut row = serde_json::Map::new();
+    let mut any = false;
+    for s in sent
+        .iter()
+        .filter(|s| s.group == group && s.reason.is_none())
+    {
+        if dead.contains(&(s.group, s.seq)) {
+            continue;
+        }
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&s.body) {
+            row.extend(fields);
+            any = true;
+        }
+    }
+    any.then_some(row)
+}
+
+/// Stale commits, which a later one may hide: a completed job that holds a lower `score` for a
+/// group than a job of that group that completed before it. Each must be explained by a crash
+/// (a kill or a drain that ran out of time); without one it is a violation.
+async fn count_stale_commits(plan: &Plan, rig: &Rig, report: &mut RoundReport) {
+    let mut jobs: Vec<(i64, Value)> = rig
+        .jobs_with_records()
+        .await
+        .into_iter()
+        .filter(|job| job["state"] == "completed")
+        .map(|job| (job["completedAtMs"].as_i64().unwrap_or(0), job))
+        .collect();
+    jobs.sort_by_key(|(at, _)| *at);
+    let mut newest: HashMap<String, u64> = HashMap::new();
+    let mut stale = Vec::new();
+    for (_, job) in &jobs {
+        for record in job["records"].as_array().into_iter().flatten() {
+            let (Some(email), Some(score)) = (record["email"].as_str(), record["score"].as_u64())
+            else {
+                continue;
+            };
+            let seen = newest.entry(email.to_owned()).or_insert(score);
+            if score < *seen {
+                stale.push(format!("{email}: {score} after {seen}"));
+            }
+            *seen = (*seen).max(score);
+        }
+    }
+    report.stale_commits = stale.len();
+    if !stale.is_empty() && report.kills + report.sigterms == 0 {
+        report.violations.push(format!(
+            "{} stale commits without a crash (plan {}): {}",
+            stale.len(),
+            plan.describe(),
+            stale.join("; ")
+        ));
     }
 }
 
@@ -713,7 +841,7 @@ pub fn print(report: &RoundReport) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "chaos round {}: {:.1}s committed={} dead_lettered={} valid_job_failed={} double_commits={} unreported_invalid_after_kill={} reordered_after_kill={} lost_after_failed_job_and_kill={} kills={} sigterms={} violations={}",
+        "chaos round {}: {:.1}s committed={} dead_lettered={} valid_job_failed={} double_commits={} unreported_invalid_after_kill={} reordered_after_kill={} lost_after_failed_job_and_kill={} stale_rows={} stale_commits={} kills={} sigterms={} violations={}",
         report.plan,
         report.elapsed.as_secs_f64(),
         report.committed,
@@ -723,6 +851,8 @@ pub fn print(report: &RoundReport) -> String {
         report.unreported_invalid_after_kill,
         report.reordered_after_kill,
         report.lost_after_failed_job_and_kill,
+        report.stale_rows,
+        report.stale_commits,
         report.kills,
         report.sigterms,
         report.violations.len()

@@ -12,8 +12,12 @@ pub mod chaos;
 pub mod rig;
 pub mod sqs_proxy;
 
+/// The SQS the tests use: LocalStack (`LOCALSTACK_URL`, default 127.0.0.1:4566), or another
+/// implementation named by `SBW_TEST_SQS_URL` (moto's server, for the chaos suite's second round).
 pub fn localstack_url() -> String {
-    std::env::var("LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+    std::env::var("SBW_TEST_SQS_URL")
+        .or_else(|_| std::env::var("LOCALSTACK_URL"))
+        .unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
 }
 
 /// An SQS client for LocalStack. Panics with the fix when LocalStack does not answer.
@@ -22,22 +26,7 @@ pub async fn sqs() -> Client {
     sqs_via(&url).await
 }
 
-/// An SQS client that sends its calls to `endpoint` (LocalStack, or a proxy in front of it).
-pub async fn sqs_via(endpoint: &str) -> Client {
-    let url = localstack_url();
-    let health = format!("{url}/_localstack/health");
-    let reachable = reqwest::Client::new()
-        .get(&health)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
-    assert!(
-        reachable,
-        "LocalStack is not reachable at {health}. These tests need a real SQS: run localstack/start.sh \
-         (or the README's test command, which starts it). CI={}",
-        std::env::var("CI").unwrap_or_default()
-    );
+fn client_for(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -45,6 +34,24 @@ pub async fn sqs_via(endpoint: &str) -> Client {
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .build();
     Client::from_conf(config)
+}
+
+/// An SQS client that sends its calls to `endpoint` (LocalStack, or a proxy in front of it).
+/// The SQS itself must answer a ListQueues: a real one, never a mock, and never a skip.
+pub async fn sqs_via(endpoint: &str) -> Client {
+    let url = localstack_url();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        client_for(&url).list_queues().max_results(1).send(),
+    )
+    .await;
+    assert!(
+        matches!(probe, Ok(Ok(_))),
+        "no SQS answers at {url}. These tests need a real SQS: run localstack/start.sh (or the \
+         README's test command, which starts it; moto/start.sh for SBW_TEST_SQS_URL). CI={}",
+        std::env::var("CI").unwrap_or_default()
+    );
+    client_for(endpoint)
 }
 
 pub fn unique(prefix: &str) -> String {
