@@ -84,7 +84,9 @@ impl JobError {
 #[derive(Clone, Debug)]
 pub struct JobStatus {
     pub state: JobState,
+    /// `metrics.invalidRows`; 0 when the report does not give it (`invalid_rows_given`).
     pub invalid_rows: usize,
+    pub invalid_rows_given: bool,
     pub errors: Vec<JobError>,
 }
 
@@ -344,14 +346,15 @@ pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
         .get("metrics")
         .and_then(|m| m.get("invalidRows"))
         .and_then(Value::as_u64)
-        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let errors = match data.get("errors") {
         Some(Value::Array(entries)) => entries.iter().map(JobError::from_value).collect(),
         _ => Vec::new(),
     };
     Ok(JobStatus {
         state,
-        invalid_rows,
+        invalid_rows: invalid_rows.unwrap_or(0),
+        invalid_rows_given: invalid_rows.is_some(),
         errors,
     })
 }

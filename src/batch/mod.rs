@@ -55,6 +55,9 @@ impl Envelope {
 /// merge into the same bytes whatever order they were received in.
 type MergeOrder = (Option<u128>, Option<u64>, String);
 
+/// The most parts a row merges again for one message received out of merge order.
+const MAX_REMERGED_PARTS: usize = 64;
+
 fn merge_order(message: &Lease) -> MergeOrder {
     (message.sequence, message.sent_at_ms, message.id.clone())
 }
@@ -106,6 +109,11 @@ impl Row {
         }
         let order = merge_order(&message);
         let place = self.parts.partition_point(|(o, _)| *o < order);
+        if place < self.parts.len() && self.parts.len() >= MAX_REMERGED_PARTS {
+            // Merging out of order costs a parse of every part: past this many, the newcomer
+            // starts the next batch instead (the batcher closes this one).
+            return Err(Box::new(message));
+        }
         let merged = if place == self.parts.len() {
             // The usual case: the newcomer is the latest, so it merges onto what is there.
             let mut fields = self

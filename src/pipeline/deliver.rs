@@ -23,7 +23,7 @@ use crate::telemetry::Telemetry;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
 /// resubmitted batch's halves are not resubmitted again.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Attempt {
     resubmit_left: bool,
     /// How many times this batch was held for a retry (`hold_and_retry`): each pause doubles.
@@ -31,15 +31,57 @@ struct Attempt {
     /// The bisection of a 400 that this part belongs to, shared by every part of the batch it
     /// began in.
     bisection: Option<Arc<Bisection>>,
+    /// Every attempt of the last submission timed out (it was held once to see whether the API
+    /// committed it).
+    timed_out: bool,
 }
 
-#[derive(Debug)]
+/// A batch kept (the heartbeat keeps its messages invisible) to be sent again under the same key
+/// after `pause`, while receiving waits as long: a refusal that applies to every batch (401, 403,
+/// 404, 405), or a FIFO batch's transient failures, spend time, not receive counts. At the drain
+/// it goes back to the queue instead.
+struct Hold {
+    batch: Batch,
+    key: String,
+    attempt: Attempt,
+    pause: Duration,
+}
+
+impl Hold {
+    fn new(batch: Batch, key: String, attempt: Attempt, pause: Duration) -> Self {
+        Self {
+            batch,
+            key,
+            attempt,
+            pause,
+        }
+    }
+}
+
+/// How many times a FIFO batch is held through transient failures before it goes back to the
+/// queue: with pauses doubling from `--release-backoff` up to 15 minutes, about 36 minutes of
+/// outage at the default 10 s.
+const MAX_FIFO_HOLDS: u32 = 8;
+
 struct Bisection {
     /// Calls it may still spend (`bisection_calls`).
     calls_left: AtomicUsize,
     /// Whether the API accepted any part: until it has, a row refused alone may be refused only
     /// because the API refuses everything.
     any_accepted: AtomicBool,
+    /// Rows refused alone, decided when the bisection ends.
+    refused_alone: std::sync::Mutex<Vec<(Row, Rejection)>>,
+}
+
+impl Bisection {
+    fn refused_alone(&self, rows: Vec<Row>, rejection: Rejection) {
+        let mut refused = self.refused_alone.lock().unwrap_or_else(|p| p.into_inner());
+        refused.extend(rows.into_iter().map(|row| (row, rejection.clone())));
+    }
+
+    fn take_refused_alone(&self) -> Vec<(Row, Rejection)> {
+        std::mem::take(&mut *self.refused_alone.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Times a message may be received before a row refused alone goes to the DLQ even though no
@@ -50,6 +92,7 @@ const FIRST: Attempt = Attempt {
     resubmit_left: true,
     holds: 0,
     bisection: None,
+    timed_out: false,
 };
 
 /// The most calls a bisection of `rows` may spend: enough to isolate four bad rows (each takes
@@ -137,53 +180,84 @@ impl Pipeline {
     fn deliver_as(
         self: &Arc<Self>,
         mut batch: Batch,
-        key: String,
-        attempt: Attempt,
-        ticket: Option<Ticket>,
+        mut key: String,
+        mut attempt: Attempt,
+        mut ticket: Option<Ticket>,
     ) -> BoxFuture<'static, ()> {
         let this = self.clone();
         Box::pin(async move {
-            let behind = this.rows_behind_a_released_group(&mut batch);
-            if !behind.is_empty() {
-                // Settled as retries: one already deleted (accepted mode) goes to the DLQ.
-                this.acks.settle(settle_rows(behind, || Fate::Retry)).await;
-                if batch.rows.is_empty() {
-                    return;
-                }
-                // The settle took time: a ticket spent now would reach the API late, closer to
-                // the next call than the bucket assumed. Let the rest pay for a fresh one.
-                let _unspent = ticket;
-                return this.deliver_part(batch, attempt).await;
-            }
-            let span = tracing::info_span!(
-                "batch",
-                key = %key,
-                records = batch.rows.len(),
-                messages = batch.message_count()
-            );
-            async move {
-                let on_answer = |signal, still_out| this.slots.observe(signal, still_out);
-                let call = BatchCall {
-                    key: &key,
-                    body: batch.body(),
-                    records: batch.rows.len(),
-                    on_answer: &on_answer,
-                };
-                match this.api.submit(&call, ticket).await {
-                    Ok(accepted) => {
-                        if let Some(bisection) = &attempt.bisection {
-                            bisection.any_accepted.store(true, Ordering::SeqCst);
-                        }
-                        this.telemetry.unblock();
-                        this.outage.ended();
-                        this.accepted(batch, key, accepted, attempt).await;
+            // One turn per call; a held batch takes another turn after its pause (a loop, so
+            // that an outage of days does not nest a future per retry).
+            loop {
+                let behind = this.rows_behind_a_released_group(&mut batch);
+                if !behind.is_empty() {
+                    // Settled as retries: one already deleted (accepted mode) goes to the DLQ.
+                    this.acks.settle(settle_rows(behind, || Fate::Retry)).await;
+                    if batch.rows.is_empty() {
+                        return;
                     }
-                    Err(error) => this.refused(batch, key, error, attempt).await,
+                    // The settle took time: a ticket spent now would reach the API late, closer
+                    // to the next call than the bucket assumed. The rest pays for a fresh one.
+                    key = batch.key();
+                    ticket = None;
+                    continue;
                 }
+                let span = tracing::info_span!(
+                    "batch",
+                    key = %key,
+                    records = batch.rows.len(),
+                    messages = batch.message_count()
+                );
+                let held = this
+                    .call(batch, key, attempt, ticket.take())
+                    .instrument(span)
+                    .await;
+                let Some(hold) = held else { return };
+                this.outage.began(Instant::now(), hold.pause);
+                tokio::select! {
+                    _ = tokio::time::sleep(hold.pause) => {}
+                    _ = this.draining.cancelled() => {
+                        let settlement = settle_rows(hold.batch.rows, || Fate::Retry);
+                        return this.acks.settle(settlement).await;
+                    }
+                }
+                (batch, key) = (hold.batch, hold.key);
+                attempt = Attempt {
+                    holds: hold.attempt.holds.saturating_add(1),
+                    ..hold.attempt
+                };
             }
-            .instrument(span)
-            .await
         })
+    }
+
+    /// One submission and whatever its answer leads to; `Some` when the batch is to be held and
+    /// sent again under the same key.
+    async fn call(
+        self: &Arc<Self>,
+        batch: Batch,
+        key: String,
+        attempt: Attempt,
+        ticket: Option<Ticket>,
+    ) -> Option<Hold> {
+        let on_answer = |signal, still_out| self.slots.observe(signal, still_out);
+        let call = BatchCall {
+            key: &key,
+            body: batch.body(),
+            records: batch.rows.len(),
+            on_answer: &on_answer,
+        };
+        match self.api.submit(&call, ticket).await {
+            Ok(accepted) => {
+                if let Some(bisection) = &attempt.bisection {
+                    bisection.any_accepted.store(true, Ordering::SeqCst);
+                }
+                self.telemetry.unblock();
+                self.outage.ended();
+                self.accepted(batch, key, accepted, attempt).await;
+                None
+            }
+            Err(error) => self.refused(batch, key, error, attempt).await,
+        }
     }
 
     /// FIFO: the rows holding a message that an earlier message of its group was released after.
@@ -202,28 +276,45 @@ impl Pipeline {
         key: String,
         error: ApiError,
         attempt: Attempt,
-    ) {
+    ) -> Option<Hold> {
         let action = classify(&error);
         self.telemetry
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
+        let fifo = self.settings.source_is_fifo();
         let settlement = match action {
-            // A batch that timed out on every attempt is too big for the API's answer time
-            // (seed 003: latency grows with the batch): it shrinks, as on a 413.
+            // Every attempt timed out. Once, the whole batch is sent again under its key after a
+            // pause, since a slow API may have committed it (the answer is then a replay). If
+            // that times out too, the batch is too big for the API's answer time (seed 003:
+            // latency grows with the batch): it shrinks, as on a 413.
             Action::Retry { .. } if matches!(error, ApiError::Timeout) && batch.rows.len() > 1 => {
+                if !attempt.timed_out {
+                    let attempt = Attempt {
+                        timed_out: true,
+                        ..attempt
+                    };
+                    return Some(Hold::new(batch, key, attempt, self.acks.release_base));
+                }
                 self.telemetry.timeout_split(batch.rows.len());
-                return self.split(batch, attempt).await;
+                let attempt = Attempt {
+                    timed_out: false,
+                    ..attempt
+                };
+                self.split(batch, attempt).await;
+                return None;
             }
-            Action::Retry { .. } if self.settings.source_is_fifo() => {
-                // A FIFO batch is held, not released: a release lets the group's later messages
-                // be received (and committed) before it comes back, and a commit-then-error job
-                // answers the same key with its own replay when the batch is sent again.
+            // A FIFO batch is held, not released: a release lets the group's later messages be
+            // received (and committed) before it comes back, and a commit-then-error job answers
+            // the same key with its own replay when the batch is sent again. After
+            // `MAX_FIFO_HOLDS` it goes back to the queue, so that its receive count (and the
+            // redrive policy) can see a batch that never gets through.
+            Action::Retry { .. } if fifo && attempt.holds < MAX_FIFO_HOLDS => {
                 let pause = release_visibility(
                     self.acks.release_base,
                     attempt.holds.saturating_add(1),
                     self.acks.release_cap,
                 );
                 self.telemetry.api_outage(&error, pause);
-                return self.hold_and_retry(batch, key, attempt, pause).await;
+                return Some(Hold::new(batch, key, attempt, pause));
             }
             Action::Retry { .. } => {
                 self.outage_began(&batch, &error);
@@ -233,12 +324,13 @@ impl Pipeline {
                 Ok((front, back)) => {
                     self.deliver_part(front, attempt.clone()).await;
                     self.deliver_part(back, attempt).await;
-                    return;
+                    return None;
                 }
                 Err(one) => settle_rows(one.rows, rejected(Reason::Oversize, &error)),
             },
             Action::DropOffender { index } => {
-                return self.drop_offender(batch, index, &error, attempt).await;
+                self.drop_offender(batch, index, &error, attempt).await;
+                return None;
             }
             Action::Bisect { schema } => {
                 if schema {
@@ -249,7 +341,8 @@ impl Pipeline {
                 } else {
                     Reason::RequestRejected
                 };
-                return self.bisect(batch, &error, reason, attempt).await;
+                self.bisect(batch, &error, reason, attempt).await;
+                return None;
             }
             Action::Pause => {
                 self.telemetry.block(format!(
@@ -257,7 +350,9 @@ impl Pipeline {
                      scope in --api-token-file / RECORDS_API_TOKEN; retrying every {:?}",
                     self.settings.auth_retry
                 ));
-                return self.refused_every_batch(batch, key, attempt).await;
+                // The token is refused for every call: every sender pauses.
+                self.api.budget().pause_for(self.settings.auth_retry);
+                return Some(Hold::new(batch, key, attempt, self.settings.auth_retry));
             }
             Action::KeyReused => {
                 // The key is the batch's sorted message IDs and the body a function of them, so a
@@ -274,46 +369,12 @@ impl Pipeline {
                      retrying every {:?}",
                     self.settings.auth_retry
                 ));
-                return self.refused_every_batch(batch, key, attempt).await;
+                // Receiving pauses, sending does not: a 404 may name only this batch's route.
+                return Some(Hold::new(batch, key, attempt, self.settings.auth_retry));
             }
         };
         self.acks.settle(settlement).await;
-    }
-
-    /// A refusal that applies to every batch (401, 403, 404, 405): sending and receiving pause
-    /// for `--auth-retry`, and the batch is held and sent again, so that a bad token rotation or
-    /// a gateway's 404 during a deploy spends time, not receive counts.
-    async fn refused_every_batch(self: &Arc<Self>, batch: Batch, key: String, attempt: Attempt) {
-        let pause = self.settings.auth_retry;
-        self.api.budget().pause_for(pause);
-        self.outage.began(Instant::now(), pause);
-        self.hold_and_retry(batch, key, attempt, pause).await
-    }
-
-    /// Keeps the batch's messages (the heartbeat keeps them invisible) and sends it again under
-    /// the same key after `pause`; receiving waits as long. At the drain it goes back to the
-    /// queue instead.
-    fn hold_and_retry(
-        self: &Arc<Self>,
-        batch: Batch,
-        key: String,
-        attempt: Attempt,
-        pause: Duration,
-    ) -> BoxFuture<'static, ()> {
-        let this = self.clone();
-        Box::pin(async move {
-            this.outage.began(Instant::now(), pause);
-            let attempt = Attempt {
-                holds: attempt.holds.saturating_add(1),
-                ..attempt
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => this.deliver_as(batch, key, attempt, None).await,
-                _ = this.draining.cancelled() => {
-                    this.acks.settle(settle_rows(batch.rows, || Fate::Retry)).await;
-                }
-            }
-        })
+        None
     }
 
     /// Every retry failed on a transient error: receiving pauses, and the batch's messages come
@@ -368,41 +429,76 @@ impl Pipeline {
         attempt: Attempt,
     ) {
         let alone = batch.rows.len() < 2;
-        let least_received = batch.messages().map(|m| m.receive_count).min().unwrap_or(1);
-        let unproven = attempt
-            .bisection
-            .as_ref()
-            .is_some_and(|b| !b.any_accepted.load(Ordering::SeqCst));
-        if alone && !(unproven && least_received < SYSTEMIC_RECEIVES) {
-            let settlement = settle_rows(batch.rows, rejected(reason, error));
-            return self.acks.settle(settlement).await;
+        let Some(bisection) = attempt.bisection.clone() else {
+            if alone {
+                // Sent alone from the start: the API refused this row itself.
+                let settlement = settle_rows(batch.rows, rejected(reason, error));
+                return self.acks.settle(settlement).await;
+            }
+            return self.bisect_from_the_top(batch, error, attempt).await;
+        };
+        if alone {
+            // Decided when the whole bisection is done: a row refused alone proves nothing
+            // until some part of its batch was accepted.
+            let rejection = Rejection::new(reason, error.to_string())
+                .with_code(error.code().map(str::to_owned));
+            bisection.refused_alone(batch.rows, rejection);
+            return;
         }
-        let mut attempt = attempt;
-        let bisection = attempt
-            .bisection
-            .get_or_insert_with(|| {
-                Arc::new(Bisection {
-                    calls_left: AtomicUsize::new(bisection_calls(batch.rows.len())),
-                    any_accepted: AtomicBool::new(false),
-                })
-            })
-            .clone();
-        if alone || !spend_bisection(&bisection.calls_left) {
-            // So many parts refused that the API likely refuses every request: the rest goes
-            // back to the queue, and receiving pauses, instead of a call for every row.
-            self.telemetry.block(format!(
-                "the Records API refused every part of a batch's bisection ({error}); it likely \
-                 refuses every request. Fix: check the API's validator and --object; retrying \
-                 after {:?}",
-                self.settings.auth_retry
-            ));
-            self.outage.began(Instant::now(), self.settings.auth_retry);
-            return self
-                .acks
-                .settle(settle_rows(batch.rows, || Fate::Retry))
-                .await;
+        if !spend_bisection(&bisection.calls_left) {
+            return self.refused_everything(batch.rows, error).await;
         }
         self.split(batch, attempt).await
+    }
+
+    /// Starts the bisection of a refused batch, and decides its rows refused alone at the end:
+    /// dead-lettered once some part was accepted (or after `SYSTEMIC_RECEIVES` receives), else
+    /// back to the queue with receiving paused, since the API may refuse every request.
+    async fn bisect_from_the_top(
+        self: &Arc<Self>,
+        batch: Batch,
+        error: &ApiError,
+        mut attempt: Attempt,
+    ) {
+        let bisection = Arc::new(Bisection {
+            calls_left: AtomicUsize::new(bisection_calls(batch.rows.len())),
+            any_accepted: AtomicBool::new(false),
+            refused_alone: Default::default(),
+        });
+        attempt.bisection = Some(bisection.clone());
+        spend_bisection(&bisection.calls_left);
+        self.split(batch, attempt).await;
+        let refused = bisection.take_refused_alone();
+        if refused.is_empty() {
+            return;
+        }
+        let least_received = refused
+            .iter()
+            .flat_map(|(row, _)| row.messages.iter().map(|m| m.receive_count))
+            .min()
+            .unwrap_or(1);
+        if bisection.any_accepted.load(Ordering::SeqCst) || least_received >= SYSTEMIC_RECEIVES {
+            let mut settlement = Settlement::default();
+            for (row, rejection) in refused {
+                settlement.add_all(row.messages, Fate::Rejected(rejection));
+            }
+            return self.acks.settle(settlement).await;
+        }
+        let rows = refused.into_iter().map(|(row, _)| row).collect();
+        self.refused_everything(rows, error).await
+    }
+
+    /// No part of a bisection was accepted: the API likely refuses every request. The rows go
+    /// back to the queue and receiving pauses, instead of a call (and a DLQ entry) for every row.
+    async fn refused_everything(&self, rows: Vec<Row>, error: &ApiError) {
+        self.telemetry.block(format!(
+            "the Records API refused every part of a batch's bisection ({error}); it likely \
+             refuses every request. Fix: check the API's validator and --object; retrying after \
+             {:?}",
+            self.settings.auth_retry
+        ));
+        self.outage.began(Instant::now(), self.settings.auth_retry);
+        self.acks.settle(settle_rows(rows, || Fate::Retry)).await
     }
 
     /// Sends the two halves of a batch in turn (in order, for FIFO groups).

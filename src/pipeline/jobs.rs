@@ -95,10 +95,16 @@ pub async fn track(
             Err(ApiError::Status { status: 404, .. }) => {
                 telemetry.job_poll("unknown_job");
                 let since = *unknown_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= UNKNOWN_JOB_GRACE {
+                // A FIFO group waits longer: a lost job that still commits after the group moved
+                // on would overwrite its newer values.
+                let grace = match overdue {
+                    Overdue::GiveUp => UNKNOWN_JOB_GRACE,
+                    Overdue::KeepFollowing => UNKNOWN_JOB_GRACE.max(timeout),
+                };
+                if since.elapsed() >= grace {
                     return JobEnd::Unknown(format!(
-                        "the API did not know the job for {UNKNOWN_JOB_GRACE:?} (404); whether it \
-                         committed is unknown"
+                        "the API did not know the job for {grace:?} (404); whether it committed \
+                         is unknown"
                     ));
                 }
                 tracing::warn!(
@@ -143,9 +149,14 @@ pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
                 .in_job(job_id, Some(index))
         });
     }
-    // An entry that names no row it could mean (index -1, out of range, none) still says a row
-    // was invalid: every row it did not name may be that one.
-    let unidentified = status.invalid_rows > named.len() || unnamed_entries;
+    // More invalid rows than named ones: every row not named may be one of them. Without a
+    // count, an entry that names no row it could mean (index -1, out of range, none) says the
+    // same. With a count that the named rows account for, such an entry is a summary.
+    let unidentified = if status.invalid_rows_given {
+        status.invalid_rows > named.len()
+    } else {
+        unnamed_entries
+    };
     (0..rows)
         .map(|index| match named.remove(&index) {
             Some(rejection) => Fate::Rejected(rejection),
@@ -195,6 +206,7 @@ mod tests {
         let status = JobStatus {
             state: JobState::Completed,
             invalid_rows: 2,
+            invalid_rows_given: true,
             errors: vec![error(Some(1), None), error(None, Some("records[3].email"))],
         };
         let fates = row_fates(4, &status, "rjob_1");
@@ -211,6 +223,7 @@ mod tests {
         let status = JobStatus {
             state: JobState::Completed,
             invalid_rows: 2,
+            invalid_rows_given: true,
             errors: vec![error(Some(0), None)],
         };
         let fates = row_fates(3, &status, "rjob_1");
@@ -225,6 +238,7 @@ mod tests {
         let status = JobStatus {
             state: JobState::Completed,
             invalid_rows: 1,
+            invalid_rows_given: true,
             errors: vec![],
         };
         assert_eq!(
@@ -240,12 +254,20 @@ mod tests {
         let status = JobStatus {
             state: JobState::Completed,
             invalid_rows: 0,
+            invalid_rows_given: false,
             errors: vec![error(Some(0), None), error(None, None)],
         };
         assert_eq!(
             reasons(&row_fates(2, &status, "j")),
             ["invalid_row", "invalid_row_unidentified"]
         );
+        // With a count the named rows account for, the unnamed entry is a summary.
+        let status = JobStatus {
+            invalid_rows: 1,
+            invalid_rows_given: true,
+            ..status
+        };
+        assert_eq!(reasons(&row_fates(2, &status, "j")), ["invalid_row", "ok"]);
     }
 
     #[test]
@@ -253,6 +275,7 @@ mod tests {
         let status = JobStatus {
             state: JobState::Completed,
             invalid_rows: 1,
+            invalid_rows_given: true,
             errors: vec![error(Some(99), None)],
         };
         assert_eq!(

@@ -31,9 +31,20 @@ pub const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// How often a loop waiting on backpressure tells the watchdog it is alive.
 const BACKPRESSURE_CHECK: Duration = Duration::from_secs(5);
 
-/// The bytes a message holds against `--max-held-bytes`: its body.
+/// The bytes a message holds against `--max-held-bytes`: its body and the producer's message
+/// attributes (kept for its DLQ copy).
 pub fn held_bytes(message: &Received) -> usize {
-    message.body.len().max(1)
+    let attributes: usize = message
+        .attributes
+        .iter()
+        .flatten()
+        .map(|(name, value)| {
+            name.len()
+                + value.string_value.as_deref().map_or(0, str::len)
+                + value.binary_value.as_ref().map_or(0, |b| b.as_ref().len())
+        })
+        .sum();
+    (message.body.len() + attributes).max(1)
 }
 
 pub struct Poller {

@@ -69,7 +69,11 @@ pub async fn reach(
             source,
         })?;
     let dlq_max = dlq_max_bytes(dlq).await;
-    dlq_fits_the_source(max_message_bytes(source).await, dlq_max)?;
+    // Compared only when both sizes were read: a DLQ the worker may only send to is not refused
+    // for a size it assumed.
+    if let Some(read) = max_message_bytes(dlq).await {
+        dlq_fits_the_source(max_message_bytes(source).await, read)?;
+    }
     Ok(Reached {
         schema,
         visibility: settings.visibility_timeout.unwrap_or(queue_visibility),

@@ -15,9 +15,26 @@ pub async fn run(
     queued: Duration,
     processing: Duration,
 ) {
+    // Finished, dropped or panicked, it no longer holds up the jobs created after it.
+    let _turn = Turn {
+        emu: emu.clone(),
+        number,
+        generation,
+    };
     timeline(&emu, &id, number, generation, queued, processing).await;
-    // Finished or dropped, it no longer holds up the jobs created after it.
-    emu.finished_turn(number, generation);
+}
+
+/// Gives up a job's turn (`job_order: created`) however its timeline ends.
+struct Turn {
+    emu: Arc<Emulator>,
+    number: u64,
+    generation: u64,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.emu.finished_turn(self.number, self.generation);
+    }
 }
 
 async fn timeline(
