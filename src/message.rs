@@ -13,8 +13,8 @@ pub struct Received {
     pub body: String,
     pub md5_of_body: Option<String>,
     pub group_id: Option<String>,
-    /// FIFO `SequenceNumber`: the order of the message within its group, stable across
-    /// redeliveries.
+    /// The order of a FIFO message within its group: SQS's `SequenceNumber` as received, then
+    /// the worker's own receive-order number (`sqs::sequence`).
     pub sequence: Option<u128>,
     pub receive_count: u32,
     /// SQS `SentTimestamp`, milliseconds since the epoch.

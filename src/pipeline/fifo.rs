@@ -81,7 +81,7 @@ struct Stamps {
     /// it is expected back. An SQS that unlocks a group once its earliest released message is
     /// visible again (LocalStack does) can hand out later messages while others are still
     /// invisible: those must follow too, whenever they were received.
-    outstanding: HashMap<String, BTreeMap<u128, Instant>>,
+    outstanding: HashMap<String, BTreeMap<u128, (String, Instant)>>,
     /// The size at which stale stamps are next swept: it doubles with the map, so a sweep costs
     /// O(1) amortized per release even with a million per-user groups.
     sweep_at: usize,
@@ -108,11 +108,11 @@ impl ReleasedGroups {
     /// `visible_again`.
     pub fn released(
         &self,
-        group: &str,
-        sequence: Option<u128>,
+        message: (&str, &str, Option<u128>),
         at: Instant,
         visible_again: Duration,
     ) {
+        let (id, group, sequence) = message;
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sequence) = sequence {
             let back_by = at + visible_again.min(STAMP_TTL) + OUTSTANDING_GRACE;
@@ -120,7 +120,7 @@ impl ReleasedGroups {
                 .outstanding
                 .entry(group.to_owned())
                 .or_default()
-                .insert(sequence, back_by);
+                .insert(sequence, (id.to_owned(), back_by));
         }
         let Stamps {
             by_group,
@@ -132,7 +132,7 @@ impl ReleasedGroups {
             *sweeps += 1;
             by_group.retain(|_, stamp| at.saturating_duration_since(stamp.at) < STAMP_TTL);
             outstanding.retain(|_, back| {
-                back.retain(|_, by| *by > at);
+                back.retain(|_, (_, by)| *by > at);
                 !back.is_empty()
             });
             *sweep_at = (by_group.len() * 2).max(FIRST_SWEEP);
@@ -159,12 +159,14 @@ impl ReleasedGroups {
 
     /// A message was received (again): it is no longer outstanding.
     pub fn held(&self, message: &Received) {
-        let (Some(group), Some(sequence)) = (&message.group_id, message.sequence) else {
+        let Some(group) = &message.group_id else {
             return;
         };
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(back) = stamps.outstanding.get_mut(group) {
-            back.remove(&sequence);
+            // By ID: where the queue's sequence numbers are replaced by the receive order
+            // (`sqs::sequence`), a message received again has a new one.
+            back.retain(|_, (id, _)| *id != message.id);
             if back.is_empty() {
                 stamps.outstanding.remove(group);
             }
@@ -183,7 +185,7 @@ impl ReleasedGroups {
         if let (Some(sequence), Some(back)) = (message.sequence, stamps.outstanding.get_mut(group))
         {
             let now = Instant::now();
-            back.retain(|_, by| *by > now);
+            back.retain(|_, (_, by)| *by > now);
             if back.range(..sequence).next().is_some() {
                 return true;
             }
@@ -233,7 +235,11 @@ mod tests {
         held.group_id = Some("g".into());
         let t0 = held.received_at;
         assert!(!groups.must_follow(&held));
-        groups.released("g", None, t0 + Duration::from_millis(5), Duration::ZERO);
+        groups.released(
+            ("m0", "g", None),
+            t0 + Duration::from_millis(5),
+            Duration::ZERO,
+        );
         assert!(groups.must_follow(&held));
         let mut later = Received::fake("m3", "{}");
         later.group_id = Some("g".into());
@@ -257,8 +263,7 @@ mod tests {
         };
         let (early, late) = (at(10), at(30));
         groups.released(
-            "g",
-            Some(20),
+            ("m20", "g", Some(20)),
             late.received_at + Duration::from_millis(1),
             Duration::ZERO,
         );
@@ -271,8 +276,7 @@ mod tests {
             "seq 30 is behind the released 20"
         );
         groups.released(
-            "g",
-            Some(5),
+            ("m5", "g", Some(5)),
             late.received_at + Duration::from_millis(2),
             Duration::ZERO,
         );
@@ -288,7 +292,7 @@ mod tests {
         let groups = ReleasedGroups::default();
         let now = Instant::now();
         for i in 0..200_000 {
-            groups.released(&format!("user-{i}"), Some(i), now, Duration::ZERO);
+            groups.released(("m", &format!("user-{i}"), Some(i)), now, Duration::ZERO);
         }
         assert_eq!(groups.len(), 200_000);
         let sweeps = groups.stamps.lock().unwrap().sweeps;
@@ -312,7 +316,7 @@ mod tests {
             m
         };
         let t0 = Instant::now();
-        groups.released("g", Some(2), t0, Duration::from_secs(10));
+        groups.released(("m2", "g", Some(2)), t0, Duration::from_secs(10));
         let mut skipped_ahead = at(11);
         skipped_ahead.received_at = t0 + Duration::from_millis(5);
         assert!(groups.must_follow(&skipped_ahead), "seq 2 is still out");

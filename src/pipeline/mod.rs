@@ -35,6 +35,8 @@ pub struct Pipeline {
     /// Cancelled when the drain begins: receiving stops, and a batch held for a retry goes back
     /// to the queue instead of waiting out its pause.
     pub draining: tokio_util::sync::CancellationToken,
+    /// Numbers FIFO messages in the order they were received (`sqs::sequence`).
+    pub sequences: crate::sqs::sequence::Sequences,
 }
 
 /// The jobs the worker is following, with how many messages each holds, so that a drain that

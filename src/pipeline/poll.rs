@@ -113,8 +113,9 @@ impl Poller {
                 }
             };
             let messages = match received {
-                Ok(messages) => {
+                Ok(mut messages) => {
                     failures = 0;
+                    self.pipeline.sequences.number(&mut messages);
                     messages
                 }
                 Err(error) => {

@@ -199,8 +199,7 @@ impl Acks {
         for release in &releases {
             if let Some(group) = &release.group_id {
                 self.holdings.released_groups().released(
-                    group,
-                    release.sequence,
+                    (&release.id, group, release.sequence),
                     now,
                     release.visibility,
                 );

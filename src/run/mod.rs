@@ -176,6 +176,7 @@ fn assemble(
         outage: Default::default(),
         open_jobs: Default::default(),
         draining: CancellationToken::new(),
+        sequences: Default::default(),
         slots: Slots::new(
             settings.max_in_flight,
             settings.concurrency == Concurrency::Adaptive,

@@ -140,8 +140,7 @@ impl Holdings {
         if let Some((group, sequence)) = group {
             // The heartbeat releases it within a round, with a backoff of at most 15 minutes.
             self.released_groups.released(
-                &group,
-                sequence,
+                (id, &group, sequence),
                 Instant::now(),
                 std::time::Duration::from_secs(15 * 60),
             );

@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod entries;
 pub mod holdings;
 pub mod queue;
+pub mod sequence;
 
 pub use holdings::Holdings;
 pub use queue::{EntryFailure, Queue, SqsError};
