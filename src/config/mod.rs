@@ -111,6 +111,8 @@ pub struct Settings {
     pub auth_retry: Duration,
     pub max_held_bytes: usize,
     pub release_backoff: Duration,
+    /// Long-poll wait of a receive, in whole seconds (0 to 20).
+    pub receive_wait_s: i32,
 }
 
 /// The settings that say where things are and what to write.
@@ -151,6 +153,7 @@ struct Timing {
     retry_attempts: usize,
     auth_retry: Duration,
     release_backoff: Duration,
+    receive_wait_s: i32,
 }
 
 const QUEUE_URL_FIX: &str = "give the queue URL that CreateQueue or the console shows";
@@ -209,6 +212,7 @@ impl Settings {
             auth_retry: t.auth_retry,
             max_held_bytes: f.max_held_bytes,
             release_backoff: t.release_backoff,
+            receive_wait_s: t.receive_wait_s,
         })
     }
 
@@ -451,6 +455,14 @@ fn timing(raw: &Raw) -> Result<Timing, ConfigError> {
             duration_up_to(HOUR),
             "use a duration from 1s to 1h, such as 10s",
         )?,
+        receive_wait_s: raw
+            .receive_wait
+            .parse(
+                duration_up_to(Duration::from_secs(20)),
+                "use a duration from 1s to 20s, such as 20s",
+            )?
+            .as_secs()
+            .max(1) as i32,
     })
 }
 

@@ -121,7 +121,8 @@ settings_table! {
     ack_on "--ack-on" "ACK_ON" [value "accepted"]
         "accepted (delete after the 202) or completed (delete after the job ends).";
     job_timeout "--job-timeout" "JOB_TIMEOUT" [value "10m"]
-        "How long to poll a job before its rows go to the DLQ as job_timeout.";
+        "How long to poll a job before its rows go to the DLQ as job_timeout. On a FIFO queue \
+         the worker keeps following the job past it, with a warning, and its groups wait.";
     visibility_timeout "--visibility-timeout" "SQS_VISIBILITY_TIMEOUT" [shown "the queue's"]
         "Visibility given on receive.";
     drain_timeout "--drain-timeout" "DRAIN_TIMEOUT" [value "25s"]
@@ -133,13 +134,20 @@ settings_table! {
     request_timeout "--request-timeout" "RECORDS_REQUEST_TIMEOUT" [value "30s"]
         "Timeout of one Records API request.";
     retry_attempts "--retry-attempts" "RECORDS_RETRY_ATTEMPTS" [value "8"]
-        "Attempts per batch request before its messages are released to SQS.";
+        "Attempts per batch request before its messages are released to SQS (a FIFO batch is \
+         held and sent again, see --release-backoff).";
     auth_retry "--auth-retry" "RECORDS_AUTH_RETRY" [value "30s"]
-        "Pause after a 401/403 before trying again.";
+        "Pause after a 401, 403, 404 or 405 before the held batch is sent again; receiving \
+         pauses as long (and sending too, on 401/403).";
     max_held_bytes "--max-held-bytes" "MAX_HELD_BYTES"
         [shown "(max-in-flight + 1) x batch-max-bytes, at least 4MiB"]
         "Message bodies held at most (buffered and in flight) before receiving waits.";
     release_backoff "--release-backoff" "RELEASE_BACKOFF" [value "10s"]
         "Visibility of a message released for a retry, doubled per receive up to 15m; receiving \
-         pauses as long while the API is out.";
+         pauses as long while the API is out. A FIFO batch is held instead, with the same \
+         pauses, and released after 8 of them.";
+    receive_wait "--receive-wait" "SQS_RECEIVE_WAIT" [value "20s"]
+        "Long-poll wait of one receive, 1s to 20s (whole seconds). Keep 20s on AWS; moto's \
+         server keeps a FIFO group locked for a whole long poll that began while the group was \
+         in flight, so use 1s against it.";
 }

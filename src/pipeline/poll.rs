@@ -21,7 +21,6 @@ use crate::message::Received;
 use crate::outcome::{Fate, Settlement};
 use crate::sqs::Holdings;
 
-pub const WAIT_TIME_S: i32 = 20;
 
 /// How long a receive already under way may still finish after shutdown begins. Dropping it at
 /// once would leave whatever SQS was handing out invisible until its visibility ends; a receive
@@ -99,7 +98,8 @@ impl Poller {
                     _ = stop.cancelled() => return,
                 }
             };
-            let receive = source.receive(self.per_receive as i32, WAIT_TIME_S, visibility);
+            let wait_s = self.pipeline.settings.receive_wait_s;
+            let receive = source.receive(self.per_receive as i32, wait_s, visibility);
             tokio::pin!(receive);
             let mut stopping = false;
             let received = tokio::select! {
