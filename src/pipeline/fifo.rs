@@ -250,17 +250,19 @@ mod tests {
         assert!(!groups.must_follow(&other));
     }
 
+    /// Message `m{seq}` of group `g`, at place `seq`.
+    fn at(seq: u128) -> Received {
+        let mut m = Received::fake(&format!("m{seq}"), "{}");
+        m.group_id = Some("g".into());
+        m.sequence = Some(seq);
+        m
+    }
+
     /// Issue 19, path 13: the release of a later message (a higher `SequenceNumber`) must not send
     /// an earlier held one back; an earlier one's release sends every later one back.
     #[test]
     fn only_a_release_earlier_in_the_group_sends_held_messages_back() {
         let groups = ReleasedGroups::default();
-        let at = |seq: u128| {
-            let mut m = Received::fake(&format!("m{seq}"), "{}");
-            m.group_id = Some("g".into());
-            m.sequence = Some(seq);
-            m
-        };
         let (early, late) = (at(10), at(30));
         groups.released(
             ("m20", "g", Some(20)),
@@ -309,12 +311,6 @@ mod tests {
     #[test]
     fn a_message_received_while_an_earlier_one_is_still_out_follows_it() {
         let groups = ReleasedGroups::default();
-        let at = |seq: u128| {
-            let mut m = Received::fake(&format!("m{seq}"), "{}");
-            m.group_id = Some("g".into());
-            m.sequence = Some(seq);
-            m
-        };
         let t0 = Instant::now();
         groups.released(("m2", "g", Some(2)), t0, Duration::from_secs(10));
         let mut skipped_ahead = at(11);
