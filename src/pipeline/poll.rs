@@ -21,7 +21,6 @@ use crate::message::Received;
 use crate::outcome::{Fate, Settlement};
 use crate::sqs::Holdings;
 
-
 /// How long a receive already under way may still finish after shutdown begins. Dropping it at
 /// once would leave whatever SQS was handing out invisible until its visibility ends; a receive
 /// that has messages answers in milliseconds, and one that has none loses nothing when dropped.
