@@ -14,6 +14,14 @@ impl ApiToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every copy of the token replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_owned();
+        }
+        text.replace(&self.0, "[redacted]")
+    }
 }
 
 impl fmt::Debug for ApiToken {
@@ -28,5 +36,14 @@ mod tests {
     fn debug_hides_the_token() {
         let token = super::ApiToken::new("s3cret".into());
         assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redact_takes_out_every_copy() {
+        let token = super::ApiToken::new("s3cret".into());
+        assert_eq!(
+            token.redact("Bearer s3cret is not s3cret's"),
+            "Bearer [redacted] is not [redacted]'s"
+        );
     }
 }

@@ -50,9 +50,10 @@ pub fn signal<T>(result: &Result<T, ApiError>, took: Duration) -> Signal {
 
 pub fn classify(error: &ApiError) -> Action {
     match error {
-        ApiError::Timeout | ApiError::Connect(_) | ApiError::Malformed(_) => {
-            Action::Retry { after: None }
-        }
+        ApiError::Timeout
+        | ApiError::Connect(_)
+        | ApiError::Malformed(_)
+        | ApiError::TooLarge { .. } => Action::Retry { after: None },
         ApiError::Status {
             status,
             code,
@@ -129,6 +130,13 @@ mod tests {
             (ApiError::Timeout, retry(None)),
             (ApiError::Connect("refused".into()), retry(None)),
             (ApiError::Malformed("bad json".into()), retry(None)),
+            (
+                ApiError::TooLarge {
+                    route: "job",
+                    ceiling: 1,
+                },
+                retry(None),
+            ),
             (status(408, None, None, None), retry(None)),
             (
                 status(409, Some(codes::IN_PROGRESS), None, None),

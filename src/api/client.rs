@@ -1,5 +1,10 @@
 //! HTTP calls to the Records API over reqwest: metadata, batch submits (paced, retried with `backon`
 //! under one key and one body), and job status reads.
+//!
+//! The API is trusted with records, not with the token or the worker's memory (docs/security.md):
+//! the token goes only to the origin of `--api-url` (`origin.rs`), every answer is read against its
+//! route's ceiling (`ceiling.rs`), and text the API sends is redacted of the token before it goes
+//! anywhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +15,10 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ceiling::{Ceiling, read_capped};
 use super::classify::{Action, Signal, classify, signal};
 use super::error::ApiError;
+use super::origin::{JobRoute, Origin};
 use crate::budget::{Budget, Ticket};
 use crate::config::{Operation, Settings};
 use crate::secret::ApiToken;
@@ -22,7 +29,8 @@ use records_contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
 #[derive(Clone, Debug)]
 pub struct Accepted {
     pub job_id: String,
-    pub status_path: String,
+    /// Where the job is polled: `statusPath` joined to `--api-url`, always on its origin.
+    pub job_url: String,
     pub accepted_records: usize,
     pub replayed: bool,
 }
@@ -93,7 +101,9 @@ pub struct JobStatus {
 pub struct RecordsApi {
     http: reqwest::Client,
     base: String,
+    origin: Origin,
     auth: HeaderValue,
+    token: ApiToken,
     object: String,
     operation: Operation,
     retry_attempts: usize,
@@ -166,10 +176,14 @@ impl RecordsApi {
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .map_err(|e| ApiError::Connect(format!("cannot build the HTTP client: {e}")))?;
+        let origin = Origin::of(&settings.api_url)
+            .ok_or_else(|| ApiError::Connect("--api-url is not an absolute http(s) URL".into()))?;
         Ok(Self {
             http,
             base: settings.api_url.clone(),
+            origin,
             auth: auth_header(&settings.api_token),
+            token: settings.api_token.clone(),
             object: settings.object.clone(),
             operation: settings.operation,
             retry_attempts: settings.retry_attempts,
@@ -183,24 +197,34 @@ impl RecordsApi {
         &self.budget
     }
 
-    /// One request: its status, metric and answer.
+    /// One request: its status, metric and answer. The request must go to `self.origin` (every
+    /// URL is built from `self.base`, and a job's from `JobRoute`); reqwest drops the token on a
+    /// redirect to another origin.
     async fn call(
         &self,
-        route: &'static str,
+        ceiling: Ceiling,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, ApiError> {
         let result = self
-            .exchange(request.header(AUTHORIZATION, self.auth.clone()))
-            .await;
+            .exchange(ceiling, request.header(AUTHORIZATION, self.auth.clone()))
+            .await
+            .map_err(|error| error.redacted(&self.token));
         let label = match &result {
             Ok(answer) => answer.status.to_string(),
             Err(error) => error.status_label(),
         };
-        self.telemetry.api_request(route, &label);
+        if let Err(ApiError::TooLarge { route, ceiling }) = &result {
+            self.telemetry.api_answer_too_large(route, *ceiling);
+        }
+        self.telemetry.api_request(ceiling.route, &label);
         result
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Answer, ApiError> {
+    async fn exchange(
+        &self,
+        ceiling: Ceiling,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, ApiError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -211,7 +235,7 @@ impl RecordsApi {
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
             .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
         let replayed = response.headers().contains_key(IDEMPOTENT_REPLAYED);
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_capped(response, ceiling).await?;
         let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
         if (200..300).contains(&status) {
             let data = envelope.and_then(|e| e.data).ok_or_else(|| {
@@ -238,7 +262,7 @@ impl RecordsApi {
 
     pub async fn metadata(&self) -> Result<ObjectSchema, ApiError> {
         let url = format!("{}/metadata/objects/{}", self.base, self.object);
-        let answer = self.call("metadata", self.http.get(url)).await?;
+        let answer = self.call(Ceiling::METADATA, self.http.get(url)).await?;
         serde_json::from_value(answer.data)
             .map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
     }
@@ -276,7 +300,7 @@ impl RecordsApi {
         use std::sync::atomic::Ordering::SeqCst;
         let started = std::time::Instant::now();
         self.calls_out.fetch_add(1, SeqCst);
-        let result = self.call("batch", request).await;
+        let result = self.call(Ceiling::BATCH, request).await;
         let still_out = self.calls_out.fetch_sub(1, SeqCst).saturating_sub(1);
         on_answer(signal(&result, started.elapsed()), still_out);
         if let Err(ApiError::Status {
@@ -291,9 +315,23 @@ impl RecordsApi {
         let Answer { data, replayed, .. } = result?;
         let accepted: AcceptedData = serde_json::from_value(data)
             .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))?;
+        let job_url = match JobRoute::resolve(
+            &self.origin,
+            &self.base,
+            &self.object,
+            &accepted.job_id,
+            &accepted.status_path,
+        ) {
+            JobRoute::Named(url) => url,
+            JobRoute::Foreign { named_origin, url } => {
+                self.telemetry
+                    .api_foreign_status_path(&accepted.job_id, &named_origin);
+                url
+            }
+        };
         Ok(Accepted {
             job_id: accepted.job_id,
-            status_path: accepted.status_path,
+            job_url,
             accepted_records: accepted.accepted_records,
             replayed,
         })
@@ -326,10 +364,19 @@ impl RecordsApi {
             .await
     }
 
-    pub async fn job(&self, status_path: &str) -> Result<JobStatus, ApiError> {
-        let url = status_url(&self.base, status_path);
-        let answer = self.call("job", self.http.get(url)).await?;
-        job_status(answer.data)
+    /// `job_url` comes from `Accepted`: on the origin of `--api-url`.
+    pub async fn job(&self, job_url: &str) -> Result<JobStatus, ApiError> {
+        let answer = self.call(Ceiling::JOB, self.http.get(job_url)).await?;
+        let mut status = job_status(answer.data).map_err(|e| e.redacted(&self.token))?;
+        for error in &mut status.errors {
+            for text in [&mut error.code, &mut error.message, &mut error.path]
+                .into_iter()
+                .flatten()
+            {
+                *text = self.token.redact(text);
+            }
+        }
+        Ok(status)
     }
 }
 
@@ -370,20 +417,7 @@ pub fn job_status_from_body(body: &[u8]) -> Result<JobStatus, ApiError> {
     )
 }
 
-/// `statusPath` is relative to the base URL, with or without its leading slash; an absolute URL
-/// is taken as it is.
-pub fn status_url(base: &str, status_path: &str) -> String {
-    if status_path.starts_with("http://") || status_path.starts_with("https://") {
-        return status_path.to_owned();
-    }
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        status_path.trim_start_matches('/')
-    )
-}
-
-fn transport(error: reqwest::Error) -> ApiError {
+pub(super) fn transport(error: reqwest::Error) -> ApiError {
     if error.is_timeout() {
         ApiError::Timeout
     } else {
@@ -430,22 +464,5 @@ mod tests {
             read(r#"{"data":{"errors":[]}}"#).is_err(),
             "no state at all"
         );
-    }
-
-    /// Issue 10, defect 8: `statusPath` joins the base with or without its leading slash.
-    #[test]
-    fn status_paths_join_the_base() {
-        let base = "http://api/public/v1";
-        for path in ["/records/p/jobs/j", "records/p/jobs/j"] {
-            assert_eq!(
-                status_url(base, path),
-                "http://api/public/v1/records/p/jobs/j"
-            );
-            assert_eq!(
-                status_url("http://api/public/v1/", path),
-                "http://api/public/v1/records/p/jobs/j"
-            );
-        }
-        assert_eq!(status_url(base, "https://other/j"), "https://other/j");
     }
 }

@@ -19,6 +19,12 @@ pub enum ApiError {
     Connect(String),
     #[error("the Records API sent a response the worker cannot read: {0}")]
     Malformed(String),
+    /// The answer ran past its route's ceiling (`api::ceiling`); the rest was never read.
+    #[error(
+        "the answer on the {route} route ran past its {ceiling}-byte ceiling and was dropped unread. \
+         Check what sits between the worker and --api-url"
+    )]
+    TooLarge { route: &'static str, ceiling: usize },
 }
 
 impl ApiError {
@@ -36,6 +42,29 @@ impl ApiError {
         }
     }
 
+    /// The error with every copy of the token taken out of the text the API sent, before it can
+    /// reach a log, `/readyz` or a DLQ attribute (a gateway may echo the credential it was shown).
+    pub fn redacted(self, token: &crate::secret::ApiToken) -> Self {
+        match self {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                path,
+                retry_after,
+            } => ApiError::Status {
+                status,
+                code: code.map(|c| token.redact(&c)),
+                message: token.redact(&message),
+                path: path.map(|p| token.redact(&p)),
+                retry_after,
+            },
+            ApiError::Connect(text) => ApiError::Connect(token.redact(&text)),
+            ApiError::Malformed(text) => ApiError::Malformed(token.redact(&text)),
+            other => other,
+        }
+    }
+
     /// The label metrics use for the status: the number, or the kind of transport failure.
     pub fn status_label(&self) -> String {
         match self {
@@ -43,6 +72,7 @@ impl ApiError {
             ApiError::Timeout => "timeout".into(),
             ApiError::Connect(_) => "connect".into(),
             ApiError::Malformed(_) => "malformed".into(),
+            ApiError::TooLarge { .. } => "too_large".into(),
         }
     }
 }

@@ -67,7 +67,7 @@ pub async fn track(
         let wait = deadline.map_or(delay, |at| delay.min(at - now));
         tokio::time::sleep(wait).await;
         delay = (delay.mul_f64(1.5)).min(MAX_POLL);
-        match api.job(&accepted.status_path).await {
+        match api.job(&accepted.job_url).await {
             Ok(status) => match status.state {
                 JobState::Completed => {
                     telemetry.job_poll("completed");

@@ -64,8 +64,15 @@ impl Running {
         }
         tasks.overrun.abort();
         let _ = tasks.overrun.await;
+        // The telemetry server closes its connections at once; the deadline bounds it anyway, so
+        // that no client of --listen can hold the process past --drain-timeout.
         tasks.stop_server.cancel();
-        let _ = tasks.server.await;
+        if tokio::time::timeout_at(deadline.into(), &mut tasks.server)
+            .await
+            .is_err()
+        {
+            tasks.server.abort();
+        }
         let counts = telemetry.counts();
         tracing::info!(
             received = counts.received,

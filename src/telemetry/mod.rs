@@ -1,6 +1,7 @@
 //! Telemetry: each event writes its log line and its metric in one place. Also readiness, the
 //! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server.
 
+pub mod peers;
 pub mod quota;
 pub mod server;
 pub mod systemd;
@@ -68,6 +69,7 @@ pub struct Telemetry {
     lost: Counter,
     ready: Gauge,
     quota: quota::QuotaMetrics,
+    peers: peers::PeerMetrics,
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
     blocked: Mutex<Option<String>>,
@@ -111,6 +113,7 @@ impl Telemetry {
             lost: registered(r, "messages_lost", "Messages deleted from the source that neither the API committed nor the DLQ took"),
             ready: registered(r, "ready", "1 when /readyz answers 200: SQS and the API reached, nothing blocked"),
             quota: quota::QuotaMetrics::register(r),
+            peers: peers::PeerMetrics::register(r),
             registry,
             sqs_ready: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),

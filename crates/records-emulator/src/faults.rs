@@ -100,6 +100,65 @@ pub struct Faults {
     /// Job reports in odd but readable shapes: upper-case state, numeric error codes, an extra
     /// `errors` entry with index -1 beside real ones, unknown fields.
     pub odd_reports: bool,
+    /// Hostile answers (issue 20): a peer that wants the token, the memory or a socket.
+    pub hostile: Hostile,
+}
+
+/// Answers a hostile or broken API gives. Each `*_next` counts down one per job poll.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hostile {
+    /// `statusPath` is this origin plus the job's path: an absolute URL on another host.
+    #[serde(default)]
+    pub status_path_origin: Option<String>,
+    /// The next `redirect_next` job polls answer 307 to this origin plus the same path.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
+    #[serde(default)]
+    pub redirect_next: u32,
+    /// The next `big_next` job reports carry `big_mib` MiB of JSON whitespace before their data.
+    #[serde(default)]
+    pub big_mib: u64,
+    #[serde(default)]
+    pub big_next: u32,
+    /// The next `drip_next` job reports are sent one byte every `drip_ms` (1000 when 0).
+    #[serde(default)]
+    pub drip_next: u32,
+    #[serde(default)]
+    pub drip_ms: u64,
+}
+
+/// How one job poll is answered beside its report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostileAnswer {
+    Plain,
+    Redirect(String),
+    Big(u64),
+    Drip(Duration),
+}
+
+impl Hostile {
+    /// Takes this poll's hostile answer, if one is due.
+    pub fn next_answer(&mut self) -> HostileAnswer {
+        if let Some(to) = self.redirect_to.clone().filter(|_| self.redirect_next > 0) {
+            self.redirect_next -= 1;
+            return HostileAnswer::Redirect(to);
+        }
+        if self.big_next > 0 {
+            self.big_next -= 1;
+            return HostileAnswer::Big(self.big_mib);
+        }
+        if self.drip_next > 0 {
+            self.drip_next -= 1;
+            let ms = if self.drip_ms == 0 {
+                1000
+            } else {
+                self.drip_ms
+            };
+            return HostileAnswer::Drip(Duration::from_millis(ms));
+        }
+        HostileAnswer::Plain
+    }
 }
 
 /// The body of `POST /__emu/faults`: every key is optional and replaces only that setting.
@@ -137,6 +196,7 @@ pub struct FaultsPatch {
     job_slow_ms: Option<u64>,
     job_lost: Option<f64>,
     odd_reports: Option<bool>,
+    hostile: Option<Hostile>,
 }
 
 fn scaled(limits: &[Limit], factor: f64) -> Vec<Limit> {
@@ -187,6 +247,7 @@ impl Faults {
             job_slow_ms: 0,
             job_lost: 0.0,
             odd_reports: false,
+            hostile: Hostile::default(),
         }
     }
 
@@ -241,7 +302,8 @@ impl Faults {
             job_slow,
             job_slow_ms,
             job_lost,
-            odd_reports
+            odd_reports,
+            hostile
         );
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod config;
 mod envelope;
 mod faults;
+mod hostile;
 mod jobs;
 mod listener;
 mod routes;

@@ -373,7 +373,9 @@ fn accept_batch(
         "jobId": job.id,
         "state": "queued",
         "acceptedRecords": accepted,
-        "statusPath": if emu.status_path_relative() {
+        "statusPath": if let Some(origin) = emu.status_path_origin() {
+            format!("{origin}/public/v1/records/{object}/jobs/{}", job.id)
+        } else if emu.status_path_relative() {
             format!("records/{object}/jobs/{}", job.id)
         } else {
             format!("/records/{object}/jobs/{}", job.id)
@@ -506,6 +508,7 @@ async fn job(
     State(emu): Emu,
     ConnectInfo(conn): ConnectInfo<ConnectionHandle>,
     Path((object, job_id)): Path<(String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -523,7 +526,11 @@ async fn job(
                     format!("unknown job '{job_id}' for object '{object}'"),
                 )
             })?;
-        Ok::<_, Response>(success(StatusCode::OK, view))
+        Ok::<_, Response>(super::hostile::answer(
+            emu.hostile_answer(),
+            uri.path(),
+            view,
+        ))
     };
     result.await.unwrap_or_else(|response| response)
 }

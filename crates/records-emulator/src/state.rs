@@ -459,6 +459,16 @@ impl Emulator {
         self.lock().faults.status_path_relative
     }
 
+    /// The origin an absolute `statusPath` names, when the hostile knob is set.
+    pub fn status_path_origin(&self) -> Option<String> {
+        self.lock().faults.hostile.status_path_origin.clone()
+    }
+
+    /// How this job poll is answered: plainly, or with a due hostile answer.
+    pub fn hostile_answer(&self) -> super::faults::HostileAnswer {
+        self.lock().faults.hostile.next_answer()
+    }
+
     /// Every job with its idempotency key, state and records, for checks that a record was
     /// committed under one key only.
     pub fn jobs_with_records(&self) -> Vec<Value> {
