@@ -75,6 +75,13 @@ pub enum BudgetError {
          directory the worker may write, or leave it out"
     )]
     StateDir { dir: String, problem: String },
+    #[error(
+        "--state-dir (env STATE_DIR, TOML state_dir) = {dir}: another worker process holds its \
+         lock (budget.lock). Two processes that share one saved budget would each spend the full \
+         quota. Fix: give each replica its own --state-dir, or share one quota between replicas \
+         with --budget-queue"
+    )]
+    StateDirInUse { dir: String },
 }
 
 impl Budget {
@@ -90,12 +97,7 @@ impl Budget {
     ) -> Result<Self, BudgetError> {
         let limits: Vec<Spending> = limits.iter().map(Spending::of).collect();
         let state = match state_dir {
-            Some(dir) => Some(
-                StateFile::open(dir).map_err(|problem| BudgetError::StateDir {
-                    dir: dir.display().to_string(),
-                    problem,
-                })?,
-            ),
+            Some(dir) => Some(StateFile::open(dir, telemetry.clone())?),
             None => None,
         };
         Ok(Self::build(limits, state, None, telemetry))
@@ -155,6 +157,17 @@ impl Budget {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits up to `within`, off the runtime, for `--state-dir` to hold the last spending.
+    pub async fn flush_state(&self, within: Duration) {
+        let Some(state) = &self.state else { return };
+        let writer = state.flusher();
+        let flushed = tokio::task::spawn_blocking(move || writer(within)).await;
+        if !matches!(flushed, Ok(true)) {
+            self.telemetry
+                .budget_state_unsaved("the last save did not reach --state-dir before the exit");
+        }
+    }
+
     /// Holds every sender back for `duration` from now.
     pub fn pause_for(&self, duration: Duration) {
         let mut local = self.buckets();
@@ -204,9 +217,7 @@ impl Budget {
                 .collect();
             // Saved before the call leaves: a crash after it leaves costs the next process at
             // most this one call's token, never a refilled bucket.
-            if let Err(problem) = state.save(&saved) {
-                self.telemetry.budget_state_unsaved(&problem);
-            }
+            state.save(&saved);
         }
         Ok(())
     }

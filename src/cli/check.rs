@@ -28,7 +28,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn found(&mut self, line: String) {
+    pub(super) fn found(&mut self, line: String) {
         self.lines.push(line);
     }
 
@@ -222,6 +222,7 @@ pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
     check_dlq(&dlq, &source, &mut report).await;
     check_api(settings, &mut report).await;
     check_quota(settings, &client, &mut report).await;
+    super::exposure::check_exposure(settings, &mut report);
     report
 }
 

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod docs;
 pub mod enqueue;
+pub mod exposure;
 pub mod healthcheck;
 pub mod redrive;
 

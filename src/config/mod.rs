@@ -85,6 +85,8 @@ pub struct Settings {
     pub dlq_url: String,
     pub api_url: String,
     pub api_token: ApiToken,
+    /// `--allow-insecure-http`: an http:// `api_url` outside loopback was accepted knowingly.
+    pub allow_insecure_http: bool,
     pub object: String,
     pub operation: Operation,
     pub match_key: String,
@@ -121,6 +123,7 @@ struct Endpoints {
     dlq_url: String,
     api_url: String,
     api_token: ApiToken,
+    allow_insecure_http: bool,
     object: String,
     operation: Operation,
     match_key: String,
@@ -167,6 +170,7 @@ const CONCURRENCY: &[(&str, Concurrency)] = &[
     ("adaptive", Concurrency::Adaptive),
     ("fixed", Concurrency::Fixed),
 ];
+const BOOLEANS: &[(&str, bool)] = &[("true", true), ("false", false)];
 const LOG_FORMATS: &[(&str, LogFormat)] = &[("json", LogFormat::Json), ("text", LogFormat::Text)];
 
 impl Settings {
@@ -188,6 +192,7 @@ impl Settings {
             dlq_url: e.dlq_url,
             api_url: e.api_url,
             api_token: e.api_token,
+            allow_insecure_http: e.allow_insecure_http,
             object: e.object,
             operation: e.operation,
             match_key: e.match_key,
@@ -231,6 +236,21 @@ impl Settings {
     pub fn dlq_is_fifo(&self) -> bool {
         is_fifo(&self.dlq_url)
     }
+}
+
+/// An `http://` URL whose host is not loopback (`localhost`, 127.0.0.0/8, `::1`): a token sent
+/// there can be read on the way.
+pub fn sends_token_in_clear(api_url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(api_url) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "http" && !loopback
 }
 
 /// SQS names every FIFO queue, and so its URL, with `.fifo` at the end.
@@ -289,13 +309,28 @@ fn endpoints(raw: &Raw) -> Result<Endpoints, ConfigError> {
         },
         "name the object's match key, e.g. email",
     )?;
+    let api_url = raw.api_url.url(
+        "set it to the Records API base, e.g. http://127.0.0.1:8080/public/v1",
+        "write it like https://api.example.com/public/v1",
+    )?;
+    let allow_insecure_http = raw.allow_insecure_http.parse(
+        one_of(BOOLEANS, "must be true or false"),
+        "use true or false (the flag alone means true)",
+    )?;
+    if sends_token_in_clear(&api_url) && !allow_insecure_http {
+        return Err(raw.api_url.invalid(
+            &api_url,
+            "it is plain http:// to a host outside loopback, so the bearer token would cross \
+             the network in clear text",
+            "use https://, or add --allow-insecure-http (env RECORDS_ALLOW_INSECURE_HTTP) if the \
+             network between them is trusted",
+        ));
+    }
     Ok(Endpoints {
         queue_url,
         dlq_url,
-        api_url: raw.api_url.url(
-            "set it to the Records API base, e.g. http://127.0.0.1:8080/public/v1",
-            "write it like https://api.example.com/public/v1",
-        )?,
+        api_url,
+        allow_insecure_http,
         api_token: token(
             raw.api_token.text.clone(),
             raw.api_token_file.given().map(PathBuf::from),
@@ -496,6 +531,52 @@ mod tests {
         assert_eq!(s.match_key, "email");
         assert_eq!(s.api_url, "http://127.0.0.1:8080/public/v1");
         assert!(s.rate_limit.is_empty());
+    }
+
+    /// Issue 20, item 5: on 8f017ce plain http to any host was accepted without a word.
+    #[test]
+    fn plain_http_outside_loopback_needs_consent() {
+        for (url, clear) in [
+            ("http://127.0.0.1:8080/x", false),
+            ("http://127.8.9.10/x", false),
+            ("http://LOCALHOST:80/x", false),
+            ("http://[::1]:8080/x", false),
+            ("https://api.example.com/x", false),
+            ("http://api.example.com/x", true),
+            ("http://10.0.0.5:8080/x", true),
+            ("http://127.0.0.1.nip.io/x", true),
+            ("http://localhost.example.com/x", true),
+        ] {
+            assert_eq!(sends_token_in_clear(url), clear, "{url}");
+        }
+        let mut args = base();
+        args.api_url = Some("http://records.internal:8080/public/v1".into());
+        let error = Settings::from_parts(args.clone(), FileSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--api-url") && error.contains("--allow-insecure-http"),
+            "{error}"
+        );
+        args.allow_insecure_http = Some("true".into());
+        let s = Settings::from_parts(args, FileSettings::default()).unwrap();
+        assert!(s.allow_insecure_http);
+    }
+
+    /// Issue 20, item 4: `RunArgs` derived `Debug` and printed the raw token.
+    #[test]
+    fn debug_output_never_holds_the_token() {
+        let mut args = base();
+        args.api_token = Some("tok-5ecret".into());
+        let file: FileSettings = toml::from_str("api_token = \"tok-5ecret\"").unwrap();
+        let shown = format!("{args:?} {file:?}");
+        assert!(!shown.contains("5ecret"), "{shown}");
+        assert!(
+            shown.contains("api_token") && shown.contains("***"),
+            "{shown}"
+        );
+        let settings = Settings::from_parts(args, file).unwrap();
+        assert!(!format!("{settings:?}").contains("5ecret"));
     }
 
     #[test]

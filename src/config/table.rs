@@ -14,7 +14,8 @@ use super::setting::Setting;
 macro_rules! settings_table {
     ($( $(#[$arg:meta])* $field:ident $flag:literal $env:literal [$($default:tt)*] $help:literal; )*) => {
         /// The `run` and `check` flags. Each value is also read from its environment variable.
-        #[derive(Clone, Debug, Default, Args)]
+        /// `Debug` is written by hand: it never prints the token.
+        #[derive(Clone, Default, Args)]
         pub struct RunArgs {
             /// TOML file with any of the settings below (keys are the flag names with `_`).
             #[arg(long, env = "WORKER_CONFIG")]
@@ -29,10 +30,32 @@ macro_rules! settings_table {
         /// The TOML settings file (`--config FILE`): every key is optional, and an unknown key is
         /// an error so that a typo does not go unnoticed. A scalar of any type reads as the text
         /// a flag would carry: `1000`, `"5MiB"` and `2.5` all work.
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct FileSettings {
             $( pub $field: Option<toml::Value>, )*
+        }
+
+        impl FileSettings {
+            /// The keys a settings file may hold.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
+        impl std::fmt::Debug for RunArgs {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut out = f.debug_struct("RunArgs");
+                out.field("config", &self.config);
+                $( out.field(stringify!($field), &redacted(stringify!($field), &self.$field)); )*
+                out.finish()
+            }
+        }
+
+        impl std::fmt::Debug for FileSettings {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut out = f.debug_struct("FileSettings");
+                $( out.field(stringify!($field), &redacted(stringify!($field), &self.$field)); )*
+                out.finish()
+            }
         }
 
         /// Each setting's text after precedence, with its names and its default.
@@ -59,6 +82,14 @@ macro_rules! settings_table {
     (@default [value $default:literal]) => { Some($default) };
     (@default [shown $default:literal]) => { None };
     (@default [required]) => { None };
+}
+
+/// A setting's value for `Debug`: the token's is never shown.
+fn redacted<'a, T: std::fmt::Debug>(field: &str, value: &'a Option<T>) -> &'a dyn std::fmt::Debug {
+    match value {
+        Some(_) if field == "api_token" => &"***",
+        _ => value,
+    }
 }
 
 fn scalar(value: Option<toml::Value>) -> Option<String> {
@@ -128,7 +159,12 @@ settings_table! {
     drain_timeout "--drain-timeout" "DRAIN_TIMEOUT" [value "25s"]
         "On SIGTERM/SIGINT: how long to flush and finish before exiting.";
     listen "--listen" "WORKER_LISTEN" [value "127.0.0.1:9090"]
-        "Address for /healthz, /readyz and /metrics.";
+        "Address for /healthz, /readyz and /metrics (see docs/security.md before binding it \
+         beyond loopback).";
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    allow_insecure_http "--allow-insecure-http" "RECORDS_ALLOW_INSECURE_HTTP" [value "false"]
+        "Allow an http:// --api-url on a host outside loopback, which sends the token in clear \
+         text. Without it such a URL is refused.";
     log_format "--log-format" "LOG_FORMAT" [shown "json when stderr is not a TTY, else text"]
         "json or text.";
     request_timeout "--request-timeout" "RECORDS_REQUEST_TIMEOUT" [value "30s"]

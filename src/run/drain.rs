@@ -59,6 +59,11 @@ impl Running {
                 open
             }
         };
+        pipeline
+            .api
+            .budget()
+            .flush_state(deadline.saturating_duration_since(Instant::now()))
+            .await;
         if let Some(task) = tasks.watchdog {
             let _ = task.await;
         }

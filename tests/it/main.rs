@@ -15,6 +15,7 @@ mod scale_out;
 mod secrets_and_config;
 mod stale_values;
 mod systemd_notify;
+mod trust_no_peer;
 mod worker_dlq;
 mod worker_happy_path;
 mod worker_lifecycle;

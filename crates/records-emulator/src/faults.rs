@@ -126,6 +126,10 @@ pub struct Hostile {
     pub drip_next: u32,
     #[serde(default)]
     pub drip_ms: u64,
+    /// Every error message, and every job report's `errors[].message`, repeats the
+    /// `Authorization` header it was shown, as a careless gateway does.
+    #[serde(default)]
+    pub echo_credentials: bool,
 }
 
 /// How one job poll is answered beside its report.

@@ -1,15 +1,20 @@
-//! Hostile job answers (issue 20): a redirect to another origin, a report padded to N MiB, and a
-//! report that drips one byte at a time. The bodies are streamed, so a 1 GiB answer costs the
+//! Hostile answers (issue 20): a redirect to another origin, a job report padded to N MiB, a
+//! report that drips one byte at a time, and error text that echoes the credential it was shown. The bodies are streamed, so a 1 GiB answer costs the
 //! emulator a 64 KiB buffer, not a gigabyte.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
+
+use super::state::Emulator;
 
 use super::envelope::{correlation_id, success_body};
 use super::faults::HostileAnswer;
@@ -78,4 +83,53 @@ fn dripped(
             Some((Ok(body.slice(at..at + 1)), at + 1))
         }
     })
+}
+
+/// With `echo_credentials`, error messages and job report errors repeat the `Authorization`
+/// header the request carried.
+pub async fn echo_credentials(
+    State(emu): State<Arc<Emulator>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let shown = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    match shown.filter(|_| emu.echo_credentials()) {
+        Some(shown) => echo(response, &shown).await,
+        None => response,
+    }
+}
+
+async fn echo(response: Response, shown: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let note = format!(" (credential shown: {shown})");
+    let append = |message: &mut Value| {
+        if let Some(text) = message.as_str() {
+            *message = Value::String(format!("{text}{note}"));
+        }
+    };
+    if let Some(errors) = value
+        .pointer_mut("/data/errors")
+        .and_then(Value::as_array_mut)
+    {
+        errors
+            .iter_mut()
+            .filter_map(|e| e.get_mut("message"))
+            .for_each(append);
+    }
+    if let Some(message) = value.pointer_mut("/error/message") {
+        append(message);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(value.to_string()))
 }

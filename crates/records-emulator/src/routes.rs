@@ -35,7 +35,11 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/records/{object}/append-batch", post(append_batch))
         .route("/records/{object}/upsert", post(upsert_single))
         .route("/records/{object}/append", post(append_single))
-        .route("/records/{object}/jobs/{job_id}", get(job));
+        .route("/records/{object}/jobs/{job_id}", get(job))
+        .layer(middleware::from_fn_with_state(
+            emulator.clone(),
+            super::hostile::echo_credentials,
+        ));
     let control = Router::new()
         .route("/faults", post(set_faults).get(get_faults))
         .route("/reset", post(reset))

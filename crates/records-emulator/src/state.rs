@@ -464,6 +464,10 @@ impl Emulator {
         self.lock().faults.hostile.status_path_origin.clone()
     }
 
+    pub fn echo_credentials(&self) -> bool {
+        self.lock().faults.hostile.echo_credentials
+    }
+
     /// How this job poll is answered: plainly, or with a due hostile answer.
     pub fn hostile_answer(&self) -> super::faults::HostileAnswer {
         self.lock().faults.hostile.next_answer()

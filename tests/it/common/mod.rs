@@ -77,7 +77,23 @@ pub async fn create_queue(sqs: &Client, name: &str, attributes: &[(&str, &str)])
 
 /// The real `sqs-batch-worker` binary with the AWS chain aimed at LocalStack.
 pub fn worker_binary() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqs-batch-worker"));
+    aimed_at_localstack(tokio::process::Command::new(env!(
+        "CARGO_BIN_EXE_sqs-batch-worker"
+    )))
+}
+
+/// The binary as `worker_binary`, started with at most `nofile` open files (systemd's default
+/// soft limit is 1024).
+pub fn worker_binary_with_fd_limit(nofile: u32) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_sqs-batch-worker"));
+    aimed_at_localstack(command)
+}
+
+fn aimed_at_localstack(mut command: tokio::process::Command) -> tokio::process::Command {
     command
         .env("AWS_ENDPOINT_URL", localstack_url())
         .env("AWS_REGION", "us-east-1")
