@@ -1,7 +1,9 @@
-//! A generated-input fuzzer on stable Rust for the three parsers that take arbitrary bytes from
-//! outside: the message decoder (MD5, JSON, match key, schema, size), the job-report parser (and the
-//! row fates computed from a report), and config parsing (every `run` setting through clap and
-//! `Settings::resolve`). Inputs are seeded mutations of valid examples plus pure noise. Every input
+//! A generated-input fuzzer on stable Rust for the parsers that take arbitrary bytes from outside:
+//! the message decoder (MD5, JSON, match key, schema, size), the job-report parser (and the row
+//! fates computed from a report), every API answer (read in random chunks against a ceiling, so
+//! truncated and oversized bodies are covered, then through the envelope and the route's parser),
+//! the `statusPath` resolver (whose every result must stay on the base's origin), and config
+//! parsing (every `run` setting through clap and `Settings::resolve`). Inputs are seeded mutations of valid examples plus pure noise. Every input
 //! must end in a defined outcome (Ok or a typed error) without a panic; the counts are printed.
 //!
 //! ```text
@@ -16,7 +18,9 @@ use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use records_contract::ObjectSchema;
-use sqs_batch_worker::api::client::job_status_from_body;
+use sqs_batch_worker::api::ceiling::{Capped, Ceiling};
+use sqs_batch_worker::api::client::{accepted_data, answer_data, job_status_from_body, metadata};
+use sqs_batch_worker::api::origin::{JobRoute, Origin};
 use sqs_batch_worker::config::cli::{Cli, Command};
 use sqs_batch_worker::config::{Operation, Settings};
 use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
@@ -40,6 +44,38 @@ const REPORTS: &[&str] = &[
     r#"{"data":{"state":"processing","metrics":{"invalidRows":18446744073709551615}}}"#,
     r#"{"data":{"state":"completed","errors":[{"path":"records[99999999999999999999].x"},{"index":-1}]}}"#,
 ];
+
+/// API answers by status: a 202, an error naming a row, a bare 5xx, and the metadata.
+const ANSWERS: &[(u16, &str)] = &[
+    (
+        202,
+        r#"{"success":true,"data":{"operation":"upsert-batch","jobId":"rjob_1","state":"queued","acceptedRecords":3,"statusPath":"/records/profiles/jobs/rjob_1"},"correlationId":"c"}"#,
+    ),
+    (
+        202,
+        r#"{"success":true,"data":{"jobId":"rjob_2","statusPath":"http://evil.example:81/x"}}"#,
+    ),
+    (
+        422,
+        r#"{"success":false,"error":{"code":"CDP_ETL.VALIDATION.REQUEST_SCHEMA","message":"m","details":{"path":"records[17].x","value":"v"}}}"#,
+    ),
+    (503, ""),
+    (
+        200,
+        r#"{"success":true,"data":{"name":"profiles","matchKeys":["email"],"fields":[{"name":"email","type":"email","required":true}]}}"#,
+    ),
+];
+
+const STATUS_PATHS: &[&str] = &[
+    "/records/profiles/jobs/rjob_1",
+    "records/profiles/jobs/rjob_1",
+    "http://127.0.0.1:8080/public/v1/records/profiles/jobs/rjob_1",
+    "https://evil.example/x",
+    "//evil.example/x",
+    "@evil.example/x",
+];
+
+const BASE: &str = "http://127.0.0.1:8080/public/v1";
 
 const SETTINGS: &[(&str, &[&str])] = &[
     ("--batch-max-records", &["1000", "0", "10001", "-1", "1e3"]),
@@ -174,6 +210,79 @@ fn fuzz_job_report(rng: &mut StdRng) -> String {
     }
 }
 
+/// A mutated answer, sometimes padded past its ceiling, read in random chunks and then parsed as
+/// its route would.
+fn fuzz_answer(rng: &mut StdRng) -> String {
+    let (status, seed) = ANSWERS[rng.random_range(0..ANSWERS.len())];
+    let mut bytes = mutate(rng, seed);
+    let ceiling = Ceiling {
+        route: "fuzz",
+        bytes: [16, 256, 4096, 1 << 20][rng.random_range(0..4)],
+    };
+    if rng.random_bool(0.1) {
+        bytes.resize(ceiling.bytes + rng.random_range(1..64), b' ');
+    }
+    let announced = rng.random_bool(0.3).then_some(bytes.len() as u64);
+    let Ok(mut body) = Capped::new(ceiling, announced) else {
+        return "answer too large (announced)".to_owned();
+    };
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len()));
+        if body.push(chunk).is_err() {
+            return "answer too large".to_owned();
+        }
+        rest = tail;
+    }
+    let body = body.finish();
+    assert_eq!(&body[..], &bytes[..], "the capped reader keeps every byte");
+    let data = match answer_data(status, &body, None) {
+        Ok(data) => data,
+        Err(error) => return format!("answer {}", error.status_label()),
+    };
+    match status {
+        202 => match accepted_data(data) {
+            Ok(accepted) => {
+                stays_on_the_base(&accepted.job_id, &accepted.status_path);
+                "answer accepted".to_owned()
+            }
+            Err(_) => "answer 202 malformed".to_owned(),
+        },
+        _ => match metadata(data) {
+            Ok(_) => "answer metadata".to_owned(),
+            Err(_) => "answer metadata malformed".to_owned(),
+        },
+    }
+}
+
+/// Whatever the answer names, the job is polled on the base's origin.
+fn stays_on_the_base(job_id: &str, status_path: &str) {
+    let base = Origin::of(BASE).expect("the base parses");
+    let route = JobRoute::resolve(&base, BASE, "profiles", job_id, status_path);
+    assert_eq!(
+        Origin::of(route.url()).as_ref(),
+        Some(&base),
+        "{status_path:?} / {job_id:?} -> {route:?}"
+    );
+}
+
+/// A mutated `statusPath` and job ID through the resolver.
+fn fuzz_status_path(rng: &mut StdRng) -> String {
+    let seed = STATUS_PATHS[rng.random_range(0..STATUS_PATHS.len())];
+    let path = mutate(rng, seed);
+    let job_id = mutate(rng, "rjob_1");
+    let (path, job_id) = (
+        String::from_utf8_lossy(&path),
+        String::from_utf8_lossy(&job_id),
+    );
+    stays_on_the_base(&job_id, &path);
+    let base = Origin::of(BASE).expect("the base parses");
+    match JobRoute::resolve(&base, BASE, "profiles", &job_id, &path) {
+        JobRoute::Named(_) => "status path named".to_owned(),
+        JobRoute::Foreign { .. } => "status path foreign".to_owned(),
+    }
+}
+
 /// A valid command line with one to three settings set to mutated values, through clap and
 /// `Settings::resolve`.
 fn fuzz_settings(rng: &mut StdRng) -> String {
@@ -242,8 +351,10 @@ fn main() {
     for i in 0..inputs {
         let kind = i % 10;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
-            0..=4 => fuzz_decode(&decoder, &mut rng),
-            5..=7 => fuzz_job_report(&mut rng),
+            0..=3 => fuzz_decode(&decoder, &mut rng),
+            4..=5 => fuzz_job_report(&mut rng),
+            6..=7 => fuzz_answer(&mut rng),
+            8 => fuzz_status_path(&mut rng),
             _ => fuzz_settings(&mut rng),
         }));
         match result {

@@ -131,13 +131,14 @@ struct Details {
     path: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A 202's `data`, as the API sent it.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AcceptedData {
-    job_id: String,
-    status_path: String,
+pub struct AcceptedData {
+    pub job_id: String,
+    pub status_path: String,
     #[serde(default)]
-    accepted_records: usize,
+    pub accepted_records: usize,
 }
 
 fn auth_header(token: &ApiToken) -> HeaderValue {
@@ -236,35 +237,18 @@ impl RecordsApi {
             .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
         let replayed = response.headers().contains_key(IDEMPOTENT_REPLAYED);
         let bytes = read_capped(response, ceiling).await?;
-        let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
-        if (200..300).contains(&status) {
-            let data = envelope.and_then(|e| e.data).ok_or_else(|| {
-                ApiError::Malformed(format!("HTTP {status} without a data envelope"))
-            })?;
-            return Ok(Answer {
-                status,
-                data,
-                replayed,
-            });
-        }
-        let error = envelope.and_then(|e| e.error);
-        Err(ApiError::Status {
+        let data = answer_data(status, &bytes, retry_after)?;
+        Ok(Answer {
             status,
-            code: error.as_ref().and_then(|e| e.code.clone()),
-            message: error
-                .as_ref()
-                .and_then(|e| e.message.clone())
-                .unwrap_or_else(|| "no error body".into()),
-            path: error.and_then(|e| e.details).and_then(|d| d.path),
-            retry_after,
+            data,
+            replayed,
         })
     }
 
     pub async fn metadata(&self) -> Result<ObjectSchema, ApiError> {
         let url = format!("{}/metadata/objects/{}", self.base, self.object);
         let answer = self.call(Ceiling::METADATA, self.http.get(url)).await?;
-        serde_json::from_value(answer.data)
-            .map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
+        metadata(answer.data).map_err(|e| e.redacted(&self.token))
     }
 
     /// One attempt, paid for by `ticket` or by a token taken now. A 429 pauses every sender for
@@ -313,8 +297,12 @@ impl RecordsApi {
                 .pause_for(retry_after.unwrap_or(Duration::from_secs(1)));
         }
         let Answer { data, replayed, .. } = result?;
-        let accepted: AcceptedData = serde_json::from_value(data)
-            .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))?;
+        let accepted = accepted_data(data).map_err(|e| e.redacted(&self.token))?;
+        if accepted.job_id.contains(self.token.expose()) {
+            // The job ID goes to logs and DLQ attributes; an API that puts the token there is
+            // read as broken, and the call is retried under the same key.
+            return Err(ApiError::Malformed("the jobId holds the API token".into()));
+        }
         let job_url = match JobRoute::resolve(
             &self.origin,
             &self.base,
@@ -325,7 +313,7 @@ impl RecordsApi {
             JobRoute::Named(url) => url,
             JobRoute::Foreign { named_origin, url } => {
                 self.telemetry
-                    .api_foreign_status_path(&accepted.job_id, &named_origin);
+                    .api_foreign_status_path(&accepted.job_id, &self.token.redact(&named_origin));
                 url
             }
         };
@@ -368,6 +356,9 @@ impl RecordsApi {
     pub async fn job(&self, job_url: &str) -> Result<JobStatus, ApiError> {
         let answer = self.call(Ceiling::JOB, self.http.get(job_url)).await?;
         let mut status = job_status(answer.data).map_err(|e| e.redacted(&self.token))?;
+        if let JobState::Unknown(state) = &mut status.state {
+            *state = self.token.redact(state);
+        }
         for error in &mut status.errors {
             for text in [&mut error.code, &mut error.message, &mut error.path]
                 .into_iter()
@@ -378,6 +369,43 @@ impl RecordsApi {
         }
         Ok(status)
     }
+}
+
+/// An answer's body read through the envelope: a 2xx gives its `data`; any other status gives the
+/// error the body names, or "no error body". The pure half of every request, for the fuzz bench.
+pub fn answer_data(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<Value, ApiError> {
+    let envelope: Option<Envelope> = serde_json::from_slice(body).ok();
+    if (200..300).contains(&status) {
+        return envelope
+            .and_then(|e| e.data)
+            .ok_or_else(|| ApiError::Malformed(format!("HTTP {status} without a data envelope")));
+    }
+    let error = envelope.and_then(|e| e.error);
+    Err(ApiError::Status {
+        status,
+        code: error.as_ref().and_then(|e| e.code.clone()),
+        message: error
+            .as_ref()
+            .and_then(|e| e.message.clone())
+            .unwrap_or_else(|| "no error body".into()),
+        path: error.and_then(|e| e.details).and_then(|d| d.path),
+        retry_after,
+    })
+}
+
+/// A 202's `data`: it must name the job and where to poll it.
+pub fn accepted_data(data: Value) -> Result<AcceptedData, ApiError> {
+    serde_json::from_value(data)
+        .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))
+}
+
+/// The metadata route's `data`: the object's schema.
+pub fn metadata(data: Value) -> Result<ObjectSchema, ApiError> {
+    serde_json::from_value(data).map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
 }
 
 /// A job report's `data`, as the worker reads it. Only a missing or non-string `state` makes it

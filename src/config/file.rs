@@ -44,7 +44,8 @@ fn describe(text: &str, error: &toml::de::Error) -> String {
     out
 }
 
-/// The message with every quoted part (`…`, "…", '…') replaced by `…`, except known keys.
+/// The message with every quoted part (`…`, "…", '…') replaced by `…`, except known keys and
+/// TOML punctuation (`"`, `]`, `=`).
 fn without_quotes(message: &str) -> String {
     let mut out = String::new();
     let mut rest = message;
@@ -57,7 +58,8 @@ fn without_quotes(message: &str) -> String {
             return out;
         };
         let quoted = &after[..close];
-        if FileSettings::KEYS.contains(&quoted) {
+        let punctuation = quoted.len() <= 3 && quoted.chars().all(|c| c.is_ascii_punctuation());
+        if FileSettings::KEYS.contains(&quoted) || punctuation {
             out.push_str(&format!("`{quoted}`"));
         } else {
             out.push('…');

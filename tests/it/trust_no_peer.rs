@@ -77,11 +77,14 @@ async fn the_token_never_leaves_the_api_origin() {
     rig.faults(json!({"hostile": {"status_path_origin": spy.origin}}))
         .await;
     rig.send(&(0..20).map(profile).collect::<Vec<_>>()).await;
-    let worker = rig.start(&[("--job-timeout", "20s")]).await;
+    // Acked on completion: the queue empties only once the worker has read each job's end.
+    let worker = rig
+        .start(&[("--job-timeout", "20s"), ("--ack-on", "completed")])
+        .await;
     wait_for(
-        "20 rows, or the token at the other origin",
+        "the jobs read to their end, or the token at the other origin",
         Duration::from_secs(60),
-        || async { rows(&rig).await == 20 || spy.saw_the_token() },
+        || async { rig.source_empty().await || spy.saw_the_token() },
     )
     .await;
     assert!(
@@ -100,12 +103,11 @@ async fn the_token_never_leaves_the_api_origin() {
         .await;
     rig.send(&(20..40).map(profile).collect::<Vec<_>>()).await;
     wait_for(
-        "40 rows, or the token at the other origin",
+        "the jobs read to their end after a redirected poll",
         Duration::from_secs(60),
-        || async { rows(&rig).await == 40 || spy.saw_the_token() },
+        || async { (rig.source_empty().await && !spy.heads().is_empty()) || spy.saw_the_token() },
     )
     .await;
-    assert!(!spy.heads().is_empty(), "the redirects were followed");
     assert!(
         !spy.saw_the_token(),
         "a redirect carried the token: {:?}",
@@ -133,11 +135,16 @@ async fn a_one_gib_job_report_leaves_the_worker_under_100_mb() {
         .await;
     rig.send(&(0..50).map(profile).collect::<Vec<_>>()).await;
     let log = common::log_path("big-report");
-    let mut child = rig.spawn_binary(&[("--request-timeout", "60s")], &log);
-    wait_for("50 rows", Duration::from_secs(180), || async {
-        rows(&rig).await == 50
+    // Acked on completion: the queue empties only once the reports were read (or refused).
+    let mut child = rig.spawn_binary(
+        &[("--request-timeout", "60s"), ("--ack-on", "completed")],
+        &log,
+    );
+    wait_for("the queue to empty", Duration::from_secs(180), || {
+        rig.source_empty()
     })
     .await;
+    assert_eq!(rows(&rig).await, 50);
     let peak = peak_rss_mib(child.id().expect("running"));
     common::signal(&child, libc::SIGTERM);
     assert_eq!(child.wait().await.expect("wait").code(), Some(0));
@@ -145,10 +152,6 @@ async fn a_one_gib_job_report_leaves_the_worker_under_100_mb() {
     assert!(peak < 100, "peak RSS {peak} MiB");
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("size ceiling"), "{text}");
-    wait_for("the queue to empty", Duration::from_secs(30), || {
-        rig.source_empty()
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,13 +221,17 @@ async fn two_thousand_idle_metrics_connections_do_not_stop_commits() {
     wait_healthy(&listen).await;
     let mut idle = Vec::new();
     for _ in 0..2000 {
-        if let Ok(Ok(stream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&listen)).await
-        {
-            idle.push(stream);
+        // A full accept queue stops the handshakes: stop trying at the first that hangs.
+        match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&listen)).await {
+            Ok(Ok(stream)) => idle.push(stream),
+            Ok(Err(_)) => {}
+            Err(_) => break,
         }
     }
     eprintln!("{} idle connections open", idle.len());
+    // Cut the worker's pooled API connections: it must open new ones while the flood is held.
+    rig.faults(json!({"next": [{"fault": "reset", "count": 2}]}))
+        .await;
     rig.send(&(0..200).map(profile).collect::<Vec<_>>()).await;
     wait_for("200 rows", Duration::from_secs(90), || async {
         rows(&rig).await == 200
@@ -242,4 +249,208 @@ async fn two_thousand_idle_metrics_connections_do_not_stop_commits() {
         .code();
     assert_eq!(code, Some(0));
     drop(idle);
+}
+
+/// Runs the binary with `args` and the token in the environment; returns stdout and stderr.
+async fn output_of(args: &[String]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        common::worker_binary()
+            .args(args)
+            .env("RECORDS_API_TOKEN", TOKEN)
+            .output(),
+    )
+    .await
+    .expect("exits within 60 s")
+    .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+/// `rig.args` without `--api-token`: the token comes from the environment.
+fn args_without_token(rig: &Rig, extra: &[(&str, &str)]) -> Vec<String> {
+    let mut args = rig.args(extra);
+    let at = args
+        .iter()
+        .position(|a| a == "--api-token")
+        .expect("the rig passes a token");
+    args.drain(at..at + 2);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_appears_in_no_output_channel() {
+    let rig = Rig::new().await;
+    // A gateway that repeats the credential it was shown, in a 401 and in every job report.
+    rig.faults(json!({
+        "hostile": {"echo_credentials": true},
+        "next": [{"status": 401, "count": 1}]
+    }))
+    .await;
+    let mut bodies: Vec<String> = (0..20).map(profile).collect();
+    bodies.extend((0..5).map(|i| format!(r#"{{"email":"bad{i}-without-at","tier":"x"}}"#)));
+    rig.send(&bodies).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let stderr_path = common::log_path("echo-stderr");
+    let stdout_path = common::log_path("echo-stdout");
+    let mut child = common::worker_binary()
+        .arg("run")
+        .args(args_without_token(
+            &rig,
+            &[("--listen", &listen), ("--auth-retry", "1s")],
+        ))
+        .env("RECORDS_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr"))
+        .spawn()
+        .expect("the worker starts");
+    let mut served = String::new();
+    let mut rejected = Vec::new();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // `rig.dlq()` takes what it reads off the queue.
+    while !(rig.source_empty().await && rejected.len() == 5) {
+        rejected.extend(rig.dlq().await);
+        assert!(Instant::now() < deadline, "the queue did not empty");
+        for path in ["/readyz", "/metrics", "/healthz"] {
+            if let Ok(response) = http.get(format!("http://{listen}{path}")).send().await {
+                served.push_str(&response.text().await.unwrap_or_default());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::signal(&child, libc::SIGTERM);
+    assert_eq!(child.wait().await.expect("wait").code(), Some(0));
+    let logs = std::fs::read_to_string(&stderr_path).expect("stderr")
+        + &std::fs::read_to_string(&stdout_path).expect("stdout");
+    let dlq: String = rejected
+        .iter()
+        .map(|entry| format!("{:?}\n", entry.attributes))
+        .collect();
+    let echoed = dlq.contains("[redacted]") && logs.contains("[redacted]");
+
+    // A TOML file with the token and a syntax error on line 3.
+    let config = std::env::temp_dir().join(format!("{}.toml", common::unique("echo")));
+    std::fs::write(
+        &config,
+        format!("object = \"profiles\"\n\napi_token = \"{TOKEN}\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .expect("write the config");
+    let mut toml_args = args_without_token(&rig, &[]);
+    toml_args.splice(0..0, ["run".to_owned(), "--config".to_owned()]);
+    toml_args.insert(2, config.display().to_string());
+    let (code, toml_error) = output_of(&toml_args).await;
+    assert_eq!(code, Some(2), "{toml_error}");
+    assert!(toml_error.contains("line 3"), "{toml_error}");
+
+    let mut check_args = vec!["check".to_owned()];
+    check_args.extend(args_without_token(&rig, &[]));
+    let (_, check) = output_of(&check_args).await;
+    let check_reports_security = check.contains("security:");
+    let mut channels = vec![
+        ("stdout and stderr of run", logs),
+        ("/readyz, /metrics, /healthz", served),
+        ("DLQ attributes", dlq),
+        ("a TOML error", toml_error),
+        ("check", check),
+    ];
+    for args in [&["run", "--help"][..], &["check", "--help"], &["man"]] {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        channels.push(("help and man", output_of(&args).await.1));
+    }
+    for (channel, text) in channels {
+        assert!(
+            !text.contains(TOKEN),
+            "the token is in {channel}:\n{}",
+            text.lines()
+                .filter(|line| line.contains(TOKEN))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(check_reports_security, "check prints its security: line");
+    assert!(
+        echoed,
+        "the emulator's echo reached both the logs and the DLQ attributes, redacted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_outside_loopback_is_refused_without_consent() {
+    let rig = Rig::new().await;
+    let insecure = [("--api-url", "http://records.invalid:8080/public/v1")];
+    let mut args = vec!["run".to_owned()];
+    args.extend(rig.args(&insecure));
+    let (code, text) = output_of(&args).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--api-url") && text.contains("--allow-insecure-http"),
+        "{text}"
+    );
+    let mut args = vec!["check".to_owned()];
+    args.extend(rig.args(&[
+        insecure[0],
+        ("--allow-insecure-http", "true"),
+        ("--listen", "0.0.0.0:0"),
+    ]));
+    let (_, text) = output_of(&args).await;
+    assert!(
+        text.contains("WARNING: security: --allow-insecure-http"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARNING: security: --listen 0.0.0.0:0"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_state_dir_is_refused_to_a_second_process() {
+    let rig = Rig::new().await;
+    let dir = std::env::temp_dir().join(common::unique("state-dir"));
+    let dir_text = dir.display().to_string();
+    let shared = [("--state-dir", dir_text.as_str()), ("--rate-limit", "20/s")];
+    rig.send(&(0..60).map(profile).collect::<Vec<_>>()).await;
+    let mut first = rig.spawn_binary(&shared, &common::log_path("state-first"));
+    wait_for(
+        "the first worker to commit",
+        Duration::from_secs(60),
+        || async { rows(&rig).await > 0 },
+    )
+    .await;
+    let mut args = vec!["run".to_owned()];
+    args.extend(rig.args(&shared));
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        common::worker_binary().args(&args).output(),
+    )
+    .await;
+    let Ok(second) = second else {
+        panic!("a second process on the same --state-dir was still running after 30 s")
+    };
+    let second = second.expect("runs");
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--state-dir") && text.contains("--budget-queue"),
+        "{text}"
+    );
+    wait_for("60 rows", Duration::from_secs(60), || async {
+        rows(&rig).await == 60
+    })
+    .await;
+    common::signal(&first, libc::SIGTERM);
+    assert_eq!(first.wait().await.expect("wait").code(), Some(0));
+    let saved = std::fs::read(dir.join("budget.json")).expect("the saved budget");
+    serde_json::from_slice::<serde_json::Value>(&saved).expect("whole JSON");
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["budget.json", "budget.lock"]);
+    let _ = std::fs::remove_dir_all(dir);
 }
