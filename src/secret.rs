@@ -15,6 +15,16 @@ impl ApiToken {
         &self.0
     }
 
+    /// `text` whole, or `[redacted]` when it holds the token in any case (a URL's host has been
+    /// lower-cased on its way here).
+    pub fn redact_any_case(&self, text: &str) -> String {
+        let folded = text.to_ascii_lowercase();
+        if !self.0.is_empty() && folded.contains(&self.0.to_ascii_lowercase()) {
+            return "[redacted]".to_owned();
+        }
+        text.to_owned()
+    }
+
     /// `text` with every copy of the token replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         if self.0.is_empty() {
@@ -36,6 +46,19 @@ mod tests {
     fn debug_hides_the_token() {
         let token = super::ApiToken::new("s3cret".into());
         assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redact_any_case_hides_a_lower_cased_copy() {
+        let token = super::ApiToken::new("AbC9xYz".into());
+        assert_eq!(
+            token.redact_any_case("https://abc9xyz.evil.example:443"),
+            "[redacted]"
+        );
+        assert_eq!(
+            token.redact_any_case("https://evil:443"),
+            "https://evil:443"
+        );
     }
 
     #[test]

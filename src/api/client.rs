@@ -55,7 +55,8 @@ impl JobState {
             "processing" | "running" => JobState::Processing,
             "completed" => JobState::Completed,
             "failed" | "cancelled" | "canceled" => JobState::Failed,
-            _ => JobState::Unknown(text.chars().take(64).collect()),
+            // Cut to 64 characters only after the token is redacted (`RecordsApi::job`).
+            _ => JobState::Unknown(text.to_owned()),
         }
     }
 }
@@ -171,14 +172,15 @@ impl RecordsApi {
         budget: Arc<Budget>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, ApiError> {
+        let origin = Origin::of(&settings.api_url)
+            .ok_or_else(|| ApiError::Connect("--api-url is not an absolute http(s) URL".into()))?;
         let http = reqwest::Client::builder()
+            .redirect(same_origin_redirects(origin.clone()))
             .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .map_err(|e| ApiError::Connect(format!("cannot build the HTTP client: {e}")))?;
-        let origin = Origin::of(&settings.api_url)
-            .ok_or_else(|| ApiError::Connect("--api-url is not an absolute http(s) URL".into()))?;
         Ok(Self {
             http,
             base: settings.api_url.clone(),
@@ -214,9 +216,6 @@ impl RecordsApi {
             Ok(answer) => answer.status.to_string(),
             Err(error) => error.status_label(),
         };
-        if let Err(ApiError::TooLarge { route, ceiling }) = &result {
-            self.telemetry.api_answer_too_large(route, *ceiling);
-        }
         self.telemetry.api_request(ceiling.route, &label);
         result
     }
@@ -236,7 +235,18 @@ impl RecordsApi {
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
             .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
         let replayed = response.headers().contains_key(IDEMPOTENT_REPLAYED);
-        let bytes = read_capped(response, ceiling).await?;
+        let bytes = match read_capped(response, ceiling).await {
+            Err(ApiError::TooLarge { route, ceiling }) => {
+                self.telemetry.api_answer_too_large(route, ceiling);
+                if (200..300).contains(&status) {
+                    return Err(ApiError::TooLarge { route, ceiling });
+                }
+                // A refusal is classified by its status (a 401 still pauses, a 413 still splits),
+                // whatever its body says.
+                Bytes::new()
+            }
+            read => read?,
+        };
         let data = answer_data(status, &bytes, retry_after)?;
         Ok(Answer {
             status,
@@ -248,7 +258,20 @@ impl RecordsApi {
     pub async fn metadata(&self) -> Result<ObjectSchema, ApiError> {
         let url = format!("{}/metadata/objects/{}", self.base, self.object);
         let answer = self.call(Ceiling::METADATA, self.http.get(url)).await?;
-        metadata(answer.data).map_err(|e| e.redacted(&self.token))
+        let schema = metadata(answer.data).map_err(|e| e.redacted(&self.token))?;
+        let names = std::iter::once(&schema.name)
+            .chain(&schema.match_keys)
+            .chain(schema.fields.iter().map(|field| &field.name));
+        if names
+            .into_iter()
+            .any(|name| name.contains(self.token.expose()))
+        {
+            // Names go to logs, `check` and `dlq-error-message`; rewriting them would break matching.
+            return Err(ApiError::Malformed(
+                "the object's metadata holds the API token in a name".into(),
+            ));
+        }
+        Ok(schema)
     }
 
     /// One attempt, paid for by `ticket` or by a token taken now. A 429 pauses every sender for
@@ -312,9 +335,17 @@ impl RecordsApi {
         ) {
             JobRoute::Named(url) => url,
             JobRoute::Foreign { named_origin, url } => {
+                let named_origin = self.token.redact_any_case(&named_origin);
                 self.telemetry
-                    .api_foreign_status_path(&accepted.job_id, &self.token.redact(&named_origin));
+                    .api_foreign_status_path(&accepted.job_id, &named_origin);
                 url
+            }
+            JobRoute::Unusable { .. } => {
+                return Err(ApiError::Malformed(
+                    "the statusPath names another origin, and the jobId cannot name the \
+                     documented job route"
+                        .into(),
+                ));
             }
         };
         Ok(Accepted {
@@ -357,7 +388,7 @@ impl RecordsApi {
         let answer = self.call(Ceiling::JOB, self.http.get(job_url)).await?;
         let mut status = job_status(answer.data).map_err(|e| e.redacted(&self.token))?;
         if let JobState::Unknown(state) = &mut status.state {
-            *state = self.token.redact(state);
+            *state = self.token.redact(state).chars().take(64).collect();
         }
         for error in &mut status.errors {
             for text in [&mut error.code, &mut error.message, &mut error.path]
@@ -445,9 +476,31 @@ pub fn job_status_from_body(body: &[u8]) -> Result<JobStatus, ApiError> {
     )
 }
 
+/// Redirects are followed only within the origin of `--api-url`. reqwest alone would follow one to
+/// another origin without the token, but with the records of a 307, and the worker would then
+/// believe the stranger's answer (a 202, or a job "completed" that gets messages deleted). A hop
+/// elsewhere ends the request as a transient failure that names the fix.
+fn same_origin_redirects(origin: Origin) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else if Origin::of(attempt.url().as_str()).as_ref() == Some(&origin) {
+            attempt.follow()
+        } else {
+            attempt.error(FOREIGN_REDIRECT)
+        }
+    })
+}
+
+const FOREIGN_REDIRECT: &str = "the API redirected to another origin, which the worker does not \
+     follow: the token and the records stay with --api-url's origin. If the API moved, update \
+     --api-url";
+
 pub(super) fn transport(error: reqwest::Error) -> ApiError {
     if error.is_timeout() {
         ApiError::Timeout
+    } else if error.is_redirect() {
+        ApiError::Connect(FOREIGN_REDIRECT.into())
     } else {
         // reqwest's message names the URL, never the headers; the token stays out.
         ApiError::Connect(error.without_url().to_string())

@@ -47,16 +47,19 @@ impl std::fmt::Display for Origin {
 /// Where a job is polled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobRoute {
-    /// `statusPath`, joined to the base, on the base's origin.
+    /// `statusPath`, joined to the base, on the base's origin and under its path.
     Named(String),
-    /// `statusPath` named another origin (`named_origin`, or `unreadable`); `url` is the
-    /// documented job route on the base.
+    /// `statusPath` named another origin (`named_origin`, or why it is not the base's); `url` is
+    /// the documented job route on the base.
     Foreign { named_origin: String, url: String },
+    /// `statusPath` named another origin, and the jobId (`.` or `..`) cannot name a path segment.
+    Unusable { named_origin: String },
 }
 
 impl JobRoute {
     /// `statusPath` is relative to the base, with or without its leading slash; an absolute URL
-    /// is taken only on the base's origin.
+    /// is taken only on the base's origin, under the base's path (a gateway may route other
+    /// paths of one host to other services), and without credentials of its own.
     pub fn resolve(
         origin: &Origin,
         base: &str,
@@ -76,18 +79,32 @@ impl JobRoute {
             },
         };
         match Origin::of_url(&named) {
-            Some(named_origin) if named_origin == *origin => JobRoute::Named(named.into()),
+            Some(named_origin) if named_origin == *origin => {
+                if !named.username().is_empty() || named.password().is_some() {
+                    let why = format!("{named_origin} with credentials of its own");
+                    Self::documented(base, object, job_id, why)
+                } else if !under(base, &named) {
+                    let why = format!("{named_origin} outside the base path");
+                    Self::documented(base, object, job_id, why)
+                } else {
+                    JobRoute::Named(named.into())
+                }
+            }
             Some(other) => Self::documented(base, object, job_id, other.to_string()),
             None => Self::documented(base, object, job_id, named.scheme().to_owned() + ":"),
         }
     }
 
     fn documented(base: &str, object: &str, job_id: &str, named_origin: String) -> Self {
+        if job_id == "." || job_id == ".." {
+            return JobRoute::Unusable { named_origin };
+        }
         let url = match Url::parse(base) {
             Ok(mut url) => {
                 if let Ok(mut segments) = url.path_segments_mut() {
                     segments
                         .pop_if_empty()
+                        // `extend` percent-encodes `/`, `?`, `#` and `%` in each segment.
                         .extend(["records", object, "jobs", job_id]);
                 }
                 url.into()
@@ -98,11 +115,23 @@ impl JobRoute {
         JobRoute::Foreign { named_origin, url }
     }
 
-    pub fn url(&self) -> &str {
+    /// The URL to poll; `None` when there is none on the base.
+    pub fn url(&self) -> Option<&str> {
         match self {
-            JobRoute::Named(url) | JobRoute::Foreign { url, .. } => url,
+            JobRoute::Named(url) | JobRoute::Foreign { url, .. } => Some(url),
+            JobRoute::Unusable { .. } => None,
         }
     }
+}
+
+/// Whether `named`'s path is the base's path or below it.
+fn under(base: &str, named: &Url) -> bool {
+    let Ok(base) = Url::parse(base) else {
+        return false;
+    };
+    let prefix = base.path().trim_end_matches('/');
+    let path = named.path();
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
 }
 
 #[cfg(test)]
@@ -166,20 +195,54 @@ mod tests {
         }
         for tricky in ["@evil.example.net/x", "//evil.example.net/x", "\\\\evil/x"] {
             let route = resolve(tricky);
-            let origin = Origin::of(route.url()).unwrap();
+            let origin = Origin::of(route.url().unwrap()).unwrap();
             assert_eq!(origin, Origin::of(BASE).unwrap(), "{tricky}: {route:?}");
         }
     }
 
     #[test]
     fn a_job_id_is_one_path_segment() {
-        let route = resolve("http://evil/x");
         let origin = Origin::of(BASE).unwrap();
-        let odd = JobRoute::resolve(&origin, BASE, "people", "../../admin?x=1#y", "http://evil/");
-        assert_eq!(route.url(), format!("{BASE}/records/people/jobs/rjob_1"));
+        let route =
+            |job_id: &str| JobRoute::resolve(&origin, BASE, "people", job_id, "http://evil/");
+        let jobs = format!("{BASE}/records/people/jobs");
+        for (job_id, segment) in [
+            ("rjob_1", "rjob_1"),
+            ("../../admin?x=1#y", "..%2F..%2Fadmin%3Fx=1%23y"),
+            ("%2e%2e", "%252e%252e"),
+            ("a b/é", "a%20b%2F%C3%A9"),
+        ] {
+            assert_eq!(
+                route(job_id).url(),
+                Some(format!("{jobs}/{segment}").as_str())
+            );
+        }
+        for dots in [".", ".."] {
+            assert!(matches!(route(dots), JobRoute::Unusable { .. }), "{dots}");
+        }
+    }
+
+    /// The review of issue 20: a path-routed gateway serves other services on the same origin,
+    /// and credentials in the URL would become a second `Authorization` header.
+    #[test]
+    fn a_status_path_stays_under_the_base_path_without_credentials() {
+        let documented = format!("{BASE}/records/people/jobs/rjob_1");
+        for status_path in [
+            "https://api.example.com/other-service/collect",
+            "../../../other-service/collect",
+            "https://api.example.com/public/v10/x",
+            "https://user:pass@api.example.com/public/v1/records/people/jobs/rjob_1",
+        ] {
+            let route = resolve(status_path);
+            assert_eq!(
+                route.url(),
+                Some(documented.as_str()),
+                "{status_path}: {route:?}"
+            );
+        }
         assert_eq!(
-            odd.url(),
-            format!("{BASE}/records/people/jobs/..%2F..%2Fadmin%3Fx=1%23y")
+            resolve("https://api.example.com/public/v1/records/people/jobs/rjob_9"),
+            JobRoute::Named(format!("{BASE}/records/people/jobs/rjob_9"))
         );
     }
 }

@@ -215,8 +215,9 @@ impl Budget {
                 .zip(&self.limits)
                 .map(|(bucket, limit)| (limit.label.clone(), bucket.tokens(now)))
                 .collect();
-            // Saved before the call leaves: a crash after it leaves costs the next process at
-            // most this one call's token, never a refilled bucket.
+            // Handed to the writer before the call leaves. A crash of the process loses only what
+            // the writer had not yet written: normally the last call's token, more while the
+            // disk stalls, never a refilled bucket.
             state.save(&saved);
         }
         Ok(())

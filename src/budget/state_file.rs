@@ -108,6 +108,7 @@ impl StateFile {
                 return Err(unusable(format!("cannot lock {LOCK}: {e}")));
             }
         }
+        sweep_leftovers(dir);
         let path = dir.join(FILE);
         let writer = Arc::new(Writer::default());
         let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
@@ -272,7 +273,26 @@ fn write_atomically(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> std::i
     file.sync_all()?;
     drop(file);
     std::fs::rename(tmp, path)?;
-    File::open(dir)?.sync_all()
+    match File::open(dir)?.sync_all() {
+        // Some filesystems (FUSE, 9p) cannot sync a directory; the rename itself went through.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => Ok(()),
+        synced => synced,
+    }
+}
+
+/// Temporary files that crashed processes left (`.budget.json.<pid>.tmp`); removed once the lock
+/// makes this process the directory's only writer.
+fn sweep_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{FILE}.")) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -276,11 +276,16 @@ fn token(inline: Option<String>, file: Option<PathBuf>) -> Result<ApiToken, Conf
         }
     };
     let token = token.trim();
-    if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
+    // Visible ASCII without quotes or backslashes: what an `Authorization` header carries, and
+    // what redaction finds in text that escapes quotes and backslashes (JSON, serde's errors).
+    let usable = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
+    if token.is_empty() || !token.chars().all(usable) {
         return Err(ConfigError::Invalid {
             setting: "--api-token / --api-token-file".into(),
             value: "***".into(),
-            problem: "the token is empty or holds spaces or control characters".into(),
+            problem: "the token is empty or holds spaces, control characters, quotes, \
+                      backslashes or non-ASCII characters"
+                .into(),
             fix: "store only the token itself".into(),
         });
     }
@@ -561,6 +566,27 @@ mod tests {
         args.allow_insecure_http = Some("true".into());
         let s = Settings::from_parts(args, FileSettings::default()).unwrap();
         assert!(s.allow_insecure_http);
+    }
+
+    /// The review of issue 20: a token with a quote or a backslash is escaped in JSON and in
+    /// serde's errors, where redaction cannot find it; one outside ASCII is no header value.
+    #[test]
+    fn a_token_is_visible_ascii_without_quotes() {
+        for (token, usable) in [
+            ("eyJhbGciOi.J9-_~+/=", true),
+            ("tok\"en", false),
+            ("tok\\en", false),
+            ("tokén", false),
+            ("tok en", false),
+        ] {
+            let mut args = base();
+            args.api_token = Some(token.into());
+            let resolved = Settings::from_parts(args, FileSettings::default());
+            assert_eq!(resolved.is_ok(), usable, "{token}");
+            if let Err(error) = resolved {
+                assert!(!error.to_string().contains(token), "{error}");
+            }
+        }
     }
 
     /// Issue 20, item 4: `RunArgs` derived `Debug` and printed the raw token.

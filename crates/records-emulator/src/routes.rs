@@ -532,7 +532,8 @@ async fn job(
             })?;
         Ok::<_, Response>(super::hostile::answer(
             emu.hostile_answer(),
-            uri.path(),
+            // Inside the `/public/v1` nest the path has lost its prefix.
+            &format!("/public/v1{}", uri.path()),
             view,
         ))
     };
