@@ -175,7 +175,10 @@ impl RecordsApi {
         let origin = Origin::of(&settings.api_url)
             .ok_or_else(|| ApiError::Connect("--api-url is not an absolute http(s) URL".into()))?;
         let http = reqwest::Client::builder()
-            .redirect(same_origin_redirects(origin.clone()))
+            .redirect(same_origin_redirects(
+                origin.clone(),
+                settings.api_url.clone(),
+            ))
             .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))
@@ -201,8 +204,8 @@ impl RecordsApi {
     }
 
     /// One request: its status, metric and answer. The request must go to `self.origin` (every
-    /// URL is built from `self.base`, and a job's from `JobRoute`); reqwest drops the token on a
-    /// redirect to another origin.
+    /// URL is built from `self.base`, and a job's from `JobRoute`); a redirect elsewhere is
+    /// refused (`same_origin_redirects`).
     async fn call(
         &self,
         ceiling: Ceiling,
@@ -476,31 +479,32 @@ pub fn job_status_from_body(body: &[u8]) -> Result<JobStatus, ApiError> {
     )
 }
 
-/// Redirects are followed only within the origin of `--api-url`. reqwest alone would follow one to
+/// Redirects are followed only within the origin of `--api-url` and under its path, 10 at most.
+/// reqwest alone would follow one to
 /// another origin without the token, but with the records of a 307, and the worker would then
 /// believe the stranger's answer (a 202, or a job "completed" that gets messages deleted). A hop
 /// elsewhere ends the request as a transient failure that names the fix.
-fn same_origin_redirects(origin: Origin) -> reqwest::redirect::Policy {
+fn same_origin_redirects(origin: Origin, base: String) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 10 {
-            attempt.error("too many redirects")
-        } else if Origin::of(attempt.url().as_str()).as_ref() == Some(&origin) {
-            attempt.follow()
+        let home = Origin::of(attempt.url().as_str()).as_ref() == Some(&origin)
+            && super::origin::under(&base, attempt.url());
+        if attempt.previous().len() > 10 || !home {
+            attempt.error(REFUSED_REDIRECT)
         } else {
-            attempt.error(FOREIGN_REDIRECT)
+            attempt.follow()
         }
     })
 }
 
-const FOREIGN_REDIRECT: &str = "the API redirected to another origin, which the worker does not \
-     follow: the token and the records stay with --api-url's origin. If the API moved, update \
-     --api-url";
+const REFUSED_REDIRECT: &str = "a redirect was refused: the worker follows at most 10, and only \
+     within --api-url's origin and path, so that the token and the records stay there. If the API \
+     moved, update --api-url";
 
 pub(super) fn transport(error: reqwest::Error) -> ApiError {
     if error.is_timeout() {
         ApiError::Timeout
     } else if error.is_redirect() {
-        ApiError::Connect(FOREIGN_REDIRECT.into())
+        ApiError::Connect(REFUSED_REDIRECT.into())
     } else {
         // reqwest's message names the URL, never the headers; the token stays out.
         ApiError::Connect(error.without_url().to_string())

@@ -125,7 +125,7 @@ impl JobRoute {
 }
 
 /// Whether `named`'s path is the base's path or below it.
-fn under(base: &str, named: &Url) -> bool {
+pub fn under(base: &str, named: &Url) -> bool {
     let Ok(base) = Url::parse(base) else {
         return false;
     };

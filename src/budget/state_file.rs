@@ -1,5 +1,5 @@
-//! `--state-dir`: the local budget saved after every call, so that a restart does not hand the
-//! new process a full bucket that the last one already spent.
+//! `--state-dir`: the local budget saved as each call is paid for, so that a restart does not hand
+//! the new process a full bucket that the last one already spent.
 //!
 //! - One process per directory: `budget.lock` is locked (`flock`) for the life of the process, and
 //!   a second process is refused at start-up, because two processes that share one saved budget

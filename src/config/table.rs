@@ -145,8 +145,9 @@ settings_table! {
          on 429, 503, 504, timeouts and slow answers), at most --max-in-flight; fixed: always \
          --max-in-flight.";
     state_dir "--state-dir" "STATE_DIR" [shown "none, buckets start full"]
-        "Directory where the local budget is saved after every call, so that a restart does \
-         not start with a full bucket.";
+        "Directory where the local --rate-limit budget is saved as each call is paid for, so \
+         that a restart does not start with a full bucket. One worker per directory (a second \
+         exits 2); not used with --budget-queue.";
     budget_queue "--budget-queue" "BUDGET_QUEUE_URL" [shown "none, each replica spends its own"]
         "SQS FIFO queue that holds a --rate-limit budget shared by every replica.";
     ack_on "--ack-on" "ACK_ON" [value "accepted"]
@@ -163,8 +164,8 @@ settings_table! {
          beyond loopback).";
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     allow_insecure_http "--allow-insecure-http" "RECORDS_ALLOW_INSECURE_HTTP" [value "false"]
-        "Allow an http:// --api-url on a host outside loopback, which sends the token in clear \
-         text. Without it such a URL is refused.";
+        "Accept an http:// --api-url on a host outside loopback (localhost, 127.0.0.0/8, ::1); \
+         the token then crosses the network in clear text. Without it such a URL is refused.";
     log_format "--log-format" "LOG_FORMAT" [shown "json when stderr is not a TTY, else text"]
         "json or text.";
     request_timeout "--request-timeout" "RECORDS_REQUEST_TIMEOUT" [value "30s"]

@@ -25,7 +25,7 @@ impl PeerMetrics {
             foreign_status_paths: registered(
                 r,
                 "api_foreign_status_paths",
-                "Job statusPaths on another origin than --api-url; polled on the documented job route instead",
+                "Job statusPaths on another origin than --api-url, outside its path or with credentials; polled on the documented job route instead",
             ),
             connections_refused: registered(
                 r,
@@ -57,8 +57,9 @@ impl Telemetry {
         warn!(
             job_id,
             named_origin = origin,
-            "a job's statusPath names another origin than --api-url; the token stays with \
-             --api-url, and the job is polled on the documented route there"
+            "a job's statusPath names another origin than --api-url, a path outside it, or \
+             credentials; the token stays with --api-url, and the job is polled on the documented \
+             route there"
         );
     }
 

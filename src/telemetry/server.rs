@@ -113,7 +113,8 @@ struct Peers(Mutex<HashMap<IpAddr, usize>>);
 
 impl Slot {
     fn take(slots: &Arc<Semaphore>, peers: &Arc<Peers>, ip: IpAddr) -> Option<Self> {
-        let permit = if ip.is_loopback() {
+        // `[::]` binds see IPv4 clients as `::ffff:a.b.c.d`.
+        let permit = if ip.to_canonical().is_loopback() {
             None
         } else {
             Some(slots.clone().try_acquire_owned().ok()?)
