@@ -178,6 +178,35 @@ async fn a_dripping_answer_does_not_wedge_the_worker() {
     assert!(rig.dlq().await.is_empty());
 }
 
+/// The review of issue 20: an answer over its ceiling lost its status, so a 401 stopped pausing
+/// and a 413 stopped splitting; they were retried as transient failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_refusal_keeps_its_meaning() {
+    let rig = Rig::new().await;
+    rig.faults(json!({
+        "hostile": {"pad_errors_mib": 2},
+        "next": [{"status": 401, "count": 1}, {"status": 413, "count": 1}]
+    }))
+    .await;
+    rig.send(&(0..40).map(profile).collect::<Vec<_>>()).await;
+    let worker = rig.start(&[("--auth-retry", "1s")]).await;
+    wait_for("the queue to empty", Duration::from_secs(60), || {
+        rig.source_empty()
+    })
+    .await;
+    let (_, metrics) = worker.get("/metrics").await;
+    worker.stop().await;
+    assert_eq!(rows(&rig).await, 40);
+    assert!(rig.dlq().await.is_empty());
+    for line in [
+        r#"sbw_api_requests_total{route="batch",status="401"} 1"#,
+        r#"sbw_api_requests_total{route="batch",status="413"} 1"#,
+        r#"sbw_api_answer_too_large_total{route="batch"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -130,6 +130,10 @@ pub struct Hostile {
     /// `Authorization` header it was shown, as a careless gateway does.
     #[serde(default)]
     pub echo_credentials: bool,
+    /// Every error answer on the API routes (status 400 and up) starts with this many MiB of
+    /// JSON whitespace: a refusal whose body is over any ceiling.
+    #[serde(default)]
+    pub pad_errors_mib: u64,
 }
 
 /// How one job poll is answered beside its report.

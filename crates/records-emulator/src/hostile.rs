@@ -98,10 +98,24 @@ pub async fn echo_credentials(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let response = next.run(request).await;
-    match shown.filter(|_| emu.echo_credentials()) {
+    let response = match shown.filter(|_| emu.echo_credentials()) {
         Some(shown) => echo(response, &shown).await,
         None => response,
+    };
+    match emu.pad_errors_mib() {
+        mib if mib > 0 && response.status().as_u16() >= 400 => pad(response, mib).await,
+        _ => response,
     }
+}
+
+/// The error answer with `mib` MiB of JSON whitespace before its body, streamed.
+async fn pad(response: Response, mib: u64) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from_stream(padded(body, mib << 20)))
 }
 
 async fn echo(response: Response, shown: &str) -> Response {

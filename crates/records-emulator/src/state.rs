@@ -468,6 +468,10 @@ impl Emulator {
         self.lock().faults.hostile.echo_credentials
     }
 
+    pub fn pad_errors_mib(&self) -> u64 {
+        self.lock().faults.hostile.pad_errors_mib
+    }
+
     /// How this job poll is answered: plainly, or with a due hostile answer.
     pub fn hostile_answer(&self) -> super::faults::HostileAnswer {
         self.lock().faults.hostile.next_answer()
