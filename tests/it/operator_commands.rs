@@ -5,27 +5,14 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::process::Output;
 
 use crate::common::rig::{Rig, profile};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
 async fn run(args: &[String]) -> (Option<i32>, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = common::worker_binary()
-        .args(args)
-        .output()
-        .await
-        .expect("the binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    (status.code(), text)
+    let mut command = common::worker_binary();
+    command.args(args);
+    common::output_text(command).await
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

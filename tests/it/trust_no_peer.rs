@@ -66,6 +66,17 @@ impl Spy {
     }
 }
 
+/// Waits until the queue is empty (acked on completion: every job read to its end), or until the
+/// spy has seen the token.
+async fn jobs_read_or_token_seen(rig: &Rig, spy: &Spy) {
+    wait_for(
+        "the jobs read to their end, or the token at the other origin",
+        Duration::from_secs(60),
+        || async { rig.source_empty().await || spy.saw_the_token() },
+    )
+    .await;
+}
+
 async fn rows(rig: &Rig) -> usize {
     rig.rows("profiles").await.len()
 }
@@ -81,12 +92,7 @@ async fn the_token_never_leaves_the_api_origin() {
     let worker = rig
         .start(&[("--job-timeout", "20s"), ("--ack-on", "completed")])
         .await;
-    wait_for(
-        "the jobs read to their end, or the token at the other origin",
-        Duration::from_secs(60),
-        || async { rig.source_empty().await || spy.saw_the_token() },
-    )
-    .await;
+    jobs_read_or_token_seen(&rig, &spy).await;
     assert!(
         !spy.saw_the_token(),
         "a statusPath on another origin got the token: {:?}",
@@ -103,12 +109,7 @@ async fn the_token_never_leaves_the_api_origin() {
     rig.faults(json!({"hostile": {"redirect_to": spy.origin, "redirect_next": 3}}))
         .await;
     rig.send(&(20..40).map(profile).collect::<Vec<_>>()).await;
-    wait_for(
-        "the jobs read to their end after the redirects",
-        Duration::from_secs(60),
-        || async { rig.source_empty().await || spy.saw_the_token() },
-    )
-    .await;
+    jobs_read_or_token_seen(&rig, &spy).await;
     assert!(
         spy.heads().is_empty(),
         "a redirect to another origin was followed: {:?}",
@@ -307,19 +308,9 @@ async fn two_thousand_idle_metrics_connections_do_not_stop_commits() {
 
 /// Runs the binary with `args` and the token in the environment; returns stdout and stderr.
 async fn output_of(args: &[String]) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        common::worker_binary()
-            .args(args)
-            .env("RECORDS_API_TOKEN", TOKEN)
-            .output(),
-    )
-    .await
-    .expect("exits within 60 s")
-    .expect("runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code(), text)
+    let mut command = common::worker_binary();
+    command.args(args).env("RECORDS_API_TOKEN", TOKEN);
+    common::output_text(command).await
 }
 
 /// `rig.args` without `--api-token`: the token comes from the environment.
@@ -451,14 +442,12 @@ async fn plain_http_outside_loopback_is_refused_without_consent() {
         ("--listen", "0.0.0.0:0"),
     ]));
     let (_, text) = output_of(&args).await;
-    assert!(
-        text.contains("WARNING: security: --allow-insecure-http"),
-        "{text}"
-    );
-    assert!(
-        text.contains("WARNING: security: --listen 0.0.0.0:0"),
-        "{text}"
-    );
+    for warning in ["--allow-insecure-http", "--listen 0.0.0.0:0"] {
+        assert!(
+            text.contains(&format!("WARNING: security: {warning}")),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,17 @@ fn aimed_at_localstack(mut command: tokio::process::Command) -> tokio::process::
     command
 }
 
+/// Runs `command` to its end (within 60 s): its exit code, and its stdout followed by its stderr.
+pub async fn output_text(mut command: tokio::process::Command) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("exits within 60 s")
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
 /// A log file path under the target directory's scratch space.
 pub fn log_path(name: &str) -> String {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
