@@ -2,7 +2,9 @@
 # README command (b): the whole test suite. Installs and starts LocalStack (and moto's server, a
 # second SQS for the chaos suite's short round) when they are not running,
 # and Prometheus (Debian's package, for promtool and the alert test) when it is missing; then
-# checks formatting and lints, runs every test against LocalStack and the emulator, checks
+# checks formatting and lints, builds the container image from the Dockerfile (scripts/image.sh:
+# podman, installed when missing, with no registry; the compile runs inside the build stage), runs
+# every test against LocalStack and the emulator (the image's among them), checks
 # deploy/ (cfn-lint, systemd-analyze, promtool), checks the dependency tree (cargo deny, offline,
 # scripts/deny.sh), builds the benchmarks and runs a short fuzz pass over the parsers (the
 # 10-million-input run is `cargo bench --bench fuzz`). `.ci/run` calls exactly this.
@@ -16,6 +18,7 @@ moto/start.sh
 scripts/install-prometheus.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+scripts/image.sh
 cargo test --locked
 # The chaos suite's short round again, on a second, independent SQS (moto's server): what it
 # finds there that LocalStack hides is in docs/benchmarks.md ("Two SQS implementations").

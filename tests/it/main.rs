@@ -3,6 +3,7 @@
 
 mod chaos;
 mod common;
+mod container;
 mod deploy_stack;
 mod emulator_contract;
 mod localstack_sqs;
