@@ -11,7 +11,6 @@ use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
 use sqs_batch_worker::config::Operation;
 use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
-use sqs_batch_worker::lease::Lease;
 use sqs_batch_worker::message::Received;
 
 fn profiles() -> ObjectSchema {
@@ -64,7 +63,7 @@ fn batch_of(decoder: &Decoder, messages: &[Arc<Received>]) -> usize {
         let decoded = decoder
             .decode(&message.body, message.md5_of_body.as_deref())
             .expect("valid");
-        for batch in batcher.push(decoded, Lease::detached((**message).clone()), now) {
+        for batch in batcher.push(decoded, (**message).clone(), now) {
             bytes += batch.body().len();
         }
     }

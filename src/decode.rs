@@ -411,7 +411,7 @@ mod tests {
         }
     }
 
-    /// Issue 19, path 12: a number no double can hold goes to the DLQ with its own reason,
+    /// A number no double can hold goes to the DLQ with its own reason,
     /// wherever it sits; big integers and small exponents still pass with their digits.
     #[test]
     fn numbers_beyond_a_double_are_rejected() {

@@ -4,7 +4,7 @@
 //! The pipeline, stage by stage:
 //!
 //! 1. **poll** (`pipeline::poll`): `--pollers` long-poll loops receive up to 10 messages each, with
-//!    backpressure, and record every message in the ledger (`sqs::holdings`).
+//!    backpressure, and record every message in the ledger (`lease::ledger`).
 //! 2. **decode** (`decode`): MD5, JSON object, match key, schema field names, size. Failures go
 //!    straight to the DLQ (`pipeline::settle`), never into a batch.
 //! 3. **batch** (`batch::batcher`): pure logic over `now`; flushes on records, bytes, age and

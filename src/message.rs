@@ -24,6 +24,13 @@ pub struct Received {
     pub attributes: Option<HashMap<String, MessageAttributeValue>>,
 }
 
+/// Lets the batch logic take a received message or a lease alike.
+impl AsRef<Received> for Received {
+    fn as_ref(&self) -> &Received {
+        self
+    }
+}
+
 impl Received {
     /// The message and its receipt handle; None for an SDK message without an ID or receipt
     /// handle, which SQS never sends.

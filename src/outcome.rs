@@ -1,5 +1,5 @@
 //! What becomes of a message: its fate (which only ever gets worse: Delivered, then Retry, then
-//! Rejected), and the DLQ reasons of shared/worker-cli.md.
+//! Rejected), and the DLQ reasons of docs/operations.md ("Alarms and what to do").
 
 use crate::lease::Lease;
 
@@ -105,30 +105,13 @@ impl Rejection {
     }
 }
 
-/// A message's fate. Ordered from best to worst; combining two fates keeps the worse one.
+/// A message's fate, decided once: `Settlement::add` takes the lease by move, so no message
+/// gets a second fate that could contradict the first.
 #[derive(Clone, Debug)]
 pub enum Fate {
     Delivered,
     Retry,
     Rejected(Rejection),
-}
-
-impl Fate {
-    fn rank(&self) -> u8 {
-        match self {
-            Fate::Delivered => 0,
-            Fate::Retry => 1,
-            Fate::Rejected(_) => 2,
-        }
-    }
-
-    pub fn worsen(self, other: Fate) -> Fate {
-        if other.rank() > self.rank() {
-            other
-        } else {
-            self
-        }
-    }
 }
 
 /// The decided fates of a set of messages, ready to be carried out against SQS. It owns their
@@ -164,18 +147,6 @@ impl Settlement {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fates_only_get_worse() {
-        let rejected = || Fate::Rejected(Rejection::new(Reason::InvalidRow, "bad"));
-        assert!(matches!(Fate::Delivered.worsen(Fate::Retry), Fate::Retry));
-        assert!(matches!(Fate::Retry.worsen(Fate::Delivered), Fate::Retry));
-        assert!(matches!(Fate::Retry.worsen(rejected()), Fate::Rejected(_)));
-        assert!(matches!(
-            rejected().worsen(Fate::Delivered),
-            Fate::Rejected(_)
-        ));
-    }
 
     #[test]
     fn reasons_round_trip() {

@@ -1,6 +1,6 @@
 //! Every answer has a ceiling: a body is read as a stream against its route's limit, and one
 //! that runs past it is dropped unread (a transient failure), never allocated whole. The limits
-//! come from the contract (`../shared/records-api.md`) with a stated margin; docs/security.md
+//! come from the contract (docs/emulator.md) with a stated margin; docs/security.md
 //! has the table.
 
 use bytes::{Bytes, BytesMut};

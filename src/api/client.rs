@@ -515,7 +515,7 @@ pub(super) fn transport(error: reqwest::Error) -> ApiError {
 mod tests {
     use super::*;
 
-    /// Issue 19, path 4: a job report is read entry by entry. Each of these made the whole report
+    /// A job report is read entry by entry. Each of these made the whole report
     /// Malformed on 8f017ce, so a committed job ran into `--job-timeout` and its rows into the DLQ.
     #[test]
     fn odd_job_reports_are_read_entry_by_entry() {

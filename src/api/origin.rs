@@ -145,7 +145,7 @@ mod tests {
         JobRoute::resolve(&origin, BASE, "people", "rjob_1", status_path)
     }
 
-    /// Issue 10, defect 8: `statusPath` joins the base with or without its leading slash.
+    /// `statusPath` joins the base with or without its leading slash.
     #[test]
     fn relative_status_paths_join_the_base() {
         let want = JobRoute::Named(format!("{BASE}/records/people/jobs/rjob_1"));
@@ -167,7 +167,7 @@ mod tests {
         );
     }
 
-    /// Issue 20, item 1: on 8f017ce an absolute `statusPath` was taken as it was, token and all.
+    /// On 8f017ce an absolute `statusPath` was taken as it was, token and all.
     #[test]
     fn a_status_path_on_another_origin_is_polled_on_the_base() {
         let documented = format!("{BASE}/records/people/jobs/rjob_1");

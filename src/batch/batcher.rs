@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Batch, Envelope, FlushReason, Row};
+use super::{Batch, BodyFrame, FlushReason, Row};
 use crate::config::Operation;
 use crate::decode::Decoded;
 use crate::lease::Lease;
+use crate::message::Received;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -26,29 +27,26 @@ pub struct Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Departure {
     Now(FlushReason),
-    /// Once a slot is in hand and the oldest message has waited `--batch-max-wait`.
+    /// Once the oldest message has waited `--batch-max-wait`.
     At(Instant),
-    /// Keep filling: nothing buffered, or no slot (an in-flight place and a budget token) yet.
+    /// Nothing buffered.
     Hold,
 }
 
-/// The one rule for when a batch leaves: only with a slot in hand; then at once if the worker is
-/// shutting down or the oldest message has waited `max_wait`, else when it will have. Without a
-/// slot it keeps filling, however old it is: a small batch must not queue behind the quota while
-/// records it could carry arrive.
+/// The one rule for when a batch leaves, asked only with a slot (an in-flight place and a budget
+/// token) in hand: the dispatcher polls the batcher once it holds one, and until then the batch
+/// keeps filling, however old it is, so that a small batch does not queue behind the quota while
+/// records it could carry arrive. With a slot: at once if the worker is shutting down or the
+/// oldest message has waited `max_wait`, else when it will have.
 pub fn departure(
     oldest: Option<Instant>,
     max_wait: Duration,
-    slot_in_hand: bool,
     closing: bool,
     now: Instant,
 ) -> Departure {
     let Some(oldest) = oldest else {
         return Departure::Hold;
     };
-    if !slot_in_hand {
-        return Departure::Hold;
-    }
     if closing {
         return Departure::Now(FlushReason::Shutdown);
     }
@@ -60,23 +58,25 @@ pub fn departure(
     }
 }
 
-pub struct Batcher {
+/// Generic over the message type as `Batch` is: the worker batches leases, tests and benches
+/// batch what was received.
+pub struct Batcher<M = Lease> {
     limits: Limits,
-    envelope: Arc<Envelope>,
-    rows: Vec<Row>,
+    frame: Arc<BodyFrame>,
+    rows: Vec<Row<M>>,
     by_key: HashMap<String, usize>,
     bytes: usize,
     messages: usize,
     oldest: Option<Instant>,
 }
 
-impl Batcher {
+impl<M: AsRef<Received>> Batcher<M> {
     pub fn new(limits: Limits) -> Self {
-        let envelope = Envelope::new(limits.operation, &limits.match_key);
-        let bytes = envelope.overhead();
+        let frame = BodyFrame::new(limits.operation, &limits.match_key);
+        let bytes = frame.overhead();
         Self {
             limits,
-            envelope,
+            frame,
             rows: Vec::new(),
             by_key: HashMap::new(),
             bytes,
@@ -87,9 +87,7 @@ impl Batcher {
 
     /// The largest encoded record that fits in an empty batch.
     pub fn max_record_bytes(&self) -> usize {
-        self.limits
-            .max_bytes
-            .saturating_sub(self.envelope.overhead())
+        self.limits.max_bytes.saturating_sub(self.frame.overhead())
     }
 
     pub fn buffered_messages(&self) -> usize {
@@ -103,7 +101,7 @@ impl Batcher {
 
     /// Adds a record. Returns the batches this closes: one flushed before it (bytes) and/or one
     /// flushed with it (size).
-    pub fn push(&mut self, item: Decoded, message: Lease, now: Instant) -> Vec<Batch> {
+    pub fn push(&mut self, item: Decoded, message: M, now: Instant) -> Vec<Batch<M>> {
         let mut flushed = Vec::new();
         let existing = match (&item.key, self.limits.operation) {
             (Some(key), Operation::Upsert) => self.by_key.get(key).copied(),
@@ -140,7 +138,7 @@ impl Batcher {
         flushed
     }
 
-    fn insert(&mut self, item: Decoded, message: Lease, now: Instant) {
+    fn insert(&mut self, item: Decoded, message: M, now: Instant) {
         self.bytes += item.encoded.len() + usize::from(!self.rows.is_empty());
         if let (Some(key), Operation::Upsert) = (&item.key, self.limits.operation) {
             self.by_key.insert(key.clone(), self.rows.len());
@@ -151,24 +149,24 @@ impl Batcher {
     }
 
     /// Asked when a slot is in hand: the open batch, if it may leave now (`departure`).
-    pub fn poll(&mut self, now: Instant, closing: bool) -> Option<Batch> {
-        match departure(self.oldest, self.limits.max_wait, true, closing, now) {
+    pub fn poll(&mut self, now: Instant, closing: bool) -> Option<Batch<M>> {
+        match departure(self.oldest, self.limits.max_wait, closing, now) {
             Departure::Now(reason) => self.flush(reason),
             Departure::At(_) | Departure::Hold => None,
         }
     }
 
     /// Closes the current batch, if it holds anything.
-    pub fn flush(&mut self, reason: FlushReason) -> Option<Batch> {
+    pub fn flush(&mut self, reason: FlushReason) -> Option<Batch<M>> {
         if self.rows.is_empty() {
             return None;
         }
         self.by_key.clear();
-        self.bytes = self.envelope.overhead();
+        self.bytes = self.frame.overhead();
         self.messages = 0;
         self.oldest = None;
         let rows = std::mem::take(&mut self.rows);
-        Some(Batch::new(rows, reason, self.envelope.clone()))
+        Some(Batch::new(rows, reason, self.frame.clone()))
     }
 }
 
@@ -187,7 +185,7 @@ mod tests {
         }
     }
 
-    fn item(id: &str, record: Value) -> (Decoded, Lease) {
+    fn item(id: &str, record: Value) -> (Decoded, Received) {
         let Value::Object(record) = record else {
             panic!()
         };
@@ -197,7 +195,7 @@ mod tests {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let encoded = serde_json::to_string(&record).unwrap();
-        let message = Lease::detached(crate::message::Received::fake(id, &encoded));
+        let message = Received::fake(id, &encoded);
         (Decoded { key, encoded }, message)
     }
 
@@ -223,40 +221,25 @@ mod tests {
         let t0 = Instant::now();
         let wait = Duration::from_secs(2);
         let s = Duration::from_secs;
-        // (oldest, slot in hand, closing, now, expected)
+        // (oldest, closing, now, expected)
         let cases = [
-            (None, true, false, t0, Departure::Hold),
-            (None, true, true, t0, Departure::Hold),
-            (Some(t0), false, false, t0 + s(60), Departure::Hold),
-            (Some(t0), false, true, t0 + s(60), Departure::Hold),
-            (Some(t0), true, false, t0 + s(1), Departure::At(t0 + s(2))),
+            (None, false, t0, Departure::Hold),
+            (None, true, t0, Departure::Hold),
+            (Some(t0), false, t0 + s(1), Departure::At(t0 + s(2))),
+            (Some(t0), false, t0 + s(2), Departure::Now(FlushReason::Age)),
             (
                 Some(t0),
-                true,
-                false,
-                t0 + s(2),
-                Departure::Now(FlushReason::Age),
-            ),
-            (
-                Some(t0),
-                true,
                 false,
                 t0 + s(90),
                 Departure::Now(FlushReason::Age),
             ),
-            (
-                Some(t0),
-                true,
-                true,
-                t0,
-                Departure::Now(FlushReason::Shutdown),
-            ),
+            (Some(t0), true, t0, Departure::Now(FlushReason::Shutdown)),
         ];
-        for (oldest, slot, closing, now, expected) in cases {
+        for (oldest, closing, now, expected) in cases {
             assert_eq!(
-                departure(oldest, wait, slot, closing, now),
+                departure(oldest, wait, closing, now),
                 expected,
-                "oldest {:?} slot {slot} closing {closing} now +{:?}",
+                "oldest {:?} closing {closing} now +{:?}",
                 oldest.map(|o| o - t0),
                 now - t0
             );
@@ -281,11 +264,11 @@ mod tests {
 
     #[test]
     fn flushes_before_the_body_passes_max_bytes() {
-        // Each record is 20 bytes; the envelope is 12 + 20 = 32 bytes.
+        // Each record is 20 bytes; the frame is 12 + 20 = 32 bytes.
         let record = |i: usize| json!({"email": format!("user{i:02}@xy.io")});
         let one = serde_json::to_string(&record(0)).unwrap().len();
-        let envelope = Envelope::new(Operation::Upsert, "email").overhead();
-        let max = envelope + 3 * one + 2; // exactly three records
+        let frame = BodyFrame::new(Operation::Upsert, "email").overhead();
+        let max = frame + 3 * one + 2; // exactly three records
         let mut b = Batcher::new(limits(100, max));
         let t0 = Instant::now();
         let mut flushed = Vec::new();
@@ -339,10 +322,10 @@ mod tests {
     /// newcomer starts the next batch; a second merge of a row reuses its kept map.
     #[test]
     fn a_merge_that_does_not_fit_closes_the_batch_unmerged() {
-        let envelope = Envelope::new(Operation::Upsert, "email").overhead();
+        let frame = BodyFrame::new(Operation::Upsert, "email").overhead();
         let first = json!({"email": "a@x", "tier": "gold"});
         let first_len = serde_json::to_string(&first).unwrap().len();
-        let mut b = Batcher::new(limits(100, envelope + first_len + 12));
+        let mut b = Batcher::new(limits(100, frame + first_len + 12));
         let t0 = Instant::now();
         let (d, m) = item("m1", first);
         assert!(b.push(d, m, t0).is_empty());
@@ -383,7 +366,7 @@ mod tests {
 
     #[test]
     fn shutdown_flush_of_empty_buffer_is_nothing() {
-        let mut b = Batcher::new(limits(10, 1_000_000));
+        let mut b: Batcher<Received> = Batcher::new(limits(10, 1_000_000));
         assert!(b.flush(FlushReason::Shutdown).is_none());
     }
 }

@@ -14,15 +14,16 @@ use serde_json::{Map, Value};
 use crate::config::Operation;
 use crate::decode::Decoded;
 use crate::lease::{Claim, Lease};
+use crate::message::Received;
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]
-pub struct Envelope {
+pub struct BodyFrame {
     prefix: &'static str,
     suffix: String,
 }
 
-impl Envelope {
+impl BodyFrame {
     pub fn new(operation: Operation, match_key: &str) -> Arc<Self> {
         let suffix = match operation {
             Operation::Upsert => {
@@ -58,13 +59,14 @@ type MergeOrder = (Option<u128>, Option<u64>, String);
 /// The most parts a row merges again for one message received out of merge order.
 const MAX_REMERGED_PARTS: usize = 64;
 
-fn merge_order(message: &Lease) -> MergeOrder {
+fn merge_order(message: &Received) -> MergeOrder {
     (message.sequence, message.sent_at_ms, message.id.clone())
 }
 
-/// One record of a batch and every message that contributed to it, in receive order.
+/// One record of a batch and every message that contributed to it, in receive order. The
+/// worker's messages are leases; the batch logic needs only what was received (`M: AsRef<Received>`).
 #[derive(Debug)]
-pub struct Row {
+pub struct Row<M = Lease> {
     /// The record's canonical JSON (see `Decoded`); what the body carries, byte for byte.
     pub encoded: String,
     /// The record as a map, kept once a merge needed it, so that later merges of the same key
@@ -74,21 +76,24 @@ pub struct Row {
     /// that order can be put in its place and the row merged again.
     parts: Vec<(MergeOrder, String)>,
     pub key: Option<String>,
-    pub messages: Vec<Lease>,
+    pub messages: Vec<M>,
 }
 
-impl Row {
+impl<M: AsRef<Received>> Row<M> {
     /// Where the row goes in a body: a function of its messages alone, never of the order they
     /// were received in, so the same messages always make the same bytes under the same key.
     /// FIFO rows follow their group's sequence; standard-queue rows their smallest message ID.
     fn canonical_position(&self) -> Option<(Option<&str>, Option<u128>, &str)> {
         self.messages
             .iter()
-            .map(|m| (m.group_id.as_deref(), m.sequence, m.id.as_str()))
+            .map(|m| {
+                let m = m.as_ref();
+                (m.group_id.as_deref(), m.sequence, m.id.as_str())
+            })
             .min()
     }
 
-    pub fn new(decoded: Decoded, message: Lease) -> Self {
+    pub fn new(decoded: Decoded, message: M) -> Self {
         Self {
             encoded: decoded.encoded,
             fields: None,
@@ -102,12 +107,12 @@ impl Row {
     /// a later record's fields win, a field keeps its first position, and `null` is kept so that
     /// the API clears the field. Only if the merged encoding is at most `max_len` bytes; otherwise
     /// the row is left as it was and the message is handed back.
-    pub fn merge(&mut self, other: &str, message: Lease, max_len: usize) -> Result<(), Box<Lease>> {
+    pub fn merge(&mut self, other: &str, message: M, max_len: usize) -> Result<(), Box<M>> {
         if self.parts.is_empty() {
-            let first = merge_order(&self.messages[0]);
+            let first = merge_order(self.messages[0].as_ref());
             self.parts.push((first, self.encoded.clone()));
         }
-        let order = merge_order(&message);
+        let order = merge_order(message.as_ref());
         let place = self.parts.partition_point(|(o, _)| *o < order);
         if place < self.parts.len() && self.parts.len() >= MAX_REMERGED_PARTS {
             // Merging out of order costs a parse of every part: past this many, the newcomer
@@ -167,46 +172,93 @@ impl FlushReason {
 }
 
 #[derive(Debug)]
-pub struct Batch {
-    pub rows: Vec<Row>,
+pub struct Batch<M = Lease> {
+    pub rows: Vec<Row<M>>,
     pub reason: FlushReason,
-    envelope: Arc<Envelope>,
+    frame: Arc<BodyFrame>,
 }
 
-impl Batch {
+impl<M: AsRef<Received>> Batch<M> {
     /// A batch of these rows, put in their canonical order.
-    pub fn new(mut rows: Vec<Row>, reason: FlushReason, envelope: Arc<Envelope>) -> Self {
+    pub fn new(mut rows: Vec<Row<M>>, reason: FlushReason, frame: Arc<BodyFrame>) -> Self {
         rows.sort_by(|a, b| a.canonical_position().cmp(&b.canonical_position()));
         Self {
             rows,
             reason,
-            envelope,
+            frame,
         }
     }
 
     /// The request body, byte for byte what the batcher accounted for.
     pub fn body(&self) -> Bytes {
         let mut body = String::with_capacity(self.body_len());
-        body.push_str(self.envelope.prefix);
+        body.push_str(self.frame.prefix);
         for (index, row) in self.rows.iter().enumerate() {
             if index > 0 {
                 body.push(',');
             }
             body.push_str(&row.encoded);
         }
-        body.push_str(&self.envelope.suffix);
+        body.push_str(&self.frame.suffix);
         Bytes::from(body)
     }
 
     pub fn body_len(&self) -> usize {
-        self.envelope
+        self.frame
             .body_len(self.rows.iter().map(|row| row.encoded.len()))
     }
 
-    pub fn messages(&self) -> impl Iterator<Item = &Lease> {
+    pub fn messages(&self) -> impl Iterator<Item = &M> {
         self.rows.iter().flat_map(|row| row.messages.iter())
     }
 
+    /// Takes out the rows that `pick` chooses; the rest stays, in order.
+    pub fn extract(&mut self, pick: impl Fn(&Row<M>) -> bool) -> Vec<Row<M>> {
+        let (picked, kept) = std::mem::take(&mut self.rows).into_iter().partition(pick);
+        self.rows = kept;
+        picked
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.rows.iter().map(|row| row.messages.len()).sum()
+    }
+
+    pub fn key(&self) -> String {
+        key::batch_key(self.messages().map(|message| message.as_ref().id.as_str()))
+    }
+
+    /// The FIFO message groups this batch holds.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .messages()
+            .filter_map(|m| m.as_ref().group_id.clone())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    /// Splits into two halves by rows; `None` for a batch of one row.
+    pub fn halves(mut self) -> Result<(Self, Self), Self> {
+        if self.rows.len() < 2 {
+            return Err(self);
+        }
+        let back = self.rows.split_off(self.rows.len() / 2);
+        let back = Batch {
+            rows: back,
+            reason: self.reason,
+            frame: self.frame.clone(),
+        };
+        Ok((self, back))
+    }
+
+    /// Takes out one row; the rest stays a batch (empty when it was the only row).
+    pub fn take_row(&mut self, index: usize) -> Option<Row<M>> {
+        (index < self.rows.len()).then(|| self.rows.remove(index))
+    }
+}
+
+impl Batch<Lease> {
     /// The claims of every message still in the source queue, leaving the leases deleted-to-be.
     pub fn take_claims(&mut self) -> Vec<Claim> {
         self.rows
@@ -231,48 +283,6 @@ impl Batch {
             }
         }
         unmatched
-    }
-
-    /// Takes out the rows that `pick` chooses; the rest stays, in order.
-    pub fn extract(&mut self, pick: impl Fn(&Row) -> bool) -> Vec<Row> {
-        let (picked, kept) = std::mem::take(&mut self.rows).into_iter().partition(pick);
-        self.rows = kept;
-        picked
-    }
-
-    pub fn message_count(&self) -> usize {
-        self.rows.iter().map(|row| row.messages.len()).sum()
-    }
-
-    pub fn key(&self) -> String {
-        key::batch_key(self.messages().map(|message| message.id.as_str()))
-    }
-
-    /// The FIFO message groups this batch holds.
-    pub fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = self.messages().filter_map(|m| m.group_id.clone()).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        groups
-    }
-
-    /// Splits into two halves by rows; `None` for a batch of one row.
-    pub fn halves(mut self) -> Result<(Batch, Batch), Batch> {
-        if self.rows.len() < 2 {
-            return Err(self);
-        }
-        let back = self.rows.split_off(self.rows.len() / 2);
-        let back = Batch {
-            rows: back,
-            reason: self.reason,
-            envelope: self.envelope.clone(),
-        };
-        Ok((self, back))
-    }
-
-    /// Takes out one row; the rest stays a batch (empty when it was the only row).
-    pub fn take_row(&mut self, index: usize) -> Option<Row> {
-        (index < self.rows.len()).then(|| self.rows.remove(index))
     }
 }
 
@@ -305,7 +315,7 @@ mod tests {
             for i in 0..7 {
                 let json = format!(r#"{{"email":"u{i}@x.io","tier":"t{i}"}}"#);
                 let key = format!("u{i}@x.io");
-                let m = Lease::detached(Received::fake(&format!("m{i}"), &json));
+                let m = Received::fake(&format!("m{i}"), &json);
                 assert!(batcher.push(decoded(&json, Some(&key)), m, now).is_empty());
             }
             let batch = batcher.flush(FlushReason::Shutdown).unwrap();
@@ -319,7 +329,7 @@ mod tests {
         }
     }
 
-    /// Issue 10, defect 3: the key is the sorted message IDs, so the body must not depend on the
+    /// The key is the sorted message IDs, so the body must not depend on the
     /// order the messages were received in, or a redelivery gets 422 KEY_REUSED.
     #[test]
     fn the_body_is_the_same_whatever_the_receive_order() {
@@ -334,7 +344,7 @@ mod tests {
             let now = Instant::now();
             for i in order {
                 let json = format!(r#"{{"email":"u{i}@x.io"}}"#);
-                let m = Lease::detached(Received::fake(&format!("m{i}"), &json));
+                let m = Received::fake(&format!("m{i}"), &json);
                 batcher.push(decoded(&json, None), m, now);
             }
             batcher.flush(FlushReason::Shutdown).unwrap().body()
@@ -342,7 +352,7 @@ mod tests {
         assert_eq!(body(&[0, 1, 2, 3]), body(&[2, 0, 3, 1]));
     }
 
-    /// Issue 19, path 1: upserts to one key merged in receive order made other bytes for the same
+    /// Upserts to one key merged in receive order made other bytes for the same
     /// messages, so a redelivery in another order got 422 KEY_REUSED (and was then deleted). The
     /// merge follows `SequenceNumber` (FIFO) or `SentTimestamp` and ID (standard).
     #[test]
@@ -365,11 +375,7 @@ mod tests {
                 } else {
                     received.sent_at_ms = Some(1_700_000_000_000 + i as u64);
                 }
-                batcher.push(
-                    decoded(&json, Some("a@x.io")),
-                    Lease::detached(received),
-                    now,
-                );
+                batcher.push(decoded(&json, Some("a@x.io")), received, now);
             }
             let batch = batcher.flush(FlushReason::Shutdown).unwrap();
             assert_eq!(batch.rows.len(), 1);

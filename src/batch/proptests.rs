@@ -11,7 +11,6 @@ use super::batcher::{Batcher, Limits};
 use super::{Batch, FlushReason};
 use crate::config::Operation;
 use crate::decode::Decoded;
-use crate::lease::Lease;
 use crate::message::Received;
 
 /// The i-th message sent: merges follow `SentTimestamp`, as on a standard queue.
@@ -33,7 +32,7 @@ fn decoded(record: Value, match_key: Option<String>) -> Decoded {
 }
 
 /// Splits a batch recursively to `depth`, as a chain of 413s would.
-fn split(batch: Batch, depth: u8, out: &mut Vec<Batch>) {
+fn split(batch: Batch<Received>, depth: u8, out: &mut Vec<Batch<Received>>) {
     if depth == 0 {
         out.push(batch);
         return;
@@ -70,7 +69,7 @@ proptest! {
         for (i, (email, tier)) in inputs.iter().enumerate() {
             let email = format!("user{email}@example.com");
             let record = json!({"email": email, "tier": tier});
-            let message = Lease::detached(sent(i, &record.to_string()));
+            let message = sent(i, &record.to_string());
             batches.extend(batcher.push(decoded(record, Some(email)), message, now));
         }
         batches.extend(batcher.flush(FlushReason::Shutdown));
@@ -108,7 +107,7 @@ proptest! {
         let now = Instant::now();
         for (i, tier) in tiers.iter().enumerate() {
             let record = json!({"email": "same@example.com", "tier": tier});
-            let message = Lease::detached(sent(i, &record.to_string()));
+            let message = sent(i, &record.to_string());
             let flushed = batcher.push(decoded(record, Some("same@example.com".into())), message, now);
             prop_assert!(flushed.is_empty());
         }

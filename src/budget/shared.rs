@@ -35,12 +35,12 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// A limit's slot arithmetic, in milliseconds since the epoch.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Slots {
+pub struct SlotClock {
     pub interval_ms: f64,
     pub good_for_ms: f64,
 }
 
-impl Slots {
+impl SlotClock {
     pub fn of(limit: &Spending) -> Self {
         let interval_ms = 1000.0 / limit.per_second;
         let good_for_ms = (f64::from(limit.burst) - 1.0).max(0.01) * interval_ms;
@@ -127,7 +127,7 @@ impl SharedTokens {
     /// Waits until this replica holds a good token of every limit, and spends them.
     pub async fn acquire(&self, limits: &[Spending], telemetry: &Telemetry) {
         let _turn = self.turn.lock().await;
-        let slots: Vec<Slots> = limits.iter().map(Slots::of).collect();
+        let slots: Vec<SlotClock> = limits.iter().map(SlotClock::of).collect();
         loop {
             let now = now_ms();
             if self.take_stashed(&slots, now) {
@@ -153,7 +153,7 @@ impl SharedTokens {
         }
     }
 
-    fn take_stashed(&self, slots: &[Slots], now: f64) -> bool {
+    fn take_stashed(&self, slots: &[SlotClock], now: f64) -> bool {
         let mut state = self.state();
         for (stash, slots) in state.stash.iter_mut().zip(slots) {
             stash.retain(|slot| slots.is_good(*slot, now));
@@ -168,7 +168,7 @@ impl SharedTokens {
         true
     }
 
-    fn next_needed_ms(&self, slots: &[Slots], now: f64) -> f64 {
+    fn next_needed_ms(&self, slots: &[SlotClock], now: f64) -> f64 {
         let state = self.state();
         slots
             .iter()
@@ -178,7 +178,12 @@ impl SharedTokens {
             .fold(f64::MAX, f64::min)
     }
 
-    async fn publish(&self, limits: &[Spending], slots: &[Slots], now: f64) -> Result<(), String> {
+    async fn publish(
+        &self,
+        limits: &[Spending],
+        slots: &[SlotClock],
+        now: f64,
+    ) -> Result<(), String> {
         let mut entries = Vec::new();
         {
             let state = self.state();
@@ -225,7 +230,7 @@ impl SharedTokens {
     /// Receives tokens; keeps the good ones of our limits (deleting them is spending them),
     /// deletes the stale and the unknown, and gives back at once those whose slot has not begun
     /// on this replica's clock (another replica's clock runs ahead). Returns how many it kept.
-    async fn receive(&self, limits: &[Spending], slots: &[Slots]) -> Result<usize, String> {
+    async fn receive(&self, limits: &[Spending], slots: &[SlotClock]) -> Result<usize, String> {
         let received = self
             .queue
             .receive(10, 1, Some(RECEIVE_VISIBILITY))
@@ -286,8 +291,8 @@ mod tests {
     use super::*;
     use records_contract::quota::parse_limits;
 
-    fn slots(spec: &str) -> Slots {
-        Slots::of(&Spending::of(&parse_limits(spec).unwrap()[0]))
+    fn slots(spec: &str) -> SlotClock {
+        SlotClock::of(&Spending::of(&parse_limits(spec).unwrap()[0]))
     }
 
     #[test]

@@ -322,7 +322,7 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Issue 20, item 6: on 8f017ce two processes on one directory both ran, wrote the same
+    /// On 8f017ce two processes on one directory both ran, wrote the same
     /// `budget.json.tmp`, and each spent the full quota.
     #[test]
     fn a_second_owner_of_the_directory_is_refused() {
@@ -339,7 +339,7 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Issue 20, item 6: `File::create` followed a planted link, and the file had the umask's mode.
+    /// `File::create` followed a planted link, and the file had the umask's mode.
     #[test]
     fn saves_never_follow_a_link_and_are_private() {
         use std::os::unix::fs::PermissionsExt;

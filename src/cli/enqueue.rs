@@ -185,7 +185,7 @@ async fn send_chunk(
 mod tests {
     use super::*;
 
-    /// Issue 19, path 11: each group's lines stay in file order.
+    /// Each group's lines stay in file order.
     #[test]
     fn lines_are_grouped_in_file_order() {
         let lines: Vec<String> = (0..25)

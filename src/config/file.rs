@@ -76,7 +76,7 @@ mod tests {
 
     const SECRET: &str = "tok-5ecret-in-toml";
 
-    /// Issue 20, item 4: on 8f017ce a TOML syntax error printed the offending line, token and all.
+    /// On 8f017ce a TOML syntax error printed the offending line, token and all.
     #[test]
     fn a_toml_error_names_the_line_and_key_but_never_the_text() {
         for (text, line, key) in [

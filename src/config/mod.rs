@@ -422,7 +422,7 @@ fn budget_queue(raw: &Raw, rate_limit: &[Limit]) -> Result<Option<String>, Confi
         return Err(raw.budget_queue.invalid(
             &url,
             "the shared budget needs a FIFO queue (its deduplication mints each token once)",
-            "create a FIFO queue for the tokens (deploy/cloudformation.yaml has one) and give its URL",
+            "create a FIFO queue for the tokens (deploy/cloudformation/queues.yaml makes one with SharedBudget=true) and give its URL",
         ));
     }
     if rate_limit.is_empty() {
@@ -538,7 +538,59 @@ mod tests {
         assert!(s.rate_limit.is_empty());
     }
 
-    /// Issue 20, item 5: on 8f017ce plain http to any host was accepted without a word.
+    /// Every enumerated setting lists its choices in `--help` (and so in the completions and the
+    /// man page), from the table it is parsed with; a wrong value is still refused by `resolve`
+    /// with the setting's three names, as from a TOML file.
+    #[test]
+    fn help_lists_the_choices_of_every_enumerated_setting() {
+        use clap::{CommandFactory, Parser};
+        let mut cli = super::cli::Cli::command();
+        let help = cli
+            .find_subcommand_mut("run")
+            .expect("the run subcommand")
+            .render_long_help()
+            .to_string();
+        for (flag, table) in [
+            ("--operation", names(OPERATIONS)),
+            ("--ack-on", names(ACK_ON)),
+            ("--concurrency", names(CONCURRENCY)),
+            ("--log-format", names(LOG_FORMATS)),
+            ("--allow-insecure-http", names(BOOLEANS)),
+        ] {
+            let shown = help
+                .split("\n      --")
+                .find(|entry| entry.starts_with(&flag[2..]))
+                .unwrap_or_else(|| panic!("{flag} is in --help"));
+            let listed = shown
+                .split("[possible values: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("{flag} lists no possible values: {shown}"));
+            assert_eq!(listed, table.join(", "), "{flag}");
+        }
+        let argv = ["sqs-batch-worker", "run", "--operation", "replace"];
+        let parsed = super::cli::Cli::try_parse_from(argv).expect("clap keeps the text as it came");
+        let super::cli::Command::Run(parsed) = parsed.command else {
+            unreachable!("the argv names `run`")
+        };
+        let args = RunArgs {
+            operation: parsed.operation,
+            ..base()
+        };
+        let error = Settings::from_parts(args, FileSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--operation") && error.contains("RECORDS_OPERATION"),
+            "{error}"
+        );
+    }
+
+    fn names<T>(table: &[(&'static str, T)]) -> Vec<&'static str> {
+        table.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// On 8f017ce plain http to any host was accepted without a word.
     #[test]
     fn plain_http_outside_loopback_needs_consent() {
         for (url, clear) in [
@@ -589,7 +641,7 @@ mod tests {
         }
     }
 
-    /// Issue 20, item 4: `RunArgs` derived `Debug` and printed the raw token.
+    /// `RunArgs` derived `Debug` and printed the raw token.
     #[test]
     fn debug_output_never_holds_the_token() {
         let mut args = base();

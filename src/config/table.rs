@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use serde::Deserialize;
 
 use super::setting::Setting;
@@ -92,6 +93,38 @@ fn redacted<'a, T: std::fmt::Debug>(field: &str, value: &'a Option<T>) -> &'a dy
     }
 }
 
+/// The value parser of an enumerated setting: `--help`, the completions and the man page list
+/// its choices, taken from the same table `Settings::resolve` parses with. The text itself is
+/// kept as it came, so that a wrong one is refused there, like a wrong TOML value, with the
+/// setting's three names and the fix.
+#[derive(Clone)]
+pub struct Choices(Vec<&'static str>);
+
+impl Choices {
+    pub fn of<T>(table: &'static [(&'static str, T)]) -> Self {
+        Self(table.iter().map(|(name, _)| *name).collect())
+    }
+}
+
+impl TypedValueParser for Choices {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(command, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            self.0.iter().map(|name| PossibleValue::new(*name)),
+        ))
+    }
+}
+
 fn scalar(value: Option<toml::Value>) -> Option<String> {
     value.map(|value| match value {
         toml::Value::String(text) => text,
@@ -115,6 +148,7 @@ settings_table! {
         "File holding the bearer token.";
     object "--object" "RECORDS_OBJECT" [required]
         "Object to write, e.g. profiles.";
+    #[arg(value_parser = Choices::of(super::OPERATIONS))]
     operation "--operation" "RECORDS_OPERATION" [value "upsert"]
         "upsert or append.";
     match_key "--match-key" "RECORDS_MATCH_KEY" [value "email"]
@@ -140,6 +174,7 @@ settings_table! {
          (s, min, h, day, or a duration such as 15min) with an optional :BURST of banked calls, \
          e.g. 1.5, 100/min or 100/min:5,2000/day. Each is a token bucket, paced 2% under the \
          stated rate.";
+    #[arg(value_parser = Choices::of(super::CONCURRENCY))]
     concurrency "--concurrency" "RECORDS_CONCURRENCY" [value "adaptive"]
         "adaptive: in-flight batches follow the API (AIMD: grow while answers stay fast, halve \
          on 429, 503, 504, timeouts and slow answers), at most --max-in-flight; fixed: always \
@@ -150,6 +185,7 @@ settings_table! {
          exits 2); not used with --budget-queue.";
     budget_queue "--budget-queue" "BUDGET_QUEUE_URL" [shown "none, each replica spends its own"]
         "SQS FIFO queue that holds a --rate-limit budget shared by every replica.";
+    #[arg(value_parser = Choices::of(super::ACK_ON))]
     ack_on "--ack-on" "ACK_ON" [value "accepted"]
         "accepted (delete after the 202) or completed (delete after the job ends).";
     job_timeout "--job-timeout" "JOB_TIMEOUT" [value "10m"]
@@ -162,10 +198,11 @@ settings_table! {
     listen "--listen" "WORKER_LISTEN" [value "127.0.0.1:9090"]
         "Address for /healthz, /readyz and /metrics (see docs/security.md before binding it \
          beyond loopback).";
-    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_parser = Choices::of(super::BOOLEANS))]
     allow_insecure_http "--allow-insecure-http" "RECORDS_ALLOW_INSECURE_HTTP" [value "false"]
         "Accept an http:// --api-url on a host outside loopback (localhost, 127.0.0.0/8, ::1); \
          the token then crosses the network in clear text. Without it such a URL is refused.";
+    #[arg(value_parser = Choices::of(super::LOG_FORMATS))]
     log_format "--log-format" "LOG_FORMAT" [shown "json when stderr is not a TTY, else text"]
         "json or text.";
     request_timeout "--request-timeout" "RECORDS_REQUEST_TIMEOUT" [value "30s"]

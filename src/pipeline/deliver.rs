@@ -266,7 +266,7 @@ impl Pipeline {
         if !self.settings.source_is_fifo() {
             return Vec::new();
         }
-        let groups = self.acks.holdings.released_groups();
+        let groups = self.acks.ledger.released_groups();
         batch.extract(|row| row.messages.iter().any(|m| groups.must_follow(m)))
     }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
-use crate::sqs::holdings::HeldReceipt;
+use crate::lease::ledger::HeldReceipt;
 
 /// Extension calls in flight at once. At 40 ms a call (a slow SQS), 16 calls extend 4,000
 /// messages a second.
@@ -21,8 +21,8 @@ pub fn tick(visibility: Duration) -> Duration {
 }
 
 pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
-    let holdings = pipeline.acks.holdings.clone();
-    let visibility = holdings.visibility();
+    let ledger = pipeline.acks.ledger.clone();
+    let visibility = ledger.visibility();
     let seconds = visibility.as_secs().clamp(1, 43_200) as i32;
     let mut ticker = tokio::time::interval(tick(visibility));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -43,7 +43,7 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
             }));
         }
         let round = async {
-            let due = holdings.due_for_extension(Instant::now());
+            let due = ledger.due_for_extension(Instant::now());
             let groups: Vec<Vec<HeldReceipt>> = due.chunks(10).map(<[_]>::to_vec).collect();
             futures::stream::iter(groups)
                 .for_each_concurrent(CONCURRENT_EXTENSIONS, |group| async {
@@ -95,7 +95,7 @@ async fn extend(pipeline: &Pipeline, group: Vec<HeldReceipt>, seconds: i32) {
                 .collect();
             pipeline
                 .acks
-                .holdings
+                .ledger
                 .renewed(extended.iter().copied(), sent_at);
             pipeline.telemetry.visibility_extended(extended.len());
         }

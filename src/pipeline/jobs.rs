@@ -247,7 +247,7 @@ mod tests {
         );
     }
 
-    /// Issue 19, path 4: an entry naming no row (index -1) makes the unnamed rows unidentified
+    /// An entry naming no row (index -1) makes the unnamed rows unidentified
     /// even when the report has no `invalidRows` count.
     #[test]
     fn an_entry_without_a_row_makes_the_unnamed_rows_unidentified() {

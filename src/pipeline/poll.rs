@@ -16,10 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use crate::decode::{Decoded, Decoder};
-use crate::lease::Lease;
+use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outcome::{Fate, Settlement};
-use crate::sqs::Holdings;
 
 /// How long a receive already under way may still finish after shutdown begins. Dropping it at
 /// once would leave whatever SQS was handing out invisible until its visibility ends; a receive
@@ -47,7 +46,7 @@ pub fn held_bytes(message: &Received) -> usize {
 
 pub struct Poller {
     pub pipeline: Arc<Pipeline>,
-    pub holdings: Arc<Holdings>,
+    pub ledger: Arc<Ledger>,
     pub decoder: Arc<Decoder>,
     pub capacity: Arc<Semaphore>,
     pub bytes: Arc<Semaphore>,
@@ -148,7 +147,7 @@ impl Poller {
         let mut fresh = Vec::with_capacity(messages.len());
         for (message, receipt) in messages {
             let share = capacity.split(1).into_iter().collect();
-            match self.holdings.hold(&message, receipt, share) {
+            match Claim::hold(&self.ledger, &message, receipt, share) {
                 Some(claim) => fresh.push(Lease::new(message, claim, None)),
                 None => self.pipeline.telemetry.duplicate_receipt(&message.id),
             }

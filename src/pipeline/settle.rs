@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::lease::{Claim, Lease};
+use crate::lease::ledger::Orphan;
+use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outcome::{Reason, Rejection, Settlement};
 use crate::sqs::entries::per_entry;
-use crate::sqs::holdings::Orphan;
-use crate::sqs::{Holdings, Queue, dlq};
+use crate::sqs::{Queue, dlq};
 use crate::telemetry::Telemetry;
 
 const ENTRY_ATTEMPTS: usize = 4;
@@ -37,7 +37,7 @@ pub fn release_visibility(base: Duration, receive_count: u32, cap: Duration) -> 
 pub struct Acks {
     pub source: Queue,
     pub dlq: Queue,
-    pub holdings: Arc<Holdings>,
+    pub ledger: Arc<Ledger>,
     pub telemetry: Arc<Telemetry>,
     /// The first release's visibility (`--release-backoff`) and the most it grows to.
     pub release_base: Duration,
@@ -70,19 +70,23 @@ impl Acks {
     }
 
     async fn delete_group(&self, group: Vec<Claim>) -> Vec<Claim> {
-        let sent: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let sent: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
         let outcome = per_entry(
             group,
             ENTRY_ATTEMPTS,
             |claims: &[Claim]| {
-                let receipts: Vec<String> = claims
-                    .iter()
-                    .map(|c| c.receipt().unwrap_or_default())
-                    .collect();
+                let receipts: Vec<Option<String>> = claims.iter().map(Claim::receipt).collect();
                 *sent.lock().unwrap_or_else(|p| p.into_inner()) = receipts.clone();
+                let call = Receipts::of(receipts);
                 Box::pin(async move {
-                    let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
-                    self.source.delete_batch(&receipts).await
+                    let failures = if call.receipts.is_empty() {
+                        Vec::new()
+                    } else {
+                        let receipts: Vec<&str> =
+                            call.receipts.iter().map(String::as_str).collect();
+                        self.source.delete_batch(&receipts).await?
+                    };
+                    Ok(call.entry_failures(failures))
                 })
             },
             |claim, failure| {
@@ -91,7 +95,7 @@ impl Acks {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get(failure.index)
-                        .is_some_and(|used| Some(used) != claim.receipt().as_ref())
+                        .is_some_and(|used| *used != claim.receipt())
             },
         )
         .await;
@@ -101,12 +105,7 @@ impl Acks {
         }
         let mut failed = Vec::new();
         for (claim, code) in outcome.refused {
-            let failure = crate::sqs::EntryFailure {
-                index: 0,
-                code: code.clone(),
-                sender_fault: true,
-            };
-            if failure.is_stale_receipt() {
+            if crate::sqs::EntryFailure::is_stale_receipt_code(&code) {
                 // The message is gone, or SQS gave it to another consumer: it is not ours.
                 self.telemetry.stale_receipt(claim.id(), &code);
                 claim.spend();
@@ -146,7 +145,7 @@ impl Acks {
 
     /// Releases the orphans of dropped claims; returns how many.
     pub async fn release_orphans(&self) -> usize {
-        let orphans = self.holdings.take_orphans();
+        let orphans = self.ledger.take_orphans();
         let count = orphans.len();
         if count > 0 {
             self.telemetry.orphans_released(count);
@@ -173,7 +172,7 @@ impl Acks {
 
     /// Releases every held message at once, for the shutdown: another worker may take them now.
     pub async fn release_everything(&self) -> usize {
-        let held = self.holdings.all();
+        let held = self.ledger.all();
         let count = held.len();
         let releases = held
             .into_iter()
@@ -198,7 +197,7 @@ impl Acks {
         let now = Instant::now();
         for release in &releases {
             if let Some(group) = &release.group_id {
-                self.holdings.released_groups().released(
+                self.ledger.released_groups().released(
                     (&release.id, group, release.sequence),
                     now,
                     release.visibility,
@@ -217,12 +216,12 @@ impl Acks {
         let items: Vec<(String, i32, Release)> = group
             .into_iter()
             .filter_map(|release| {
-                let receipt = self.holdings.receipt(&release.id, release.generation)?;
+                let receipt = self.ledger.receipt(&release.id, release.generation)?;
                 let seconds = release.visibility.as_millis().div_ceil(1000) as i32;
                 Some((receipt, seconds, release))
             })
             .collect();
-        self.holdings.forget(
+        self.ledger.forget(
             items
                 .iter()
                 .map(|(_, _, release)| (release.id.as_str(), release.generation)),
@@ -377,12 +376,15 @@ fn calls_of_ten<T>(items: Vec<T>) -> Vec<Vec<T>> {
 
 /// Groups DLQ items into SendMessageBatch calls: at most 10 entries and about 200 KiB each, or
 /// one entry alone when it is bigger.
-fn pack(items: Vec<(Lease, Rejection)>, max_message_bytes: usize) -> Vec<Vec<(Lease, Rejection)>> {
+fn pack<M: AsRef<Received>>(
+    items: Vec<(M, Rejection)>,
+    max_message_bytes: usize,
+) -> Vec<Vec<(M, Rejection)>> {
     let batch_bytes = dlq::SEND_BATCH_BYTES.min(max_message_bytes.max(1));
-    let mut groups: Vec<Vec<(Lease, Rejection)>> = Vec::new();
+    let mut groups: Vec<Vec<(M, Rejection)>> = Vec::new();
     let mut bytes = 0;
     for item in items {
-        let size = dlq::entry_bytes(&item.0, &item.1);
+        let size = dlq::entry_bytes(item.0.as_ref(), &item.1);
         match groups.last_mut() {
             Some(group) if group.len() < 10 && bytes + size <= batch_bytes => {
                 bytes += size;
@@ -395,6 +397,60 @@ fn pack(items: Vec<(Lease, Rejection)>, max_message_bytes: usize) -> Vec<Vec<(Le
         }
     }
     groups
+}
+
+/// The receipts one call sends. An entry whose holding was forgotten meanwhile has no receipt:
+/// it is not sent (an empty handle would make SQS refuse the whole call, and with it the other
+/// nine deletes) and is answered at once as [`NO_RECEIPT`], which reads as a stale receipt.
+struct Receipts {
+    /// `places[i]` is the entry that the i-th sent receipt belongs to.
+    places: Vec<usize>,
+    receipts: Vec<String>,
+    missing: Vec<usize>,
+}
+
+/// The code an entry without a receipt is refused with; it names a receipt handle, so
+/// `is_stale_receipt` holds for it.
+const NO_RECEIPT: &str = "NoReceiptHandleHeld";
+
+impl Receipts {
+    fn of(entries: Vec<Option<String>>) -> Self {
+        let mut call = Self {
+            places: Vec::new(),
+            receipts: Vec::new(),
+            missing: Vec::new(),
+        };
+        for (index, receipt) in entries.into_iter().enumerate() {
+            match receipt {
+                Some(receipt) => {
+                    call.places.push(index);
+                    call.receipts.push(receipt);
+                }
+                None => call.missing.push(index),
+            }
+        }
+        call
+    }
+
+    /// SQS's failures, which index the receipts sent, as failures of the entries; and one for
+    /// each entry that was not sent.
+    fn entry_failures(
+        &self,
+        failures: Vec<crate::sqs::EntryFailure>,
+    ) -> Vec<crate::sqs::EntryFailure> {
+        failures
+            .into_iter()
+            .filter_map(|failure| {
+                let index = *self.places.get(failure.index)?;
+                Some(crate::sqs::EntryFailure { index, ..failure })
+            })
+            .chain(self.missing.iter().map(|&index| crate::sqs::EntryFailure {
+                index,
+                code: NO_RECEIPT.to_owned(),
+                sender_fault: true,
+            }))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -423,7 +479,7 @@ mod tests {
     fn packing_respects_count_and_size() {
         let item = |size: usize| {
             (
-                Lease::detached(Received::fake("m", &"x".repeat(size))),
+                Received::fake("m", &"x".repeat(size)),
                 Rejection::new(Reason::Oversize, ""),
             )
         };
@@ -458,6 +514,37 @@ mod tests {
         assert_eq!(
             release_visibility(Duration::from_secs(u64::MAX / 2), 30, Duration::MAX),
             MAX_VISIBILITY
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_receipt_is_not_sent_and_reads_as_stale() {
+        let call = Receipts::of(vec![
+            Some("r0".to_owned()),
+            None,
+            Some("r2".to_owned()),
+            None,
+        ]);
+        assert_eq!(call.receipts, ["r0", "r2"], "no empty handle is sent");
+        let sqs_failure = crate::sqs::EntryFailure {
+            index: 1,
+            code: "InternalError".to_owned(),
+            sender_fault: false,
+        };
+        let failures = call.entry_failures(vec![sqs_failure]);
+        let by_entry: Vec<(usize, &str)> = failures
+            .iter()
+            .map(|f| (f.index, f.code.as_str()))
+            .collect();
+        assert_eq!(
+            by_entry,
+            [(2, "InternalError"), (1, NO_RECEIPT), (3, NO_RECEIPT)],
+            "SQS's index 1 is entry 2; entries 1 and 3 were never sent"
+        );
+        assert!(failures[1].is_stale_receipt());
+        assert!(
+            Receipts::of(vec![None, None]).receipts.is_empty(),
+            "no call at all"
         );
     }
 }

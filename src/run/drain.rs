@@ -20,7 +20,7 @@ impl Running {
     pub async fn shutdown(self, deadline: Instant) -> Summary {
         let Running {
             pipeline,
-            holdings,
+            ledger,
             mut tasks,
             telemetry,
             ..
@@ -50,7 +50,7 @@ impl Running {
         {
             Ok(count) => count,
             Err(_) => {
-                let open = holdings.len();
+                let open = ledger.len();
                 tracing::warn!(
                     open,
                     "drain timeout reached while releasing; these messages reappear when their \

@@ -21,11 +21,11 @@ use crate::api::RecordsApi;
 use crate::batch::batcher::{Batcher, Limits};
 use crate::config::{AckOn, Concurrency, Settings};
 use crate::decode::{Decoded, Decoder, SchemaHandle};
-use crate::lease::Lease;
+use crate::lease::{Lease, Ledger};
 use crate::pipeline::concurrency::Slots;
 use crate::pipeline::settle::Acks;
 use crate::pipeline::{Pipeline, dispatch, heartbeat, overrun, poll};
-use crate::sqs::{Holdings, Queue};
+use crate::sqs::Queue;
 use crate::telemetry::{Counts, Telemetry, server};
 pub use error::RunError;
 use startup::Reached;
@@ -43,7 +43,7 @@ pub struct Running {
     pub listen: SocketAddr,
     pub telemetry: Arc<Telemetry>,
     pipeline: Arc<Pipeline>,
-    holdings: Arc<Holdings>,
+    ledger: Arc<Ledger>,
     tasks: Tasks,
 }
 
@@ -113,13 +113,13 @@ pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Ru
         stop_server.clone(),
     ));
     let visibility = reached.visibility;
-    let holdings = Holdings::new(visibility);
+    let ledger = Ledger::new(visibility);
     let (pipeline, decoder, batcher) =
-        assemble(&settings, api, reached, source, dlq, &holdings, &telemetry);
+        assemble(&settings, api, reached, source, dlq, &ledger, &telemetry);
     log_start(&settings, visibility, listen);
     let tasks = spawn(
         &pipeline,
-        &holdings,
+        &ledger,
         decoder,
         batcher,
         visibility,
@@ -130,7 +130,7 @@ pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Ru
         listen,
         telemetry,
         pipeline,
-        holdings,
+        ledger,
         tasks,
     })
 }
@@ -142,7 +142,7 @@ fn assemble(
     reached: Reached,
     source: Queue,
     dlq: Queue,
-    holdings: &Arc<Holdings>,
+    ledger: &Arc<Ledger>,
     telemetry: &Arc<Telemetry>,
 ) -> (Arc<Pipeline>, Arc<Decoder>, Batcher) {
     let batcher = Batcher::new(Limits {
@@ -165,7 +165,7 @@ fn assemble(
         acks: Acks {
             source,
             dlq,
-            holdings: holdings.clone(),
+            ledger: ledger.clone(),
             telemetry: telemetry.clone(),
             release_base: settings.release_backoff,
             release_cap: RELEASE_CAP,
@@ -189,7 +189,7 @@ fn assemble(
 /// Starts the pollers, the dispatcher, the heartbeat, the overrun watch and the watchdog.
 fn spawn(
     pipeline: &Arc<Pipeline>,
-    holdings: &Arc<Holdings>,
+    ledger: &Arc<Ledger>,
     decoder: Arc<Decoder>,
     batcher: Batcher,
     visibility: Duration,
@@ -216,7 +216,7 @@ fn spawn(
         .map(|_| {
             let poller = poll::Poller {
                 pipeline: pipeline.clone(),
-                holdings: holdings.clone(),
+                ledger: ledger.clone(),
                 decoder: decoder.clone(),
                 capacity: capacity_permits.clone(),
                 bytes: byte_permits.clone(),

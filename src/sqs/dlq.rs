@@ -1,4 +1,4 @@
-//! The DLQ message format (shared/worker-cli.md): the original body byte for byte, and `dlq-*`
+//! The DLQ message format (docs/operations.md): the original body byte for byte, and `dlq-*`
 //! String attributes saying why. FIFO DLQs keep the source's group; dedup comes from the source ID.
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(entry.message_deduplication_id.as_deref(), Some("m-1"));
     }
 
-    /// Issue 19, path 8: attribute values are texts from the body, the API and the job; SQS takes
+    /// Attribute values are texts from the body, the API and the job; SQS takes
     /// only some characters, so the rest become U+FFFD instead of failing the DLQ send.
     #[test]
     fn attribute_text_keeps_only_what_sqs_allows() {
@@ -309,7 +309,7 @@ mod tests {
         }
     }
 
-    /// Issue 19, path 10: the producer's attributes ride along, within SQS's 10, taking the places
+    /// The producer's attributes ride along, within SQS's 10, taking the places
     /// of our optional ones first.
     #[test]
     fn a_copy_keeps_the_producers_attributes_within_ten() {

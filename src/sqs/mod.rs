@@ -1,13 +1,11 @@
-//! The SQS side: the client from the standard AWS chain, queue operations with per-entry results,
-//! the ledger of held messages, and the DLQ message format.
+//! The SQS side: the client from the standard AWS chain, queue operations with per-entry results
+//! and the DLQ message format. (Who holds a message is `lease`.)
 
 pub mod dlq;
 pub mod entries;
-pub mod holdings;
 pub mod queue;
 pub mod sequence;
 
-pub use holdings::Holdings;
 pub use queue::{EntryFailure, Queue, SqsError};
 
 /// An SQS client from the standard AWS chain (`AWS_REGION`, `AWS_ENDPOINT_URL[_SQS]`, credentials,

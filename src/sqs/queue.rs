@@ -56,12 +56,17 @@ pub struct EntryFailure {
 impl EntryFailure {
     /// A receipt handle SQS no longer honours: the message was redelivered or already deleted.
     pub fn is_stale_receipt(&self) -> bool {
+        Self::is_stale_receipt_code(&self.code)
+    }
+
+    /// The same, from the code alone (an entry refused for good keeps only its code).
+    pub fn is_stale_receipt_code(code: &str) -> bool {
         matches!(
-            self.code.as_str(),
+            code,
             "ReceiptHandleIsInvalid"
                 | "InvalidParameterValue"
                 | "AWS.SimpleQueueService.ReceiptHandleIsInvalid"
-        ) || self.code.contains("ReceiptHandle")
+        ) || code.contains("ReceiptHandle")
     }
 }
 

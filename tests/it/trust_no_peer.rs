@@ -1,4 +1,4 @@
-//! Issue 20, trust no peer: the token goes only to the API's origin, every answer has a ceiling,
+//! Trust no peer: the token goes only to the API's origin, every answer has a ceiling,
 //! every socket of the metrics server has a deadline, no output channel echoes the token, and a
 //! shared `--state-dir` is refused. Each test drives the real worker against LocalStack and a
 //! hostile `records-emulator` (`hostile` in `POST /__emu/faults`, docs/emulator.md).

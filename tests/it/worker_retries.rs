@@ -220,7 +220,7 @@ async fn a_401_pauses_the_worker_holds_the_batch_and_dead_letters_nothing() {
     let summary = worker.stop().await;
 
     assert_eq!(statuses(&rig.batch_requests().await), [401, 202]);
-    // Issue 19, path 5: a refusal of every batch spends time, not receive counts: the batch is
+    // A refusal of every batch spends time, not receive counts: the batch is
     // held and sent again, never released to be received again.
     assert_eq!(
         summary.counts.released, 0,

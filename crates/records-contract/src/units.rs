@@ -68,7 +68,7 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
     }
 
-    /// Issue 10, defect 10: huge numbers are errors, never panics.
+    /// Huge numbers are errors, never panics.
     #[test]
     fn extreme_values_are_errors() {
         assert!(parse_duration("1.9e19").is_err());

@@ -1,4 +1,4 @@
-//! The Records API wire contract (shared/records-api.md) that both sides speak: object schemas, error
+//! The Records API wire contract (docs/emulator.md) that both sides speak: object schemas, error
 //! codes and limits.
 
 use serde::{Deserialize, Serialize};

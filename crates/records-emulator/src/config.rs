@@ -1,4 +1,4 @@
-//! The emulator's command line and environment (shared/worker-cli.md, `records-emulator`).
+//! The emulator's command line and environment (docs/emulator.md).
 
 use std::path::PathBuf;
 use std::time::Duration;

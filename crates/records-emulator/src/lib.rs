@@ -1,4 +1,4 @@
-//! `records-emulator`: a faithful in-memory Records API (shared/records-api.md) with async jobs,
+//! `records-emulator`: a faithful in-memory Records API (docs/emulator.md) with async jobs,
 //! idempotency, rate limits and seeded faults, for the tests, the demo and the benchmarks.
 //! It depends on `records-contract` only; the worker reaches it as a dev-dependency, for its tests.
 

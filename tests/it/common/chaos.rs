@@ -11,7 +11,7 @@
 //! - after a kill, double commits are counted and reported;
 //! - no panic, no exit code 101, and the token never in the worker's output.
 //!
-//! `tests/chaos.rs` runs a few rounds in CI; `cargo bench --bench chaos -- --minutes N --seed S`
+//! `tests/it/chaos.rs` runs a few rounds in CI; `cargo bench --bench chaos -- --minutes N --seed S`
 //! runs many, and `--kill-cycles` the long kill -9 run. Every round prints its seed, and
 //! `--seed S --rounds 1` replays it.
 

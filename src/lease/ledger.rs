@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::lease::Claim;
+use super::stamps::ReleasedGroups;
 use crate::message::Received;
-use crate::pipeline::fifo::ReleasedGroups;
 
 struct Held {
     /// Which holding of this ID the entry is: a claim acts only on its own generation, so a
@@ -46,7 +45,7 @@ pub struct HeldReceipt {
     pub receipt: String,
 }
 
-pub struct Holdings {
+pub struct Ledger {
     visibility: Duration,
     held: Mutex<HashMap<String, Held>>,
     orphans: Mutex<Vec<(String, u64)>>,
@@ -58,7 +57,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Holdings {
+impl Ledger {
     pub fn new(visibility: Duration) -> Arc<Self> {
         Arc::new(Self {
             visibility,
@@ -79,15 +78,16 @@ impl Holdings {
         self.visibility
     }
 
-    /// Records a received message. Returns its claim, or None when the ID is already held: SQS
+    /// Records a received message. Returns the holding's generation (its claim's), or None when
+    /// the ID is already held: SQS
     /// handed out a second copy (its visibility lapsed, or a receive was retried). The ledger then
     /// keeps the newest receipt, which is the one SQS honours, and the copy's capacity goes back.
-    pub fn hold(
-        self: &Arc<Self>,
+    pub(super) fn hold(
+        &self,
         message: &Received,
         receipt: String,
         capacity: Vec<OwnedSemaphorePermit>,
-    ) -> Option<Claim> {
+    ) -> Option<u64> {
         self.released_groups.held(message);
         let mut held = lock(&self.held);
         if let Some(existing) = held.get_mut(&message.id) {
@@ -109,7 +109,7 @@ impl Holdings {
                 _capacity: capacity,
             },
         );
-        Some(Claim::new(message.id.clone(), generation, self.clone()))
+        Some(generation)
     }
 
     /// The newest receipt of this holding of the message, if it is still held.
@@ -227,68 +227,68 @@ mod tests {
 
     #[test]
     fn extension_is_due_at_half_the_visibility_oldest_first() {
-        let holdings = Holdings::new(Duration::from_secs(10));
+        let ledger = Ledger::new(Duration::from_secs(10));
         let first = Received::fake("m1", "{}");
         let t0 = first.received_at;
         let mut second = Received::fake("m2", "{}");
         second.received_at = t0 + Duration::from_secs(1);
-        let c2 = holdings.hold(&second, "r2".into(), Vec::new()).unwrap();
-        let c1 = holdings.hold(&first, "r1".into(), Vec::new()).unwrap();
+        let g2 = ledger.hold(&second, "r2".into(), Vec::new()).unwrap();
+        let g1 = ledger.hold(&first, "r1".into(), Vec::new()).unwrap();
         assert!(
-            holdings
+            ledger
                 .due_for_extension(t0 + Duration::from_secs(4))
                 .is_empty()
         );
-        let due = holdings.due_for_extension(t0 + Duration::from_secs(6));
+        let due = ledger.due_for_extension(t0 + Duration::from_secs(6));
         let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["m1", "m2"], "the longest unrenewed first");
         // Not renewed yet (the call failed): still due.
         assert_eq!(
-            holdings
-                .due_for_extension(t0 + Duration::from_secs(6))
-                .len(),
+            ledger.due_for_extension(t0 + Duration::from_secs(6)).len(),
             2
         );
-        holdings.renewed(["m1", "m2"], t0 + Duration::from_secs(6));
+        ledger.renewed(["m1", "m2"], t0 + Duration::from_secs(6));
         assert!(
-            holdings
+            ledger
                 .due_for_extension(t0 + Duration::from_secs(7))
                 .is_empty()
         );
-        c1.spend();
-        c2.spend();
-        assert!(holdings.is_empty());
+        ledger.forget([("m1", g1), ("m2", g2)]);
+        assert!(ledger.is_empty());
     }
 
-    /// Issue 10, defect 7: a second copy of a held message must not replace the entry of the
-    /// first and then vanish with the first one's delete: one entry, the newest receipt.
+    /// A second copy of a held message must not replace the entry of the first and then vanish
+    /// with the first one's delete: one entry, the newest receipt.
     #[test]
     fn a_second_copy_keeps_one_entry_with_the_newest_receipt() {
-        let holdings = Holdings::new(Duration::from_secs(10));
+        let ledger = Ledger::new(Duration::from_secs(10));
         let message = Received::fake("m1", "{}");
-        let claim = holdings.hold(&message, "old".into(), Vec::new());
-        assert!(claim.is_some());
-        assert!(holdings.hold(&message, "new".into(), Vec::new()).is_none());
-        assert_eq!(holdings.len(), 1);
-        let claim = claim.unwrap();
-        assert_eq!(claim.receipt().as_deref(), Some("new"));
-        claim.spend();
-        assert!(holdings.is_empty());
-        assert!(holdings.take_orphans().is_empty());
+        let generation = ledger.hold(&message, "old".into(), Vec::new()).unwrap();
+        assert!(ledger.hold(&message, "new".into(), Vec::new()).is_none());
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger.receipt("m1", generation).as_deref(), Some("new"));
+        ledger.forget([("m1", generation)]);
+        assert!(ledger.is_empty());
+        assert!(ledger.take_orphans().is_empty());
     }
 
-    /// A claim from before the message left and came back acts only on its own holding.
+    /// A holding from before the message left and came back acts only on its own generation.
     #[test]
-    fn an_old_claim_cannot_touch_a_new_holding_of_the_same_message() {
-        let holdings = Holdings::new(Duration::from_secs(10));
+    fn an_old_holding_cannot_touch_a_new_holding_of_the_same_message() {
+        let ledger = Ledger::new(Duration::from_secs(10));
         let message = Received::fake("m1", "{}");
-        let old = holdings.hold(&message, "r1".into(), Vec::new()).unwrap();
-        holdings.forget([("m1", old.generation())]);
-        let new = holdings.hold(&message, "r2".into(), Vec::new()).unwrap();
-        assert_eq!(old.receipt(), None);
-        old.spend();
-        assert_eq!(new.receipt().as_deref(), Some("r2"));
-        drop(new);
-        assert_eq!(holdings.take_orphans().len(), 1);
+        let old = ledger.hold(&message, "r1".into(), Vec::new()).unwrap();
+        ledger.forget([("m1", old)]);
+        let new = ledger.hold(&message, "r2".into(), Vec::new()).unwrap();
+        assert_eq!(ledger.receipt("m1", old), None);
+        ledger.forget([("m1", old)]);
+        ledger.orphan("m1", old);
+        assert!(
+            ledger.take_orphans().is_empty(),
+            "the old holding orphans nothing"
+        );
+        assert_eq!(ledger.receipt("m1", new).as_deref(), Some("r2"));
+        ledger.orphan("m1", new);
+        assert_eq!(ledger.take_orphans().len(), 1);
     }
 }

@@ -8,67 +8,23 @@
 //! - a claim dropped unspent (a task that panicked or was aborted, a delete that never went
 //!   through) is handed to the ledger's orphan list. The heartbeat releases orphans and counts
 //!   them, so a message whose fate is undecided becomes visible again and is never deleted.
+//!
+//! The folder is the one home of that idea: `claim` (the right to act), `ledger` (every holding,
+//! its newest receipt and its orphans) and `stamps` (which FIFO messages must follow a released
+//! one back). Imports run one way: `mod` → `claim` → `ledger` → `stamps`.
+
+mod claim;
+pub mod ledger;
+pub mod stamps;
 
 use std::ops::Deref;
-use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::message::Received;
-use crate::sqs::Holdings;
 
-/// The right to act on one message in the source queue. Spent by a delete or a release.
-pub struct Claim {
-    id: String,
-    generation: u64,
-    ledger: Arc<Holdings>,
-    spent: bool,
-}
-
-impl Claim {
-    pub(crate) fn new(id: String, generation: u64, ledger: Arc<Holdings>) -> Self {
-        Self {
-            id,
-            generation,
-            ledger,
-            spent: false,
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Which holding of the message this claim is for (the ledger's generation).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The receipt handle of the newest copy SQS handed out, if this holding is still held.
-    pub fn receipt(&self) -> Option<String> {
-        self.ledger.receipt(&self.id, self.generation)
-    }
-
-    /// The message left the source queue, or went back to it: forget this holding.
-    pub(crate) fn spend(mut self) {
-        self.spent = true;
-        self.ledger.forget([(self.id.as_str(), self.generation)]);
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if !self.spent {
-            self.ledger.orphan(&self.id, self.generation);
-        }
-    }
-}
-
-impl std::fmt::Debug for Claim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claim").field("id", &self.id).finish()
-    }
-}
+pub use claim::Claim;
+pub use ledger::Ledger;
 
 /// A received message and, until it is deleted or released, the claim on it. It also holds the
 /// message's bytes of the memory budget (`--max-held-bytes`) for as long as the worker keeps the
@@ -94,15 +50,6 @@ impl Lease {
         self._bytes = bytes;
     }
 
-    /// A lease with nothing to settle, for unit tests and benchmarks.
-    pub fn detached(message: Received) -> Self {
-        Self {
-            message,
-            claim: None,
-            _bytes: None,
-        }
-    }
-
     /// True once the message left the source queue (deleted after a 202 in `accepted` mode).
     pub fn is_deleted(&self) -> bool {
         self.claim.is_none()
@@ -122,6 +69,12 @@ impl Lease {
     }
 }
 
+impl AsRef<Received> for Lease {
+    fn as_ref(&self) -> &Received {
+        &self.message
+    }
+}
+
 impl Deref for Lease {
     type Target = Received;
 
@@ -135,17 +88,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn held(ledger: &Arc<Holdings>, id: &str) -> Lease {
+    fn held(ledger: &std::sync::Arc<Ledger>, id: &str) -> Lease {
         let message = Received::fake(id, "{}");
-        let claim = ledger
-            .hold(&message, format!("r-{id}"), Vec::new())
-            .expect("a new message");
+        let claim =
+            Claim::hold(ledger, &message, format!("r-{id}"), Vec::new()).expect("a new message");
         Lease::new(message, claim, None)
     }
 
     #[test]
     fn a_dropped_lease_is_an_orphan_and_a_spent_one_is_not() {
-        let ledger = Holdings::new(Duration::from_secs(30));
+        let ledger = Ledger::new(Duration::from_secs(30));
         let dropped = held(&ledger, "m1");
         let mut deleted = held(&ledger, "m2");
         drop(dropped);
