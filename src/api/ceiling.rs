@@ -80,7 +80,7 @@ pub async fn read_capped(
     ceiling: Ceiling,
 ) -> Result<Bytes, ApiError> {
     let mut body = Capped::new(ceiling, response.content_length())?;
-    while let Some(chunk) = response.chunk().await.map_err(super::client::transport)? {
+    while let Some(chunk) = response.chunk().await.map_err(super::error::transport)? {
         body.push(&chunk)?;
     }
     Ok(body.finish())

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::ceiling::{Ceiling, read_capped};
 use super::classify::{Action, Signal, classify, signal};
-use super::error::ApiError;
+use super::error::{ApiError, REFUSED_REDIRECT, transport};
 use super::origin::{JobRoute, Origin};
 use crate::budget::{Budget, Ticket};
 use crate::config::{Operation, Settings};
@@ -494,21 +494,6 @@ fn same_origin_redirects(origin: Origin, base: String) -> reqwest::redirect::Pol
             attempt.follow()
         }
     })
-}
-
-const REFUSED_REDIRECT: &str = "a redirect was refused: the worker follows at most 10, and only \
-     within --api-url's origin and path, so that the token and the records stay there. If the API \
-     moved, update --api-url";
-
-pub(super) fn transport(error: reqwest::Error) -> ApiError {
-    if error.is_timeout() {
-        ApiError::Timeout
-    } else if error.is_redirect() {
-        ApiError::Connect(REFUSED_REDIRECT.into())
-    } else {
-        // reqwest's message names the URL, never the headers; the token stays out.
-        ApiError::Connect(error.without_url().to_string())
-    }
 }
 
 #[cfg(test)]

@@ -76,3 +76,18 @@ impl ApiError {
         }
     }
 }
+
+pub(super) const REFUSED_REDIRECT: &str = "a redirect was refused: the worker follows at most 10, and only \
+     within --api-url's origin and path, so that the token and the records stay there. If the API \
+     moved, update --api-url";
+
+pub(super) fn transport(error: reqwest::Error) -> ApiError {
+    if error.is_timeout() {
+        ApiError::Timeout
+    } else if error.is_redirect() {
+        ApiError::Connect(REFUSED_REDIRECT.into())
+    } else {
+        // reqwest's message names the URL, never the headers; the token stays out.
+        ApiError::Connect(error.without_url().to_string())
+    }
+}

@@ -222,7 +222,10 @@ pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
     check_dlq(&dlq, &source, &mut report).await;
     check_api(settings, &mut report).await;
     check_quota(settings, &client, &mut report).await;
-    super::exposure::check_exposure(settings, &mut report);
+    match super::exposure::exposure(settings) {
+        Ok(line) => report.found(line),
+        Err(warnings) => report.warnings.extend(warnings),
+    }
     report
 }
 

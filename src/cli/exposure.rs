@@ -3,14 +3,10 @@
 
 use crate::config::{Settings, sends_token_in_clear};
 
-use super::check::Report;
-
-pub fn check_exposure(settings: &Settings, report: &mut Report) {
-    let mut clean = true;
-    let mut warn = |warning: String| {
-        clean = false;
-        report.warnings.push(warning);
-    };
+/// The one line that says all is well, or the warnings, each with its fix.
+pub fn exposure(settings: &Settings) -> Result<String, Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut warn = |warning: String| warnings.push(warning);
     if sends_token_in_clear(&settings.api_url) {
         // Only reachable with --allow-insecure-http: resolving the settings refuses it otherwise.
         warn(format!(
@@ -37,12 +33,14 @@ pub fn check_exposure(settings: &Settings, report: &mut Report) {
             dir.display()
         ));
     }
-    if clean {
-        report.found(
+    if warnings.is_empty() {
+        Ok(
             "security: token only to --api-url's origin over https or loopback; metrics on \
-             loopback"
+            loopback"
                 .into(),
-        );
+        )
+    } else {
+        Err(warnings)
     }
 }
 
