@@ -5,7 +5,7 @@
 //! message whose fate is still open.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,11 @@ struct Held {
     _capacity: Vec<OwnedSemaphorePermit>,
 }
 
-/// A held message whose claim was dropped unspent: it must be released.
+/// A held message to release: the orphan of a claim dropped unspent, or one whose delete
+/// failed. What its release needs: the newest receipt, the receive count for the backoff, and
+/// its FIFO place.
 #[derive(Debug)]
-pub struct Orphan {
+pub struct Releasable {
     pub id: String,
     pub generation: u64,
     pub receipt: String,
@@ -51,6 +53,9 @@ pub struct Ledger {
     orphans: Mutex<Vec<(String, u64)>>,
     released_groups: Arc<ReleasedGroups>,
     generations: AtomicU64,
+    /// Set by the drain before it stops tasks that hold claims: their messages are released
+    /// by the final release, so they are not orphans (which count as bugs).
+    closing: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,6 +70,7 @@ impl Ledger {
             orphans: Mutex::new(Vec::new()),
             released_groups: Arc::new(ReleasedGroups::default()),
             generations: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -130,6 +136,12 @@ impl Ledger {
         }
     }
 
+    /// The drain is about to stop tasks that hold claims. Their claims still mark FIFO groups
+    /// when dropped, but they are not orphans: the final release takes every held message back.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     /// A claim was dropped unspent. Its FIFO group is marked at once, before the heartbeat
     /// releases the message, so no later message of the group commits ahead of it meanwhile.
     pub(crate) fn orphan(&self, id: &str, generation: u64) {
@@ -145,17 +157,33 @@ impl Ledger {
                 std::time::Duration::from_secs(15 * 60),
             );
         }
-        lock(&self.orphans).push((id.to_owned(), generation));
+        if !self.closing.load(Ordering::Relaxed) {
+            lock(&self.orphans).push((id.to_owned(), generation));
+        }
+    }
+
+    /// What releasing this holding needs, if it is still held.
+    pub fn releasable(&self, id: &str, generation: u64) -> Option<Releasable> {
+        let held = lock(&self.held);
+        let h = held.get(id).filter(|h| h.generation == generation)?;
+        Some(Releasable {
+            id: id.to_owned(),
+            generation,
+            receipt: h.receipt.clone(),
+            receive_count: h.receive_count,
+            group_id: h.group_id.clone(),
+            sequence: h.sequence,
+        })
     }
 
     /// The orphans still held, to be released; the list starts empty again.
-    pub fn take_orphans(&self) -> Vec<Orphan> {
+    pub fn take_orphans(&self) -> Vec<Releasable> {
         let ids = std::mem::take(&mut *lock(&self.orphans));
         let held = lock(&self.held);
         ids.into_iter()
             .filter_map(|(id, generation)| {
                 let h = held.get(&id).filter(|h| h.generation == generation)?;
-                Some(Orphan {
+                Some(Releasable {
                     generation,
                     receipt: h.receipt.clone(),
                     receive_count: h.receive_count,
@@ -290,5 +318,28 @@ mod tests {
         assert_eq!(ledger.receipt("m1", new).as_deref(), Some("r2"));
         ledger.orphan("m1", new);
         assert_eq!(ledger.take_orphans().len(), 1);
+    }
+
+    /// The drain closes the ledger before it stops tasks that hold claims: their drops still
+    /// mark the FIFO group, but they are not orphans (the final release takes them back).
+    #[test]
+    fn a_closed_ledger_has_no_orphans_and_still_marks_the_group() {
+        let ledger = Ledger::new(Duration::from_secs(10));
+        let mut message = Received::fake("m1", "{}");
+        message.group_id = Some("g".into());
+        message.sequence = Some(7);
+        let generation = ledger.hold(&message, "r1".into(), Vec::new()).unwrap();
+        ledger.close();
+        ledger.orphan("m1", generation);
+        assert!(ledger.take_orphans().is_empty());
+        assert_eq!(ledger.all().len(), 1, "still held, for the final release");
+        let mut later = Received::fake("m2", "{}");
+        later.group_id = Some("g".into());
+        later.sequence = Some(8);
+        ledger.released_groups().held(&later);
+        assert!(
+            ledger.released_groups().must_follow(&later),
+            "the group is marked"
+        );
     }
 }

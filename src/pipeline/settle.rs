@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::lease::ledger::Orphan;
+use crate::lease::ledger::Releasable;
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outcome::{Reason, Rejection, Settlement};
@@ -151,18 +151,7 @@ impl Acks {
             self.telemetry.orphans_released(count);
             let releases = orphans
                 .into_iter()
-                .map(|orphan: Orphan| Release {
-                    visibility: release_visibility(
-                        self.release_base,
-                        orphan.receive_count,
-                        self.release_cap,
-                    ),
-                    generation: orphan.generation,
-                    id: orphan.id,
-                    group_id: orphan.group_id,
-                    sequence: orphan.sequence,
-                    claim: None,
-                })
+                .map(|orphan| self.release_of(orphan, None))
                 .collect();
             self.release_all(releases, "its task ended without settling it")
                 .await;
@@ -187,6 +176,30 @@ impl Acks {
             .collect();
         self.release_all(releases, "shutdown").await;
         count
+    }
+
+    /// A failed delete is an outcome of its own: the message is still in the queue, so it is
+    /// released now, with its backoff (and its FIFO group marked), and delivered again.
+    async fn release_undeleted(&self, claims: Vec<Claim>) {
+        let releases = claims
+            .into_iter()
+            .filter_map(|claim| {
+                let held = self.ledger.releasable(claim.id(), claim.generation())?;
+                Some(self.release_of(held, Some(claim)))
+            })
+            .collect();
+        self.release_all(releases, "its delete failed").await;
+    }
+
+    fn release_of(&self, held: Releasable, claim: Option<Claim>) -> Release {
+        Release {
+            visibility: release_visibility(self.release_base, held.receive_count, self.release_cap),
+            generation: held.generation,
+            id: held.id,
+            group_id: held.group_id,
+            sequence: held.sequence,
+            claim,
+        }
     }
 
     fn backoff(&self, message: &Received) -> Duration {
@@ -328,9 +341,10 @@ impl Acks {
             .into_iter()
             .filter_map(|mut lease| lease.take_claim())
             .collect();
-        // A delete that never went through: the claim is dropped, so the message is released
-        // as an orphan and delivered again (idempotent for upserts).
-        drop(self.delete(claims).await);
+        // A delete that never went through leaves the message in the queue: it is released
+        // and delivered again (a replay under the same key, or idempotent for upserts).
+        let undeleted = self.delete(claims).await;
+        self.release_undeleted(undeleted).await;
         let (gone, retry): (Vec<Lease>, Vec<Lease>) =
             retry.into_iter().partition(Lease::is_deleted);
         let rejection = Rejection::new(
@@ -345,7 +359,8 @@ impl Acks {
             .filter_map(|mut lease| lease.take_claim())
             .collect();
         // As above: the DLQ copy is sent, and a second one may follow the redelivery.
-        drop(self.delete(claims).await);
+        let undeleted = self.delete(claims).await;
+        self.release_undeleted(undeleted).await;
         let mut retry = retry;
         for lease in unsent {
             if lease.is_deleted() {

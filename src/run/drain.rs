@@ -105,6 +105,9 @@ impl Tasks {
         {
             tracing::warn!("drain timeout reached while a receive was under way; stopping it");
         }
+        if self.pollers.iter().any(|poller| !poller.is_finished()) {
+            pipeline.acks.ledger.close();
+        }
         for poller in &self.pollers {
             poller.abort();
         }
@@ -118,6 +121,7 @@ impl Tasks {
                 "drain timeout reached; releasing every message whose fate is still open, and no \
                  longer following these jobs (job id, messages)"
             );
+            pipeline.acks.ledger.close();
             self.dispatch.abort();
             let _ = (&mut self.dispatch).await;
         }

@@ -217,7 +217,10 @@ impl Telemetry {
     }
 
     pub fn delete_failed(&self, message_id: &str, code: &str) {
-        warn!(message_id, code, "delete failed and will be retried");
+        warn!(
+            message_id,
+            code, "delete failed on every attempt; the message is released and delivered again"
+        );
     }
 
     pub fn dead_lettered(&self, message_id: &str, reason: Reason, message: &str) {

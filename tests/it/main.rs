@@ -6,6 +6,7 @@ mod common;
 mod container;
 mod deploy_stack;
 mod emulator_contract;
+mod held_messages;
 mod localstack_sqs;
 mod lose_nothing;
 mod operator_commands;

@@ -39,16 +39,6 @@ fn stat(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name].as_u64().unwrap_or(0)
 }
 
-/// A metric's value from a worker's /metrics (`name` may include its labels), 0 when absent.
-async fn metric(worker: &common::rig::Worker, name: &str) -> f64 {
-    let (_, text) = worker.get("/metrics").await;
-    text.lines()
-        .find(|line| line.starts_with(&format!("{name} ")) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The adaptive limit's tests: calls of 50 records, at most 4 in flight.
 async fn start_adaptive_with_small_batches(rig: &Rig) -> common::rig::Worker {
     rig.start(&[
@@ -84,13 +74,13 @@ async fn q01_batches_fill_while_they_wait_for_a_rate_limit_slot() {
     })
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let spent_per_minute = metric(&worker, "sbw_budget_calls_spent_total{limit=\"30/min\"}").await;
-    let spent_per_day = metric(
-        &worker,
-        "sbw_budget_calls_spent_total{limit=\"100000/day\"}",
-    )
-    .await;
-    let waited = metric(&worker, "sbw_slot_wait_seconds_count").await;
+    let spent_per_minute = worker
+        .metric("sbw_budget_calls_spent_total{limit=\"30/min\"}")
+        .await;
+    let spent_per_day = worker
+        .metric("sbw_budget_calls_spent_total{limit=\"100000/day\"}")
+        .await;
+    let waited = worker.metric("sbw_slot_wait_seconds_count").await;
     let summary = worker.stop().await;
     assert_all_committed(&rig, 2_000).await;
     let stats = rig.stats().await;
@@ -185,7 +175,7 @@ async fn q03_an_unreachable_budget_queue_delays_but_loses_nothing() {
     wait_for(
         "the store errors to show",
         Duration::from_secs(30),
-        || async { metric(&worker, "sbw_budget_store_errors_total").await >= 3.0 },
+        || async { worker.metric("sbw_budget_store_errors_total").await >= 3.0 },
     )
     .await;
     assert_eq!(
@@ -276,7 +266,7 @@ async fn q05_adaptive_concurrency_settles_at_one_against_a_one_at_a_time_api() {
     // The limit, sampled while the queue drains.
     let mut samples = Vec::new();
     while !rig.source_empty().await {
-        samples.push(metric(&worker, "sbw_concurrency_limit").await);
+        samples.push(worker.metric("sbw_concurrency_limit").await);
         assert!(samples.len() < 3_000, "the queue did not drain");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -307,7 +297,7 @@ async fn q06_adaptive_concurrency_climbs_to_the_ceiling_against_a_fast_api() {
         rig.source_empty()
     })
     .await;
-    let limit = metric(&worker, "sbw_concurrency_limit").await;
+    let limit = worker.metric("sbw_concurrency_limit").await;
     worker.stop().await;
     assert_all_committed(&rig, 2_000).await;
     assert_eq!(limit, 4.0, "the limit reached the ceiling");
@@ -390,7 +380,7 @@ async fn q09_under_a_quota_the_pollers_read_ahead_only_what_the_next_calls_carry
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let (visible, held) = rig.depth(&rig.queue_url).await;
-    let overruns = metric(&worker, "sbw_quota_overruns_total").await;
+    let overruns = worker.metric("sbw_quota_overruns_total").await;
     worker.stop().await;
     let committed = rig.rows("profiles").await.len() as u64;
     eprintln!("q09: held {held}, visible {visible}, committed {committed}, overruns {overruns}");

@@ -89,6 +89,16 @@ impl Worker {
         self.running.drain_timeout()
     }
 
+    /// A metric's value from /metrics (`name` may include its labels), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find(|line| line.starts_with(&format!("{name} ")) && !line.starts_with('#'))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(format!("http://{}{path}", self.listen))
             .await

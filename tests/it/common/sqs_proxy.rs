@@ -27,6 +27,8 @@ pub struct SqsFaults {
     /// Probability that each entry of DeleteMessageBatch, ChangeMessageVisibilityBatch and
     /// SendMessageBatch is refused with `InternalError` and never reaches SQS.
     pub fail_entries: f64,
+    /// The batch operations `fail_entries` applies to; empty means all three.
+    pub fail_entries_ops: Vec<&'static str>,
     /// Probability that a received message appears twice in its ReceiveMessage answer.
     pub duplicate: f64,
     /// Received messages whose body holds this marker get a wrong `MD5OfBody`.
@@ -133,11 +135,12 @@ async fn forward(
         op.as_str(),
         "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" | "SendMessageBatch"
     );
-    let (body, refused) = if is_batch && faults.fail_entries > 0.0 {
-        refuse_entries(&body, faults.fail_entries, &rng)
-    } else {
-        (body, Vec::new())
-    };
+    let (body, refused) =
+        if is_batch && faults.fail_entries > 0.0 && applies(&faults.fail_entries_ops, &op) {
+            refuse_entries(&body, faults.fail_entries, &rng)
+        } else {
+            (body, Vec::new())
+        };
     if !refused.is_empty() {
         state.lock().unwrap().failed_entries += refused.len() as u64;
     }
