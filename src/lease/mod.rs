@@ -4,10 +4,11 @@
 //! claims:
 //!
 //! - deleting spends the claim and leaves a lease without one, which nothing can release;
-//! - releasing spends it too;
-//! - a claim dropped unspent (a task that panicked or was aborted, a delete that never went
-//!   through) is handed to the ledger's orphan list. The heartbeat releases orphans and counts
-//!   them, so a message whose fate is undecided becomes visible again and is never deleted.
+//! - releasing spends it too, and a delete that never went through is released explicitly;
+//! - a claim dropped unspent (a task that panicked) is handed to the ledger's orphan list. The
+//!   heartbeat releases orphans and counts them (a bug), so a message whose fate is undecided
+//!   becomes visible again and is never deleted. Claims dropped by the drain's aborts are not
+//!   orphans: the drain closes the ledger first, and its final release takes them back.
 //!
 //! The folder is the one home of that idea: `claim` (the right to act), `ledger` (every holding,
 //! its newest receipt and its orphans) and `stamps` (which FIFO messages must follow a released

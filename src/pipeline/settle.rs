@@ -59,7 +59,8 @@ struct Release {
 impl Acks {
     /// Deletes the messages, retrying refused entries (with the newest receipt, when SQS handed
     /// out another copy meanwhile). Returns the claims whose delete never went through: those
-    /// messages are still in the queue, and dropping a claim releases its message as an orphan.
+    /// messages are still in the queue, and the caller releases them (`release_undeleted`) or
+    /// keeps them in their leases.
     #[must_use = "a claim whose delete failed is still the caller's to settle"]
     pub async fn delete(&self, claims: Vec<Claim>) -> Vec<Claim> {
         futures::stream::iter(calls_of_ten(claims))

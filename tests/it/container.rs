@@ -119,8 +119,19 @@ async fn the_image_commits_passes_its_healthcheck_and_drains_on_podman_stop() {
         "no image {image}. Fix: scripts/image.sh (the README's test command runs it first). CI={}",
         std::env::var("CI").unwrap_or_default()
     );
+    // The image listens on 9090 (WORKER_LISTEN) and its HEALTHCHECK asks 127.0.0.1:9090; with
+    // the host's network, that port must be free (Debian's prometheus package, where an init
+    // system starts it, also listens there).
+    assert!(
+        std::net::TcpListener::bind("0.0.0.0:9090").is_ok(),
+        "port 9090 is taken on this host, and the container shares the host's network. Fix: stop \
+         what listens there (e.g. `systemctl stop prometheus`, or a container left by a killed \
+         run: `podman rm -f $(podman ps -aq --filter label=sbw-test)`)"
+    );
     let rig = Rig::new().await;
     let name = common::unique("sbw-container");
+    // Removes the container whatever the test's end, also when `podman run` fails half-way.
+    let container = Container(name.clone());
     let api_url = rig.emulator.api_url();
     let env = [
         format!("SQS_QUEUE_URL={}", rig.queue_url),
@@ -143,6 +154,8 @@ async fn the_image_commits_passes_its_healthcheck_and_drains_on_podman_stop() {
         "--detach",
         "--name",
         &name,
+        "--label",
+        "sbw-test=container",
         "--network",
         "host",
         "--read-only",
@@ -158,7 +171,6 @@ async fn the_image_commits_passes_its_healthcheck_and_drains_on_podman_stop() {
     args.push(&image);
     let started = podman(&args).await;
     assert!(started.status.success(), "podman run: {}", text(&started));
-    let container = Container(name.clone());
 
     let first: Vec<String> = (0..30).map(profile).collect();
     rig.send(&first).await;
