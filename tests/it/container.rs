@@ -44,6 +44,18 @@ async fn podman(args: &[&str]) -> Output {
         })
 }
 
+/// `podman image inspect` of the image under test; a missing image fails with the fix.
+async fn inspected(image: &str) -> Value {
+    let output = podman(&["image", "inspect", image]).await;
+    assert!(
+        output.status.success(),
+        "no image {image}. Fix: scripts/image.sh (the README's test command runs it first). CI={}: {}",
+        std::env::var("CI").unwrap_or_default(),
+        text(&output)
+    );
+    serde_json::from_slice(&output.stdout).expect("podman prints JSON")
+}
+
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
@@ -113,12 +125,7 @@ fn root_mount_options(pid: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_commits_passes_its_healthcheck_and_drains_on_podman_stop() {
     let image = image();
-    let exists = podman(&["image", "exists", &image]).await;
-    assert!(
-        exists.status.success(),
-        "no image {image}. Fix: scripts/image.sh (the README's test command runs it first). CI={}",
-        std::env::var("CI").unwrap_or_default()
-    );
+    inspected(&image).await;
     // The image listens on 9090 (WORKER_LISTEN) and its HEALTHCHECK asks 127.0.0.1:9090; with
     // the host's network, that port must be free (Debian's prometheus package, where an init
     // system starts it, also listens there).
@@ -251,13 +258,7 @@ async fn the_image_commits_passes_its_healthcheck_and_drains_on_podman_stop() {
 #[tokio::test]
 async fn the_task_definition_repeats_the_images_healthcheck_and_user() {
     let image = image();
-    let output = podman(&["image", "inspect", &image]).await;
-    assert!(
-        output.status.success(),
-        "no image {image}. Fix: scripts/image.sh: {}",
-        text(&output)
-    );
-    let inspected: Value = serde_json::from_slice(&output.stdout).expect("podman prints JSON");
+    let inspected = inspected(&image).await;
     let config = &inspected[0];
     let task: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
