@@ -137,13 +137,23 @@ pub fn duration_up_to(max: Duration) -> impl Fn(&str) -> Result<Duration, String
 /// One of `choices`, each a spelling and its value.
 pub fn one_of<T: Copy>(
     choices: &'static [(&'static str, T)],
-    problem: &'static str,
 ) -> impl Fn(&str) -> Result<T, String> {
     move |text| {
         choices
             .iter()
             .find(|(spelling, _)| *spelling == text.trim())
             .map(|(_, value)| *value)
-            .ok_or_else(|| problem.to_owned())
+            .ok_or_else(|| {
+                let names: Vec<_> = choices.iter().map(|(name, _)| *name).collect();
+                format!("must be one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A size such as `5MiB` from `low` to `high` bytes.
+pub fn size_within(low: usize, high: usize) -> impl Fn(&str) -> Result<usize, String> {
+    move |text| {
+        let bytes = records_contract::units::parse_size(text)?;
+        within(low, high, bytes.min(u64::MAX >> 1) as usize)
     }
 }

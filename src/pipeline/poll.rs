@@ -96,7 +96,7 @@ impl Poller {
                     _ = stop.cancelled() => return,
                 }
             };
-            let wait_s = self.pipeline.settings.receive_wait_s;
+            let wait_s = self.pipeline.settings.receive_wait.as_secs() as i32;
             let receive = source.receive(self.per_receive as i32, wait_s, visibility);
             tokio::pin!(receive);
             let mut stopping = false;
