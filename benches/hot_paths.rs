@@ -10,8 +10,8 @@ use records_contract::ObjectSchema;
 use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
 use sqs_batch_worker::config::Operation;
-use sqs_batch_worker::decode::{Decoder, SchemaHandle, md5_hex};
 use sqs_batch_worker::message::Received;
+use sqs_batch_worker::source::decode::{Decoder, SchemaHandle, md5_hex};
 
 fn profiles() -> ObjectSchema {
     serde_json::from_str(

@@ -21,18 +21,18 @@
 //! worker and the emulator share; `records-emulator` (crates/records-emulator) is the local Records
 //! API, which this crate reaches only as a dev-dependency, for its tests and benches.
 
-pub mod api;
 pub mod batch;
-pub mod budget;
 pub mod cli;
 pub mod config;
-pub mod decode;
 pub mod lease;
 pub mod message;
+pub mod outage;
 pub mod outcome;
 pub mod pipeline;
 pub mod run;
 pub mod secret;
+pub mod sink;
+pub mod source;
 pub mod sqs;
 pub mod telemetry;
 

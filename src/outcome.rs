@@ -1,7 +1,21 @@
 //! What becomes of a message: its fate (which only ever gets worse: Delivered, then Retry, then
 //! Rejected), and the DLQ reasons of docs/operations.md ("Alarms and what to do").
 
+use std::time::Duration;
+
 use crate::lease::Lease;
+
+/// SQS's longest visibility timeout.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// How long a message released for a retry stays invisible: `base` doubled per earlier receive,
+/// at most `cap`. An outage of the API then spends time instead of receive counts.
+pub fn release_visibility(base: Duration, receive_count: u32, cap: Duration) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings)
+        .min(cap)
+        .min(MAX_VISIBILITY)
+}
 
 /// The DLQ reason names that operators filter on (`dlq-reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::{Batch, BodyFrame, FlushReason, Row};
 use crate::config::Operation;
-use crate::decode::Decoded;
 use crate::lease::Lease;
 use crate::message::Received;
+use crate::source::decode::Decoded;
 
 #[derive(Clone, Debug)]
 pub struct Limits {

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::config::Operation;
-use crate::decode::Decoded;
 use crate::lease::{Claim, Lease};
 use crate::message::Received;
+use crate::source::decode::Decoded;
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::api::RecordsApi;
 use crate::config::{AckOn, Settings};
 use crate::run::match_key_fits;
+use crate::sink::api::RecordsApi;
 use crate::sqs::Queue;
 use crate::sqs::queue::visibility_of;
 use crate::telemetry::Telemetry;
@@ -175,7 +175,7 @@ async fn check_dlq(dlq: &Queue, source: &Queue, report: &mut Report) {
 
 async fn check_api(settings: &Settings, report: &mut Report) {
     let telemetry = Arc::new(Telemetry::new());
-    let budget = Arc::new(crate::budget::Budget::unlimited(telemetry.clone()));
+    let budget = Arc::new(crate::sink::budget::Budget::unlimited(telemetry.clone()));
     let api = match RecordsApi::new(settings, budget, telemetry) {
         Ok(api) => api,
         Err(error) => {
@@ -245,7 +245,7 @@ async fn check_quota(settings: &Settings, client: &aws_sdk_sqs::Client, report: 
         .iter()
         .map(|limit| limit.per_second())
         .fold(f64::MAX, f64::min);
-    let carried = per_s * settings.batch_max_records as f64 / (1.0 + crate::budget::MARGIN);
+    let carried = per_s * settings.batch_max_records as f64 / (1.0 + crate::sink::budget::MARGIN);
     let home = match (&settings.budget_queue, &settings.state_dir) {
         (Some(url), _) => format!("shared through {url}"),
         (None, Some(dir)) => format!("local, saved in {}", dir.display()),

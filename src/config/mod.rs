@@ -168,10 +168,7 @@ impl Settings {
             LogFormat::Text => false,
             LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
-        Logs {
-            json,
-            ..Logs::TEXT
-        }
+        Logs { json, ..Logs::TEXT }
     }
 
     pub fn source_is_fifo(&self) -> bool {
@@ -203,7 +200,10 @@ pub fn is_fifo(queue_url: &str) -> bool {
     queue_url.ends_with(".fifo")
 }
 
-pub(crate) fn token(inline: Option<String>, file: Option<PathBuf>) -> Result<ApiToken, ConfigError> {
+pub(crate) fn token(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<ApiToken, ConfigError> {
     let token = match (inline, file) {
         (Some(token), _) => token,
         (None, Some(path)) => {

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use crate::api::ApiError;
-use crate::budget::BudgetError;
+use crate::sink::api::ApiError;
+use crate::sink::budget::BudgetError;
 use crate::sqs::SqsError;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 
 mod drain;
 mod error;
+pub mod overrun;
 pub mod startup;
 
 use std::future::Future;
@@ -17,14 +18,16 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::RecordsApi;
 use crate::batch::batcher::{Batcher, Limits};
 use crate::config::{AckOn, Concurrency, Settings};
-use crate::decode::{Decoded, Decoder, SchemaHandle};
 use crate::lease::{Lease, Ledger};
-use crate::pipeline::concurrency::Slots;
-use crate::pipeline::settle::Acks;
-use crate::pipeline::{Pipeline, dispatch, heartbeat, overrun, poll};
+use crate::pipeline::Pipeline;
+use crate::sink::api::RecordsApi;
+use crate::sink::concurrency::Slots;
+use crate::sink::dispatch;
+use crate::source::decode::{Decoded, Decoder, SchemaHandle};
+use crate::source::settle::Acks;
+use crate::source::{heartbeat, poll};
 use crate::sqs::Queue;
 use crate::telemetry::{Counts, Telemetry, server};
 pub use error::RunError;

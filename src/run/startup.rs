@@ -7,10 +7,11 @@ use std::time::Duration;
 use records_contract::ObjectSchema;
 
 use super::RunError;
-use crate::api::{ApiError, RecordsApi};
-use crate::budget::{Budget, SharedTokens};
 use crate::config::{Operation, Settings};
-use crate::sqs::{Queue, dlq};
+use crate::sink::api::{ApiError, RecordsApi};
+use crate::sink::budget::{Budget, SharedTokens};
+use crate::source::dlq;
+use crate::sqs::Queue;
 use crate::telemetry::Telemetry;
 
 /// The most a release's visibility grows to.
@@ -106,7 +107,7 @@ pub async fn max_message_bytes(queue: &Queue) -> Option<usize> {
 /// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one
 /// visibility timeout carry, plus the open batch. `None` without a quota.
 pub fn read_ahead(budget: &Budget, visibility: Duration, max_records: usize) -> Option<usize> {
-    let calls = crate::budget::calls_within(budget.limits(), visibility)?;
+    let calls = crate::sink::budget::calls_within(budget.limits(), visibility)?;
     Some((calls.floor().max(1.0) as usize + 1).saturating_mul(max_records))
 }
 

@@ -1,10 +1,9 @@
-//! The SQS side: the client from the standard AWS chain, queue operations with per-entry results
-//! and the DLQ message format. (Who holds a message is `lease`.)
+//! The SQS adapter: the client from the standard AWS chain and queue operations with per-entry
+//! results. The source receives, deletes, releases and dead-letters through it; the shared budget
+//! (`sink::budget::shared`) and the commands (`cli`) use it too, so it belongs to neither side.
 
-pub mod dlq;
 pub mod entries;
 pub mod queue;
-pub mod sequence;
 
 pub use queue::{EntryFailure, Queue, SqsError};
 

@@ -18,8 +18,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 use tracing::{debug, error, info, warn};
 
-use crate::api::ApiError;
 use crate::outcome::Reason;
+use crate::sink::api::ApiError;
 
 type Labels = Vec<(&'static str, String)>;
 

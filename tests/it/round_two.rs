@@ -206,7 +206,7 @@ async fn p07_a_systemic_400_bisects_within_a_bound_and_pauses() {
     rig.first_batch_request().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let calls = rig.batch_requests().await.len();
-    let bound = 1 + sqs_batch_worker::pipeline::deliver::bisection_calls(64);
+    let bound = 1 + sqs_batch_worker::sink::deliver::bisection_calls(64);
     assert!(
         calls <= bound,
         "{calls} calls for one batch of 64 (bound {bound})"

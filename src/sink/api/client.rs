@@ -19,9 +19,9 @@ use super::ceiling::{Ceiling, read_capped};
 use super::classify::{Action, Signal, classify, signal};
 use super::error::{ApiError, REFUSED_REDIRECT, transport};
 use super::origin::{JobRoute, Origin};
-use crate::budget::{Budget, Ticket};
 use crate::config::{Operation, Settings};
 use crate::secret::ApiToken;
+use crate::sink::budget::{Budget, Ticket};
 use crate::telemetry::Telemetry;
 use records_contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
 

@@ -1,26 +1,15 @@
 //! The running pipeline: poll, decode, batch, submit, ack and track jobs, dead-letter. Each stage
 //! is its own task; they meet in `Pipeline`, which holds what they share.
 
-pub mod concurrency;
-pub mod deliver;
-pub mod dispatch;
-pub mod fifo;
-pub mod heartbeat;
-pub mod jobs;
-pub mod outage;
-pub mod overrun;
-pub mod poll;
-pub mod settle;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::api::RecordsApi;
 use crate::config::Settings;
-use crate::decode::SchemaHandle;
+use crate::outage::Outage;
+use crate::sink::api::RecordsApi;
+use crate::source::decode::SchemaHandle;
+use crate::source::settle::Acks;
 use crate::telemetry::Telemetry;
-use outage::Outage;
-use settle::Acks;
 
 pub struct Pipeline {
     pub settings: Arc<Settings>,
@@ -31,12 +20,12 @@ pub struct Pipeline {
     pub outage: Outage,
     pub open_jobs: OpenJobs,
     /// Batches in flight, under the adaptive limit.
-    pub slots: concurrency::Slots,
+    pub slots: crate::sink::concurrency::Slots,
     /// Cancelled when the drain begins: receiving stops, and a batch held for a retry goes back
     /// to the queue instead of waiting out its pause.
     pub draining: tokio_util::sync::CancellationToken,
     /// Numbers FIFO messages in the order they were received (`sqs::sequence`).
-    pub sequences: crate::sqs::sequence::Sequences,
+    pub sequences: crate::source::sequence::Sequences,
 }
 
 /// The jobs the worker is following, with how many messages each holds, so that a drain that

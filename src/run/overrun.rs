@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use super::Pipeline;
+use crate::pipeline::Pipeline;
 
 /// How often arrivals are compared with what the quota carries.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);

@@ -11,9 +11,11 @@ use futures::StreamExt;
 use crate::lease::ledger::Releasable;
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
+use crate::outcome::release_visibility;
 use crate::outcome::{Reason, Rejection, Settlement};
+use crate::source::dlq;
+use crate::sqs::Queue;
 use crate::sqs::entries::per_entry;
-use crate::sqs::{Queue, dlq};
 use crate::telemetry::Telemetry;
 
 const ENTRY_ATTEMPTS: usize = 4;
@@ -22,18 +24,6 @@ const DELETED_DLQ_ATTEMPTS: usize = 10;
 /// Batch calls in flight for one settlement: a 1,000-message batch is 100 calls, and issuing
 /// them one after another kept its capacity held for half a second.
 const CONCURRENT_CALLS: usize = 8;
-/// SQS's longest visibility timeout.
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
-
-/// How long a message released for a retry stays invisible: `base` doubled per earlier receive,
-/// at most `cap`. An outage of the API then spends time instead of receive counts.
-pub fn release_visibility(base: Duration, receive_count: u32, cap: Duration) -> Duration {
-    let doublings = receive_count.saturating_sub(1).min(20);
-    base.saturating_mul(1 << doublings)
-        .min(cap)
-        .min(MAX_VISIBILITY)
-}
-
 pub struct Acks {
     pub source: Queue,
     pub dlq: Queue,
@@ -529,7 +519,7 @@ mod tests {
         }
         assert_eq!(
             release_visibility(Duration::from_secs(u64::MAX / 2), 30, Duration::MAX),
-            MAX_VISIBILITY
+            crate::outcome::MAX_VISIBILITY
         );
     }
 

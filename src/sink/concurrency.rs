@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::api::Signal;
+use crate::sink::api::Signal;
 use crate::telemetry::Telemetry;
 
 const MAX_PROBE_WAIT: u32 = 64;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::Pipeline;
 use crate::lease::ledger::HeldReceipt;
+use crate::pipeline::Pipeline;
 
 /// Extension calls in flight at once. At 40 ms a call (a slow SQS), 16 calls extend 4,000
 /// messages a second.

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::api::classify::row_index;
-use crate::api::{Accepted, ApiError, JobState, JobStatus, RecordsApi};
 use crate::outcome::{Fate, Reason, Rejection};
+use crate::sink::api::classify::row_index;
+use crate::sink::api::{Accepted, ApiError, JobState, JobStatus, RecordsApi};
 use crate::telemetry::Telemetry;
 
 pub enum JobEnd {
@@ -179,7 +179,7 @@ pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::JobError;
+    use crate::sink::api::JobError;
 
     fn error(index: Option<usize>, path: Option<&str>) -> JobError {
         JobError {

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Pipeline;
-use crate::decode::{Decoded, Decoder};
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outcome::{Fate, Settlement};
+use crate::pipeline::Pipeline;
+use crate::source::decode::{Decoded, Decoder};
 
 /// How long a receive already under way may still finish after shutdown begins. Dropping it at
 /// once would leave whatever SQS was handing out invisible until its visibility ends; a receive

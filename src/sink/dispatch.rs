@@ -13,14 +13,14 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::Pipeline;
 use super::concurrency::Slot;
 use super::fifo::GroupGate;
 use crate::batch::Batch;
 use crate::batch::batcher::Batcher;
-use crate::budget::Ticket;
-use crate::decode::Decoded;
 use crate::lease::Lease;
+use crate::pipeline::Pipeline;
+use crate::sink::budget::Ticket;
+use crate::source::decode::Decoded;
 
 /// A delivery task that panicked dropped its leases, which released its messages as orphans;
 /// say so loudly, since it is a bug.

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
-use super::Pipeline;
 use super::jobs::{JobEnd, Overdue, row_fates, track};
-use super::settle::release_visibility;
-use crate::api::{Accepted, Action, ApiError, BatchCall, classify};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
-use crate::budget::Ticket;
 use crate::config::{AckOn, Operation};
+use crate::outcome::release_visibility;
 use crate::outcome::{Fate, Reason, Rejection, Settlement};
+use crate::pipeline::Pipeline;
+use crate::sink::api::{Accepted, Action, ApiError, BatchCall, classify};
+use crate::sink::budget::Ticket;
 use crate::telemetry::Telemetry;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
