@@ -28,7 +28,6 @@ pub mod lease;
 pub mod message;
 pub mod outage;
 pub mod outcome;
-pub mod pipeline;
 pub mod run;
 pub mod secret;
 pub mod sink;

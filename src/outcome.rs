@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::lease::Lease;
+use futures::future::BoxFuture;
+
+use crate::lease::{Claim, Lease};
 
 /// SQS's longest visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -156,6 +158,17 @@ impl Settlement {
     pub fn is_empty(&self) -> bool {
         self.delivered.is_empty() && self.retry.is_empty() && self.rejected.is_empty()
     }
+}
+
+/// How the sink hands fates back to the source: the seam between a delivery and the settler, so
+/// that the sink does not reach into the source and its unit tests can record fates instead.
+pub trait Settle: Send + Sync {
+    /// Carries out a settlement, consuming its leases.
+    fn settle(&self, settlement: Settlement) -> BoxFuture<'_, ()>;
+
+    /// Deletes the messages; returns the claims whose delete never went through (still in the
+    /// queue, so still the caller's to settle).
+    fn delete(&self, claims: Vec<Claim>) -> BoxFuture<'_, Vec<Claim>>;
 }
 
 #[cfg(test)]

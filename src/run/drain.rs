@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use super::{Running, Summary, Tasks};
-use crate::pipeline::Pipeline;
+use crate::config::AckOn;
+use crate::lease::Ledger;
+use crate::sink::jobs::OpenJobs;
 
 /// How much of the drain is kept for releasing what is still held at the end.
 fn release_reserve(drain: Duration) -> Duration {
@@ -19,8 +19,11 @@ impl Running {
     /// are left to the visibility timeout).
     pub async fn shutdown(self, deadline: Instant) -> Summary {
         let Running {
-            pipeline,
+            settler,
             ledger,
+            budget,
+            open_jobs,
+            ack_on,
             mut tasks,
             telemetry,
             ..
@@ -32,7 +35,9 @@ impl Running {
             drain_timeout_ms = drain.as_millis() as u64,
             "shutdown: stop receiving, flush, drain"
         );
-        tasks.finish_work(&pipeline, work_deadline).await;
+        tasks
+            .finish_work(&ledger, &open_jobs, ack_on, work_deadline)
+            .await;
         // The heartbeat stops first: an extension landing after the final release would hide the
         // message again for a whole visibility timeout. It lets an orphan release under way finish.
         tasks.stop_heartbeat.cancel();
@@ -42,26 +47,20 @@ impl Running {
         {
             tasks.heartbeat.abort();
         }
-        let released_at_exit = match tokio::time::timeout_at(
-            deadline.into(),
-            pipeline.acks.release_everything(),
-        )
-        .await
-        {
-            Ok(count) => count,
-            Err(_) => {
-                let open = ledger.len();
-                tracing::warn!(
-                    open,
-                    "drain timeout reached while releasing; these messages reappear when their \
+        let released_at_exit =
+            match tokio::time::timeout_at(deadline.into(), settler.release_everything()).await {
+                Ok(count) => count,
+                Err(_) => {
+                    let open = ledger.len();
+                    tracing::warn!(
+                        open,
+                        "drain timeout reached while releasing; these messages reappear when their \
                          visibility ends"
-                );
-                open
-            }
-        };
-        pipeline
-            .api
-            .budget()
+                    );
+                    open
+                }
+            };
+        budget
             .flush_state(deadline.saturating_duration_since(Instant::now()))
             .await;
         if let Some(task) = tasks.watchdog {
@@ -96,7 +95,13 @@ impl Running {
 impl Tasks {
     /// Stops the pollers and lets the dispatcher flush and finish its deliveries by `deadline`;
     /// past it, what is still open is abandoned to the final release.
-    async fn finish_work(&mut self, pipeline: &Arc<Pipeline>, deadline: Instant) {
+    async fn finish_work(
+        &mut self,
+        ledger: &Ledger,
+        open_jobs: &OpenJobs,
+        ack_on: AckOn,
+        deadline: Instant,
+    ) {
         self.stop_receiving.cancel();
         let receiving = futures::future::join_all(self.pollers.iter_mut());
         if tokio::time::timeout_at(deadline.into(), receiving)
@@ -106,7 +111,7 @@ impl Tasks {
             tracing::warn!("drain timeout reached while a receive was under way; stopping it");
         }
         if self.pollers.iter().any(|poller| !poller.is_finished()) {
-            pipeline.acks.ledger.close();
+            ledger.close();
         }
         for poller in &self.pollers {
             poller.abort();
@@ -116,12 +121,12 @@ impl Tasks {
             .is_ok();
         if !drained {
             tracing::warn!(
-                abandoned = ?pipeline.open_jobs.snapshot(),
-                ack_on = ?pipeline.settings.ack_on,
+                abandoned = ?open_jobs.snapshot(),
+                ack_on = ?ack_on,
                 "drain timeout reached; releasing every message whose fate is still open, and no \
                  longer following these jobs (job id, messages)"
             );
-            pipeline.acks.ledger.close();
+            ledger.close();
             self.dispatch.abort();
             let _ = (&mut self.dispatch).await;
         }

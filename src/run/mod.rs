@@ -21,16 +21,22 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::batcher::{Batcher, Limits};
 use crate::config::{AckOn, Concurrency, Settings};
 use crate::lease::{Lease, Ledger};
-use crate::pipeline::Pipeline;
+use crate::outage::Outage;
 use crate::sink::api::RecordsApi;
+use crate::sink::budget::Budget;
 use crate::sink::concurrency::Slots;
-use crate::sink::dispatch;
+use crate::sink::deliver::{Delivery, Policy};
+use crate::sink::dispatch::Dispatch;
+use crate::sink::jobs::OpenJobs;
 use crate::source::decode::{Decoded, Decoder, SchemaHandle};
-use crate::source::settle::Acks;
-use crate::source::{heartbeat, poll};
+use crate::source::heartbeat::Heartbeat;
+use crate::source::poll::Poller;
+use crate::source::sequence::Sequences;
+use crate::source::settle::Settler;
 use crate::sqs::Queue;
 use crate::telemetry::{Counts, Telemetry, server};
 pub use error::RunError;
+use overrun::Watch;
 use startup::Reached;
 pub use startup::{RELEASE_CAP, match_key_fits, read_ahead};
 
@@ -41,19 +47,25 @@ pub struct Summary {
     pub released_at_exit: usize,
 }
 
-/// A started worker: every task runs and the telemetry server listens at `listen`.
+/// A started worker: every task runs and the telemetry server listens at `listen`. It keeps what
+/// the drain needs: the settler and the ledger for the final release, the budget to save, and
+/// the open jobs to name.
 pub struct Running {
     pub listen: SocketAddr,
     pub telemetry: Arc<Telemetry>,
-    pipeline: Arc<Pipeline>,
+    settler: Arc<Settler>,
     ledger: Arc<Ledger>,
+    budget: Arc<Budget>,
+    open_jobs: Arc<OpenJobs>,
+    ack_on: AckOn,
+    drain_timeout: Duration,
     tasks: Tasks,
 }
 
 impl Running {
     /// The `--drain-timeout` it was started with: what `run` gives `shutdown` after the signal.
     pub fn drain_timeout(&self) -> Duration {
-        self.pipeline.settings.drain_timeout
+        self.drain_timeout
     }
 }
 
@@ -84,10 +96,9 @@ pub async fn run(
 
 /// Checks the API and the queues, then starts the pipeline with the given SQS client.
 pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Running, RunError> {
-    let settings = Arc::new(settings);
     let telemetry = Arc::new(Telemetry::with_systemd());
     let budget = Arc::new(startup::budget(&settings, &client, &telemetry)?);
-    let api = RecordsApi::new(&settings, budget, telemetry.clone())
+    let api = RecordsApi::new(&settings, budget.clone(), telemetry.clone())
         .map_err(|source| RunError::Client { source })?;
     let source = Queue::new(client.clone(), settings.queue_url.clone());
     let dlq = Queue::new(client, settings.dlq_url.clone());
@@ -115,39 +126,83 @@ pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Ru
         telemetry.clone(),
         stop_server.clone(),
     ));
-    let visibility = reached.visibility;
-    let ledger = Ledger::new(visibility);
-    let (pipeline, decoder, batcher) =
-        assemble(&settings, api, reached, source, dlq, &ledger, &telemetry);
-    log_start(&settings, visibility, listen);
-    let tasks = spawn(
-        &pipeline,
-        &ledger,
-        decoder,
-        batcher,
-        visibility,
-        server,
-        stop_server,
-    );
-    Ok(Running {
-        listen,
+    log_start(&settings, reached.visibility, listen);
+    let parts = Parts {
+        api: Arc::new(api),
+        budget,
+        source,
+        dlq,
         telemetry,
-        pipeline,
-        ledger,
-        tasks,
-    })
+    };
+    Ok(wire(&settings, parts, reached, server, stop_server, listen))
 }
 
-/// The shared state of the stages, the decoder and the batcher.
-fn assemble(
-    settings: &Arc<Settings>,
-    api: RecordsApi,
-    reached: Reached,
+/// The handles `start` made before wiring: the API, the quota, both queues, telemetry.
+struct Parts {
+    api: Arc<RecordsApi>,
+    budget: Arc<Budget>,
     source: Queue,
     dlq: Queue,
-    ledger: &Arc<Ledger>,
-    telemetry: &Arc<Telemetry>,
-) -> (Arc<Pipeline>, Arc<Decoder>, Batcher) {
+    telemetry: Arc<Telemetry>,
+}
+
+/// Builds the stages and starts their tasks, with every channel and bound in plain sight:
+///
+/// ```text
+/// pollers ×--pollers --(records: unbounded mpsc)--> dispatcher --(a task per batch)--> deliveries
+///    ^  bounded by: capacity (max-in-flight × batch-max-records messages), bytes (max-held-bytes),
+///    |              read-ahead (under a quota), outage (the API is out)
+///    +--(waiting: watch, messages waiting for a slot)-- dispatcher
+/// deliveries: in flight ≤ slots (adaptive or fixed), each call paid by a budget ticket
+/// settler <- pollers (undecodable) and deliveries (every fate); heartbeat and overrun on the side
+/// ```
+fn wire(
+    settings: &Settings,
+    parts: Parts,
+    reached: Reached,
+    server: JoinHandle<()>,
+    stop_server: CancellationToken,
+    listen: SocketAddr,
+) -> Running {
+    let Parts {
+        api,
+        budget,
+        source,
+        dlq,
+        telemetry,
+    } = parts;
+    let visibility = reached.visibility;
+    // Shared state: who holds which message, and what the sink tells the source.
+    let ledger = Ledger::new(visibility);
+    let schema = SchemaHandle::new(reached.schema);
+    let outage = Arc::new(Outage::default());
+    let open_jobs = Arc::new(OpenJobs::default());
+    let draining = CancellationToken::new();
+    // Bounds: never hold more messages than the in-flight batches can take, nor more bytes of
+    // bodies than --max-held-bytes (docs/operations.md has the memory formula); under a quota,
+    // read ahead only what the next calls within the visibility can carry.
+    let capacity = settings.max_in_flight * settings.batch_max_records;
+    let capacity_permits = Arc::new(Semaphore::new(capacity));
+    let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
+    let read_ahead = read_ahead(&budget, visibility, settings.batch_max_records);
+    let slots = Slots::new(
+        settings.max_in_flight,
+        settings.concurrency == Concurrency::Adaptive,
+        telemetry.clone(),
+    );
+    // Channels: records from the source to the sink, and how many wait for a slot back.
+    let (records_tx, records_rx) = mpsc::unbounded_channel::<(Decoded, Lease)>();
+    let (waiting_tx, waiting_rx) = watch::channel(0usize);
+
+    let settler = Arc::new(Settler {
+        source: Arc::new(source.clone()),
+        dlq: Arc::new(dlq),
+        ledger: ledger.clone(),
+        telemetry: telemetry.clone(),
+        release_base: settings.release_backoff,
+        release_cap: RELEASE_CAP,
+        dlq_max_bytes: reached.dlq_max_bytes,
+    });
     let batcher = Batcher::new(Limits {
         max_records: settings.batch_max_records,
         max_bytes: settings.batch_max_bytes,
@@ -155,71 +210,25 @@ fn assemble(
         operation: settings.operation,
         match_key: settings.match_key.clone(),
     });
-    let schema = SchemaHandle::new(reached.schema);
     let decoder = Arc::new(Decoder {
         operation: settings.operation,
         match_key: settings.match_key.clone(),
         schema: schema.clone(),
         max_record_bytes: batcher.max_record_bytes(),
     });
-    let pipeline = Arc::new(Pipeline {
-        settings: settings.clone(),
-        api,
-        acks: Acks {
-            source,
-            dlq,
-            ledger: ledger.clone(),
-            telemetry: telemetry.clone(),
-            release_base: settings.release_backoff,
-            release_cap: RELEASE_CAP,
-            dlq_max_bytes: reached.dlq_max_bytes,
-        },
-        schema,
-        telemetry: telemetry.clone(),
-        outage: Default::default(),
-        open_jobs: Default::default(),
-        draining: CancellationToken::new(),
-        sequences: Default::default(),
-        slots: Slots::new(
-            settings.max_in_flight,
-            settings.concurrency == Concurrency::Adaptive,
-            telemetry.clone(),
-        ),
-    });
-    (pipeline, decoder, batcher)
-}
-
-/// Starts the pollers, the dispatcher, the heartbeat, the overrun watch and the watchdog.
-fn spawn(
-    pipeline: &Arc<Pipeline>,
-    ledger: &Arc<Ledger>,
-    decoder: Arc<Decoder>,
-    batcher: Batcher,
-    visibility: Duration,
-    server: JoinHandle<()>,
-    stop_server: CancellationToken,
-) -> Tasks {
-    let settings = &pipeline.settings;
-    // Backpressure: never hold more messages than the in-flight batches can take, nor more
-    // bytes of bodies than --max-held-bytes (docs/operations.md has the memory formula).
-    let capacity = settings.max_in_flight * settings.batch_max_records;
-    let capacity_permits = Arc::new(Semaphore::new(capacity));
-    let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
-    let (records_tx, records_rx) = mpsc::unbounded_channel::<(Decoded, Lease)>();
-    // Under a quota, read ahead only what the next calls within the visibility can carry.
-    let read_ahead = read_ahead(
-        pipeline.api.budget(),
-        visibility,
-        settings.batch_max_records,
-    );
-    let (waiting_tx, waiting_rx) = watch::channel(0usize);
-    let stop_receiving = pipeline.draining.clone();
-    let stop_heartbeat = CancellationToken::new();
+    let sequences = Arc::new(Sequences::default());
+    let stop_receiving = draining.clone();
     let pollers = (0..settings.pollers)
         .map(|_| {
-            let poller = poll::Poller {
-                pipeline: pipeline.clone(),
+            let poller = Poller {
+                queue: source.clone(),
+                settler: settler.clone(),
                 ledger: ledger.clone(),
+                outage: outage.clone(),
+                sequences: sequences.clone(),
+                telemetry: telemetry.clone(),
+                visibility: settings.visibility_timeout,
+                receive_wait: settings.receive_wait,
                 decoder: decoder.clone(),
                 capacity: capacity_permits.clone(),
                 bytes: byte_permits.clone(),
@@ -233,21 +242,68 @@ fn spawn(
         })
         .collect();
     drop(records_tx);
-    Tasks {
+    let delivery = Arc::new(Delivery {
+        api,
+        settler: settler.clone(),
+        budget: budget.clone(),
+        slots: slots.clone(),
+        ledger: ledger.clone(),
+        schema,
+        outage,
+        open_jobs: open_jobs.clone(),
+        draining,
+        telemetry: telemetry.clone(),
+        policy: Policy {
+            fifo: settings.source_is_fifo(),
+            ack_on: settings.ack_on,
+            operation: settings.operation,
+            job_timeout: settings.job_timeout,
+            auth_retry: settings.auth_retry,
+            release_base: settings.release_backoff,
+            release_cap: RELEASE_CAP,
+        },
+    });
+    let dispatch = Dispatch {
+        delivery,
+        budget: budget.clone(),
+        slots,
+        telemetry: telemetry.clone(),
+        fifo: settings.source_is_fifo(),
+    };
+    let heartbeat = Heartbeat {
+        queue: Arc::new(source.clone()),
+        ledger: ledger.clone(),
+        settler: settler.clone(),
+        telemetry: telemetry.clone(),
+    };
+    let overrun = Watch {
+        queue: source,
+        budget: budget.clone(),
+        telemetry: telemetry.clone(),
+        batch_max_records: settings.batch_max_records,
+    };
+    let stop_heartbeat = CancellationToken::new();
+    let tasks = Tasks {
         pollers,
-        dispatch: tokio::spawn(dispatch::run(
-            pipeline.clone(),
-            batcher,
-            records_rx,
-            waiting_tx,
-        )),
-        heartbeat: tokio::spawn(heartbeat::run(pipeline.clone(), stop_heartbeat.clone())),
-        overrun: tokio::spawn(overrun::watch(pipeline.clone(), stop_heartbeat.clone())),
-        watchdog: watchdog(&pipeline.telemetry, stop_heartbeat.clone()),
+        dispatch: tokio::spawn(dispatch.run(batcher, records_rx, waiting_tx)),
+        heartbeat: tokio::spawn(heartbeat.run(stop_heartbeat.clone())),
+        overrun: tokio::spawn(overrun::watch(overrun, stop_heartbeat.clone())),
+        watchdog: watchdog(&telemetry, stop_heartbeat.clone()),
         server,
         stop_receiving,
         stop_heartbeat,
         stop_server,
+    };
+    Running {
+        listen,
+        telemetry,
+        settler,
+        ledger,
+        budget,
+        open_jobs,
+        ack_on: settings.ack_on,
+        drain_timeout: settings.drain_timeout,
+        tasks,
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::Pipeline;
+use crate::sink::budget::Budget;
+use crate::sqs::Queue;
+use crate::telemetry::Telemetry;
 
 /// How often arrivals are compared with what the quota carries.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -79,10 +81,17 @@ impl Overrun {
     }
 }
 
-async fn sample(pipeline: &Pipeline) -> Sample {
-    let backlog = pipeline
-        .acks
-        .source
+/// What the watch reads: the source queue's depth, what was received, and the quota.
+pub struct Watch {
+    pub queue: Queue,
+    pub budget: Arc<Budget>,
+    pub telemetry: Arc<Telemetry>,
+    pub batch_max_records: usize,
+}
+
+async fn sample(watch: &Watch) -> Sample {
+    let backlog = watch
+        .queue
         .attribute(QueueAttributeName::ApproximateNumberOfMessages)
         .await
         .ok()
@@ -90,26 +99,26 @@ async fn sample(pipeline: &Pipeline) -> Sample {
         .and_then(|depth| depth.parse().ok());
     Sample {
         at: Instant::now(),
-        received: pipeline.telemetry.counts().received,
+        received: watch.telemetry.counts().received,
         backlog,
     }
 }
 
 /// Watches until `stop`; does nothing without a quota.
-pub async fn watch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
-    let limits = pipeline.api.budget().limits();
+pub async fn watch(watch: Watch, stop: CancellationToken) {
+    let limits = watch.budget.limits();
     let Some(per_s) = limits.iter().map(|l| l.per_second).reduce(f64::min) else {
         return;
     };
-    let carried = per_s * pipeline.settings.batch_max_records as f64;
-    let mut overrun = Overrun::new(carried, sample(&pipeline).await);
+    let carried = per_s * watch.batch_max_records as f64;
+    let mut overrun = Overrun::new(carried, sample(&watch).await);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             _ = stop.cancelled() => return,
         }
-        if let Some(found) = overrun.check(sample(&pipeline).await) {
-            pipeline.telemetry.quota_overrun(
+        if let Some(found) = overrun.check(sample(&watch).await) {
+            watch.telemetry.quota_overrun(
                 found.arrivals_per_s,
                 found.carried_per_s,
                 found.growth_per_hour,

@@ -14,12 +14,16 @@ use super::jobs::{JobEnd, Overdue, row_fates, track};
 use crate::batch::key::derived_key;
 use crate::batch::{Batch, Row};
 use crate::config::{AckOn, Operation};
-use crate::outcome::release_visibility;
-use crate::outcome::{Fate, Reason, Rejection, Settlement};
-use crate::pipeline::Pipeline;
-use crate::sink::api::{Accepted, Action, ApiError, BatchCall, classify};
-use crate::sink::budget::Ticket;
+use crate::lease::Ledger;
+use crate::outage::Outage;
+use crate::outcome::{Fate, Reason, Rejection, Settle, Settlement, release_visibility};
+use crate::sink::api::{Accepted, Action, ApiError, BatchCall, Records, classify};
+use crate::sink::budget::{Budget, Ticket};
+use crate::sink::concurrency::Slots;
+use crate::sink::jobs::OpenJobs;
+use crate::source::decode::SchemaHandle;
 use crate::telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
 /// resubmitted batch's halves are not resubmitted again.
@@ -163,7 +167,39 @@ fn rejected(reason: Reason, error: &ApiError) -> impl Fn() -> Fate {
     move || Fate::Rejected(rejection.clone())
 }
 
-impl Pipeline {
+/// What a delivery decides by: its part of the settings.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The source is a FIFO queue: groups stay in order.
+    pub fifo: bool,
+    pub ack_on: AckOn,
+    pub operation: Operation,
+    pub job_timeout: Duration,
+    pub auth_retry: Duration,
+    /// `--release-backoff`, and the most it doubles to.
+    pub release_base: Duration,
+    pub release_cap: Duration,
+}
+
+/// The delivery stage: one batch's submit, refusals, acks, job and settlement, with only the
+/// handles it needs. The API and the settler come through their seams (`Records`, `Settle`).
+pub struct Delivery {
+    pub api: Arc<dyn Records>,
+    pub settler: Arc<dyn Settle>,
+    pub budget: Arc<Budget>,
+    pub slots: Slots,
+    /// The ledger's FIFO release stamps: rows behind a released group go back with it.
+    pub ledger: Arc<Ledger>,
+    pub schema: SchemaHandle,
+    pub outage: Arc<Outage>,
+    pub open_jobs: Arc<OpenJobs>,
+    /// Cancelled when the drain begins: a held batch goes back to the queue.
+    pub draining: CancellationToken,
+    pub telemetry: Arc<Telemetry>,
+    pub policy: Policy,
+}
+
+impl Delivery {
     /// Delivers a freshly flushed batch under the key of its own message IDs.
     /// `ticket` pays for its first call.
     pub fn deliver(self: &Arc<Self>, batch: Batch, ticket: Ticket) -> BoxFuture<'static, ()> {
@@ -192,7 +228,9 @@ impl Pipeline {
                 let behind = this.rows_behind_a_released_group(&mut batch);
                 if !behind.is_empty() {
                     // Settled as retries: one already deleted (accepted mode) goes to the DLQ.
-                    this.acks.settle(settle_rows(behind, || Fate::Retry)).await;
+                    this.settler
+                        .settle(settle_rows(behind, || Fate::Retry))
+                        .await;
                     if batch.rows.is_empty() {
                         return;
                     }
@@ -218,7 +256,7 @@ impl Pipeline {
                     _ = tokio::time::sleep(hold.pause) => {}
                     _ = this.draining.cancelled() => {
                         let settlement = settle_rows(hold.batch.rows, || Fate::Retry);
-                        return this.acks.settle(settlement).await;
+                        return this.settler.settle(settlement).await;
                     }
                 }
                 (batch, key) = (hold.batch, hold.key);
@@ -263,10 +301,10 @@ impl Pipeline {
     /// FIFO: the rows holding a message that an earlier message of its group was released after.
     /// They go back to the queue with it instead of committing ahead of it.
     fn rows_behind_a_released_group(&self, batch: &mut Batch) -> Vec<Row> {
-        if !self.settings.source_is_fifo() {
+        if !self.policy.fifo {
             return Vec::new();
         }
-        let groups = self.acks.ledger.released_groups();
+        let groups = self.ledger.released_groups();
         batch.extract(|row| row.messages.iter().any(|m| groups.must_follow(m)))
     }
 
@@ -280,7 +318,7 @@ impl Pipeline {
         let action = classify(&error);
         self.telemetry
             .batch_refused(&error, &format!("{action:?}"), batch.rows.len());
-        let fifo = self.settings.source_is_fifo();
+        let fifo = self.policy.fifo;
         let settlement = match action {
             // Every attempt timed out. Once, the whole batch is sent again under its key after a
             // pause, since a slow API may have committed it (the answer is then a replay). If
@@ -292,7 +330,7 @@ impl Pipeline {
                         timed_out: true,
                         ..attempt
                     };
-                    return Some(Hold::new(batch, key, attempt, self.acks.release_base));
+                    return Some(Hold::new(batch, key, attempt, self.policy.release_base));
                 }
                 self.telemetry.timeout_split(batch.rows.len());
                 let attempt = Attempt {
@@ -309,9 +347,9 @@ impl Pipeline {
             // redrive policy) can see a batch that never gets through.
             Action::Retry { .. } if fifo && attempt.holds < MAX_FIFO_HOLDS => {
                 let pause = release_visibility(
-                    self.acks.release_base,
+                    self.policy.release_base,
                     attempt.holds.saturating_add(1),
-                    self.acks.release_cap,
+                    self.policy.release_cap,
                 );
                 self.telemetry.api_outage(&error, pause);
                 return Some(Hold::new(batch, key, attempt, pause));
@@ -348,11 +386,11 @@ impl Pipeline {
                 self.telemetry.block(format!(
                     "the Records API refused the token ({error}). Fix: set a valid token with write \
                      scope in --api-token-file / RECORDS_API_TOKEN; retrying every {:?}",
-                    self.settings.auth_retry
+                    self.policy.auth_retry
                 ));
                 // The token is refused for every call: every sender pauses.
-                self.api.budget().pause_for(self.settings.auth_retry);
-                return Some(Hold::new(batch, key, attempt, self.settings.auth_retry));
+                self.budget.pause_for(self.policy.auth_retry);
+                return Some(Hold::new(batch, key, attempt, self.policy.auth_retry));
             }
             Action::KeyReused => {
                 // The key is the batch's sorted message IDs and the body a function of them, so a
@@ -367,13 +405,13 @@ impl Pipeline {
                 self.telemetry.block(format!(
                     "the Records API refused the batch ({error}). Fix: check --object and --api-url; \
                      retrying every {:?}",
-                    self.settings.auth_retry
+                    self.policy.auth_retry
                 ));
                 // Receiving pauses, sending does not: a 404 may name only this batch's route.
-                return Some(Hold::new(batch, key, attempt, self.settings.auth_retry));
+                return Some(Hold::new(batch, key, attempt, self.policy.auth_retry));
             }
         };
-        self.acks.settle(settlement).await;
+        self.settler.settle(settlement).await;
         None
     }
 
@@ -382,9 +420,9 @@ impl Pipeline {
     fn outage_began(&self, batch: &Batch, error: &ApiError) {
         let least_received = batch.messages().map(|m| m.receive_count).min();
         let pause = release_visibility(
-            self.acks.release_base,
+            self.policy.release_base,
             least_received.unwrap_or(1),
-            self.acks.release_cap,
+            self.policy.release_cap,
         );
         self.telemetry.api_outage(error, pause);
         self.outage.began(Instant::now(), pause);
@@ -407,16 +445,16 @@ impl Pipeline {
         let settlement = settle_rows(vec![row], rejected(Reason::UnknownField, error));
         self.refresh_schema().await;
         if batch.rows.is_empty() {
-            return self.acks.settle(settlement).await;
+            return self.settler.settle(settlement).await;
         }
         let rest = self.deliver_part(batch, attempt.clone());
-        if self.settings.source_is_fifo() {
+        if self.policy.fifo {
             // The offender is earlier in its group than what follows it: decide it first, so a
             // failed DLQ send takes the rest of its group back.
-            self.acks.settle(settlement).await;
+            self.settler.settle(settlement).await;
             rest.await;
         } else {
-            let ((), ()) = tokio::join!(self.acks.settle(settlement), rest);
+            let ((), ()) = tokio::join!(self.settler.settle(settlement), rest);
         }
     }
 
@@ -433,7 +471,7 @@ impl Pipeline {
             if alone {
                 // Sent alone from the start: the API refused this row itself.
                 let settlement = settle_rows(batch.rows, rejected(reason, error));
-                return self.acks.settle(settlement).await;
+                return self.settler.settle(settlement).await;
             }
             return self.bisect_from_the_top(batch, error, attempt).await;
         };
@@ -482,7 +520,7 @@ impl Pipeline {
             for (row, rejection) in refused {
                 settlement.add_all(row.messages, Fate::Rejected(rejection));
             }
-            return self.acks.settle(settlement).await;
+            return self.settler.settle(settlement).await;
         }
         let rows = refused.into_iter().map(|(row, _)| row).collect();
         self.refused_everything(rows, error).await
@@ -495,10 +533,10 @@ impl Pipeline {
             "the Records API refused every part of a batch's bisection ({error}); it likely \
              refuses every request. Fix: check the API's validator and --object; retrying after \
              {:?}",
-            self.settings.auth_retry
+            self.policy.auth_retry
         ));
-        self.outage.began(Instant::now(), self.settings.auth_retry);
-        self.acks.settle(settle_rows(rows, || Fate::Retry)).await
+        self.outage.began(Instant::now(), self.policy.auth_retry);
+        self.settler.settle(settle_rows(rows, || Fate::Retry)).await
     }
 
     /// Sends the two halves of a batch in turn (in order, for FIFO groups).
@@ -520,23 +558,23 @@ impl Pipeline {
         attempt: Attempt,
     ) {
         self.record_acceptance(&batch, &accepted);
-        if self.settings.ack_on == AckOn::Accepted {
-            let undeleted = self.acks.delete(batch.take_claims()).await;
+        if self.policy.ack_on == AckOn::Accepted {
+            let undeleted = self.settler.delete(batch.take_claims()).await;
             // A message whose delete failed is still in the queue: its lease keeps its claim,
             // so it is settled like any other, never as "already deleted".
             drop(batch.restore_claims(undeleted));
         }
         let _open = self.open_jobs.open(&accepted.job_id, batch.message_count());
-        let overdue = if self.settings.source_is_fifo() {
+        let overdue = if self.policy.fifo {
             Overdue::KeepFollowing
         } else {
             Overdue::GiveUp
         };
         let end = track(
-            &self.api,
+            &*self.api,
             &self.telemetry,
             &accepted,
-            self.settings.job_timeout,
+            self.policy.job_timeout,
             overdue,
         )
         .await;
@@ -557,7 +595,7 @@ impl Pipeline {
             }
             // An append sent again could be written twice; an upsert sent again writes the same
             // values, so it is resubmitted like a failed job.
-            JobEnd::Unknown(why) if self.settings.operation == Operation::Append => {
+            JobEnd::Unknown(why) if self.policy.operation == Operation::Append => {
                 self.telemetry
                     .job_finished(&accepted.job_id, "unknown", 0, 0);
                 let rejection =
@@ -594,14 +632,14 @@ impl Pipeline {
                     Reason::JobTimeout,
                     format!(
                         "the job was not terminal after {:?} (--job-timeout)",
-                        self.settings.job_timeout
+                        self.policy.job_timeout
                     ),
                 )
                 .in_job(&accepted.job_id, None);
                 settle_rows(batch.rows, || Fate::Rejected(rejection.clone()))
             }
         };
-        self.acks.settle(settlement).await;
+        self.settler.settle(settlement).await;
     }
 
     /// The 202 in telemetry, with each message's time from its send to now.

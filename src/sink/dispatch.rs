@@ -13,14 +13,15 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::concurrency::Slot;
+use super::concurrency::{Slot, Slots};
+use super::deliver::Delivery;
 use super::fifo::GroupGate;
 use crate::batch::Batch;
 use crate::batch::batcher::Batcher;
 use crate::lease::Lease;
-use crate::pipeline::Pipeline;
-use crate::sink::budget::Ticket;
+use crate::sink::budget::{Budget, Ticket};
 use crate::source::decode::Decoded;
+use crate::telemetry::Telemetry;
 
 /// A delivery task that panicked dropped its leases, which released its messages as orphans;
 /// say so loudly, since it is a bug.
@@ -62,15 +63,39 @@ impl Turn {
 /// Most records taken from the channel in one turn of the loop.
 const DRAIN: usize = 64;
 
-pub async fn run(
-    pipeline: Arc<Pipeline>,
+/// The dispatch stage's handles: the delivery it launches batches into, and the slots and the
+/// budget a batch waits for.
+pub struct Dispatch {
+    pub delivery: Arc<Delivery>,
+    pub budget: Arc<Budget>,
+    pub slots: Slots,
+    pub telemetry: Arc<Telemetry>,
+    /// The source is a FIFO queue: a batch waits while a group of it is in flight.
+    pub fifo: bool,
+}
+
+impl Dispatch {
+    /// Feeds the batcher from `records` and launches batches until the channel closes and the
+    /// last delivery ends; `waiting` tells the pollers how many messages wait for a slot.
+    pub async fn run(
+        self,
+        batcher: Batcher,
+        records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
+        waiting: watch::Sender<usize>,
+    ) {
+        dispatch(self, batcher, records, waiting).await
+    }
+}
+
+async fn dispatch(
+    stage: Dispatch,
     batcher: Batcher,
     mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
     waiting: watch::Sender<usize>,
 ) {
     let mut dispatcher = Dispatcher {
-        fifo: pipeline.settings.source_is_fifo(),
-        pipeline,
+        fifo: stage.fifo,
+        stage,
         batcher,
         gate: Arc::new(GroupGate::default()),
         tasks: JoinSet::new(),
@@ -83,9 +108,9 @@ pub async fn run(
         },
         closing: false,
     };
-    let telemetry = dispatcher.pipeline.telemetry.clone();
+    let telemetry = dispatcher.stage.telemetry.clone();
     loop {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now().into_std();
         if dispatcher.launch(now).await {
             continue;
         }
@@ -108,7 +133,7 @@ pub async fn run(
                 Some(first) => {
                     // What is already queued joins in the same turn: a turn per message costs
                     // more than the batcher does.
-                    let closed_at = Instant::now();
+                    let closed_at = tokio::time::Instant::now().into_std();
                     let queued = std::iter::from_fn(|| records.try_recv().ok()).take(DRAIN - 1);
                     for (decoded, lease) in std::iter::once(first).chain(queued) {
                         for batch in batcher.push(decoded, lease, closed_at) {
@@ -139,7 +164,7 @@ pub async fn run(
 
 /// The dispatcher's state: the batcher, the turn, the running deliveries and the FIFO gate.
 struct Dispatcher {
-    pipeline: Arc<Pipeline>,
+    stage: Dispatch,
     batcher: Batcher,
     fifo: bool,
     gate: Arc<GroupGate>,
@@ -163,7 +188,7 @@ impl Dispatcher {
         let Some((batch, eligible)) = leaving else {
             return false;
         };
-        let telemetry = &self.pipeline.telemetry;
+        let telemetry = &self.stage.telemetry;
         telemetry.slot_wait(now.saturating_duration_since(eligible));
         telemetry.batch_flushed(
             batch.reason.as_str(),
@@ -179,17 +204,17 @@ impl Dispatcher {
                     // An earlier batch of a group still runs. The ticket would be spent
                     // late, so close on the next call: give it up and pay afresh.
                     let hold = self.gate.acquire(groups).await;
-                    ticket = Some(self.pipeline.api.budget().acquire().await);
+                    ticket = Some(self.stage.budget.acquire().await);
                     Some(hold)
                 }
             }
         } else {
             None
         };
-        let pipeline = self.pipeline.clone();
+        let delivery = self.stage.delivery.clone();
         self.tasks.spawn(async move {
             if let Some(ticket) = ticket {
-                pipeline.deliver(batch, ticket).await;
+                delivery.deliver(batch, ticket).await;
             }
             drop(hold);
             drop(slot);
@@ -208,14 +233,12 @@ impl Dispatcher {
             || (turn.has_work(&self.batcher) && self.closing)
             || deadline.is_some_and(|deadline| deadline <= now);
         if due && turn.slot.is_none() && turn.getting_slot.is_none() {
-            let slots = self.pipeline.slots.clone();
+            let slots = self.stage.slots.clone();
             turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
         }
         if due && turn.slot.is_some() && turn.ticket.is_none() && turn.getting_ticket.is_none() {
-            let pipeline = self.pipeline.clone();
-            turn.getting_ticket = Some(Box::pin(
-                async move { pipeline.api.budget().acquire().await },
-            ));
+            let budget = self.stage.budget.clone();
+            turn.getting_ticket = Some(Box::pin(async move { budget.acquire().await }));
         }
         if due { None } else { deadline }
     }

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Ledger;
 use crate::lease::ledger::HeldReceipt;
-use crate::pipeline::Pipeline;
+use crate::source::settle::Settler;
+use crate::sqs::Sqs;
+use crate::telemetry::Telemetry;
 
 /// Extension calls in flight at once. At 40 ms a call (a slow SQS), 16 calls extend 4,000
 /// messages a second.
@@ -20,8 +23,23 @@ pub fn tick(visibility: Duration) -> Duration {
     (visibility / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
-pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
-    let ledger = pipeline.acks.ledger.clone();
+/// The heartbeat's handles: the queue it extends visibilities on, the ledger of held messages,
+/// and the settler that releases orphans.
+pub struct Heartbeat {
+    pub queue: Arc<dyn Sqs>,
+    pub ledger: Arc<Ledger>,
+    pub settler: Arc<Settler>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Heartbeat {
+    pub async fn run(self, stop: CancellationToken) {
+        heartbeat(Arc::new(self), stop).await
+    }
+}
+
+async fn heartbeat(this: Arc<Heartbeat>, stop: CancellationToken) {
+    let ledger = this.ledger.clone();
     let visibility = ledger.visibility();
     let seconds = visibility.as_secs().clamp(1, 43_200) as i32;
     let mut ticker = tokio::time::interval(tick(visibility));
@@ -37,17 +55,15 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         }
         // Orphans are released on the side, one batch of them at a time.
         if orphans.as_ref().is_none_or(|task| task.is_finished()) {
-            let pipeline = pipeline.clone();
-            orphans = Some(tokio::spawn(async move {
-                pipeline.acks.release_orphans().await
-            }));
+            let settler = this.settler.clone();
+            orphans = Some(tokio::spawn(async move { settler.release_orphans().await }));
         }
         let round = async {
             let due = ledger.due_for_extension(Instant::now());
             let groups: Vec<Vec<HeldReceipt>> = due.chunks(10).map(<[_]>::to_vec).collect();
             futures::stream::iter(groups)
                 .for_each_concurrent(CONCURRENT_EXTENSIONS, |group| async {
-                    if tokio::time::timeout(call_limit, extend(&pipeline, group, seconds))
+                    if tokio::time::timeout(call_limit, extend(&this, group, seconds))
                         .await
                         .is_err()
                     {
@@ -71,13 +87,13 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     }
 }
 
-async fn extend(pipeline: &Pipeline, group: Vec<HeldReceipt>, seconds: i32) {
+async fn extend(this: &Heartbeat, group: Vec<HeldReceipt>, seconds: i32) {
     let entries: Vec<(&str, i32)> = group
         .iter()
         .map(|h| (h.receipt.as_str(), seconds))
         .collect();
     let sent_at = Instant::now();
-    match pipeline.acks.source.change_visibility_batch(&entries).await {
+    match this.queue.change_visibility_batch(&entries).await {
         Ok(failed) => {
             let refused = |index: usize| failed.iter().any(|f| f.index == index);
             for failure in &failed {
@@ -93,11 +109,8 @@ async fn extend(pipeline: &Pipeline, group: Vec<HeldReceipt>, seconds: i32) {
                 .filter(|(index, _)| !refused(*index))
                 .map(|(_, held)| held.id.as_str())
                 .collect();
-            pipeline
-                .acks
-                .ledger
-                .renewed(extended.iter().copied(), sent_at);
-            pipeline.telemetry.visibility_extended(extended.len());
+            this.ledger.renewed(extended.iter().copied(), sent_at);
+            this.telemetry.visibility_extended(extended.len());
         }
         Err(error) => {
             tracing::warn!(%error, "visibility extension failed; will try again next tick")

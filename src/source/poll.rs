@@ -16,9 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
+use crate::outage::Outage;
 use crate::outcome::{Fate, Settlement};
-use crate::pipeline::Pipeline;
 use crate::source::decode::{Decoded, Decoder};
+use crate::source::sequence::Sequences;
+use crate::source::settle::Settler;
+use crate::sqs::Queue;
+use crate::telemetry::Telemetry;
 
 /// How long a receive already under way may still finish after shutdown begins. Dropping it at
 /// once would leave whatever SQS was handing out invisible until its visibility ends; a receive
@@ -44,9 +48,18 @@ pub fn held_bytes(message: &Received) -> usize {
     (message.body.len() + attributes).max(1)
 }
 
+/// One long-poll loop, with only its own handles: the queue it receives from, the settler for
+/// what cannot be decoded, and the bounds it waits on.
 pub struct Poller {
-    pub pipeline: Arc<Pipeline>,
+    pub queue: Queue,
+    pub settler: Arc<Settler>,
     pub ledger: Arc<Ledger>,
+    pub outage: Arc<Outage>,
+    pub sequences: Arc<Sequences>,
+    pub telemetry: Arc<Telemetry>,
+    /// `--visibility-timeout`, when set, and `--receive-wait`.
+    pub visibility: Option<Duration>,
+    pub receive_wait: Duration,
     pub decoder: Arc<Decoder>,
     pub capacity: Arc<Semaphore>,
     pub bytes: Arc<Semaphore>,
@@ -60,12 +73,12 @@ pub struct Poller {
 
 impl Poller {
     pub async fn run(self, stop: CancellationToken) {
-        let source = &self.pipeline.acks.source;
-        let visibility = self.pipeline.settings.visibility_timeout;
+        let source = &self.queue;
+        let visibility = self.visibility;
         let mut failures = 0u32;
         loop {
-            if let Some(until) = self.pipeline.outage.receives_wait_until(Instant::now()) {
-                self.pipeline.telemetry.systemd.poll_alive();
+            if let Some(until) = self.outage.receives_wait_until(Instant::now()) {
+                self.telemetry.systemd.poll_alive();
                 let wait = until.min(Instant::now() + BACKPRESSURE_CHECK);
                 tokio::select! {
                     _ = tokio::time::sleep_until(wait.into()) => continue,
@@ -78,7 +91,7 @@ impl Poller {
                 tokio::select! {
                     _ = room => {}
                     _ = tokio::time::sleep(BACKPRESSURE_CHECK) => {
-                        self.pipeline.telemetry.systemd.poll_alive();
+                        self.telemetry.systemd.poll_alive();
                         continue;
                     }
                     _ = stop.cancelled() => return,
@@ -86,7 +99,7 @@ impl Poller {
             }
             let capacity = loop {
                 // Waiting on backpressure is the loop doing its job: keep the watchdog fed.
-                self.pipeline.telemetry.systemd.poll_alive();
+                self.telemetry.systemd.poll_alive();
                 tokio::select! {
                     permit = self.capacity.clone().acquire_many_owned(self.per_receive as u32) => match permit {
                         Ok(permit) => break permit,
@@ -96,7 +109,7 @@ impl Poller {
                     _ = stop.cancelled() => return,
                 }
             };
-            let wait_s = self.pipeline.settings.receive_wait.as_secs() as i32;
+            let wait_s = self.receive_wait.as_secs() as i32;
             let receive = source.receive(self.per_receive as i32, wait_s, visibility);
             tokio::pin!(receive);
             let mut stopping = false;
@@ -113,11 +126,11 @@ impl Poller {
             let messages = match received {
                 Ok(mut messages) => {
                     failures = 0;
-                    self.pipeline.sequences.number(&mut messages);
+                    self.sequences.number(&mut messages);
                     messages
                 }
                 Err(error) => {
-                    self.pipeline.telemetry.systemd.poll_alive();
+                    self.telemetry.systemd.poll_alive();
                     failures += 1;
                     let pause = Duration::from_millis(250 * 2u64.pow(failures.min(6)));
                     tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "receive failed");
@@ -127,8 +140,8 @@ impl Poller {
                     }
                 }
             };
-            self.pipeline.telemetry.sqs_reached();
-            self.pipeline.telemetry.received(messages.len());
+            self.telemetry.sqs_reached();
+            self.telemetry.received(messages.len());
             // Even while stopping: the batcher flushes these with the rest of the buffer.
             self.accept(messages, capacity, &stop).await;
             if stopping || stop.is_cancelled() {
@@ -149,12 +162,12 @@ impl Poller {
             let share = capacity.split(1).into_iter().collect();
             match Claim::hold(&self.ledger, &message, receipt, share) {
                 Some(claim) => fresh.push(Lease::new(message, claim, None)),
-                None => self.pipeline.telemetry.duplicate_receipt(&message.id),
+                None => self.telemetry.duplicate_receipt(&message.id),
             }
         }
         let total: usize = fresh.iter().map(|lease| held_bytes(lease)).sum();
         let mut bytes = self.bytes_permit(total.min(self.bytes_budget), stop).await;
-        self.pipeline.telemetry.set_held_bytes(
+        self.telemetry.set_held_bytes(
             self.bytes_budget - self.bytes.available_permits().min(self.bytes_budget),
         );
         let mut undecodable = Settlement::default();
@@ -180,7 +193,7 @@ impl Poller {
             }
         }
         if !undecodable.is_empty() {
-            self.pipeline.acks.settle(undecodable).await;
+            self.settler.settle(undecodable).await;
         }
     }
 
@@ -195,7 +208,7 @@ impl Poller {
             return None;
         }
         loop {
-            self.pipeline.telemetry.systemd.poll_alive();
+            self.telemetry.systemd.poll_alive();
             tokio::select! {
                 permit = self.bytes.clone().acquire_many_owned(bytes as u32) => return permit.ok(),
                 _ = tokio::time::sleep(BACKPRESSURE_CHECK) => continue,

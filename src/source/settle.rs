@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use crate::lease::ledger::Releasable;
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
+use crate::outcome::Settle;
 use crate::outcome::release_visibility;
 use crate::outcome::{Reason, Rejection, Settlement};
 use crate::source::dlq;
-use crate::sqs::Queue;
+use crate::sqs::Sqs;
 use crate::sqs::entries::per_entry;
 use crate::telemetry::Telemetry;
 
@@ -24,9 +26,10 @@ const DELETED_DLQ_ATTEMPTS: usize = 10;
 /// Batch calls in flight for one settlement: a 1,000-message batch is 100 calls, and issuing
 /// them one after another kept its capacity held for half a second.
 const CONCURRENT_CALLS: usize = 8;
-pub struct Acks {
-    pub source: Queue,
-    pub dlq: Queue,
+/// The settler: carries out fates against the source queue and the DLQ.
+pub struct Settler {
+    pub source: Arc<dyn Sqs>,
+    pub dlq: Arc<dyn Sqs>,
     pub ledger: Arc<Ledger>,
     pub telemetry: Arc<Telemetry>,
     /// The first release's visibility (`--release-backoff`) and the most it grows to.
@@ -46,7 +49,7 @@ struct Release {
     claim: Option<Claim>,
 }
 
-impl Acks {
+impl Settler {
     /// Deletes the messages, retrying refused entries (with the newest receipt, when SQS handed
     /// out another copy meanwhile). Returns the claims whose delete never went through: those
     /// messages are still in the queue, and the caller releases them (`release_undeleted`) or
@@ -364,6 +367,16 @@ impl Acks {
             }
         }
         self.release(retry, "could not be settled now").await;
+    }
+}
+
+impl Settle for Settler {
+    fn settle(&self, settlement: Settlement) -> BoxFuture<'_, ()> {
+        Box::pin(Settler::settle(self, settlement))
+    }
+
+    fn delete(&self, claims: Vec<Claim>) -> BoxFuture<'_, Vec<Claim>> {
+        Box::pin(Settler::delete(self, claims))
     }
 }
 
