@@ -24,6 +24,8 @@
 pub mod batch;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod fakes;
 pub mod lease;
 pub mod message;
 pub mod outage;

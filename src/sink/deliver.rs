@@ -666,3 +666,99 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{self, FakeSettle};
+    use crate::message::Received;
+
+    /// A FIFO batch is held through a 503, not released: after `--release-backoff` it goes out
+    /// again under the same key with the same bytes, and its messages end delivered.
+    #[tokio::test(start_paused = true)]
+    async fn a_fifo_batch_held_through_a_503_is_sent_again_with_the_same_key_and_bytes() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![Err(fakes::status(503))]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
+        let mut message = Received::fake("m1", "{}");
+        message.group_id = Some("g1".into());
+        let batch = fakes::batch(vec![fakes::held(&ledger, message)]);
+        let key = batch.key();
+        let ticket = delivery.budget.acquire().await;
+        delivery.deliver(batch, ticket).await;
+        let (first, second) = (calls.recv().await.unwrap(), calls.recv().await.unwrap());
+        assert_eq!((&first.key, &second.key), (&key, &key));
+        assert_eq!(first.body, second.body);
+        assert_eq!(
+            second.at - first.at,
+            Duration::from_secs(10),
+            "--release-backoff"
+        );
+        assert!(calls.try_recv().is_err(), "exactly two calls");
+        assert_eq!(settle.fates(), [("m1".to_owned(), "delivered".to_owned())]);
+        assert!(
+            delivery
+                .outage
+                .receives_wait_until(Instant::now())
+                .is_none()
+        );
+        assert!(delivery.open_jobs.snapshot().is_empty());
+    }
+
+    /// On a standard queue, a 503 that outlived the client's retries releases the batch (no
+    /// hold) and pauses receiving.
+    #[tokio::test(start_paused = true)]
+    async fn a_standard_batch_whose_retries_are_spent_is_released_and_receiving_pauses() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![Err(fakes::status(503))]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let batch = fakes::batch(vec![fakes::held(&ledger, Received::fake("m1", "{}"))]);
+        let ticket = delivery.budget.acquire().await;
+        delivery.deliver(batch, ticket).await;
+        assert_eq!(settle.fates(), [("m1".to_owned(), "retry".to_owned())]);
+        assert!(
+            calls.recv().await.is_some() && calls.try_recv().is_err(),
+            "one submit"
+        );
+        assert!(
+            delivery
+                .outage
+                .receives_wait_until(Instant::now())
+                .is_some()
+        );
+    }
+
+    /// A 413 splits the batch: each half goes out under its own key, and every message ends
+    /// delivered once.
+    #[tokio::test(start_paused = true)]
+    async fn a_413_splits_the_batch_into_halves_under_their_own_keys() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![Err(fakes::status(413))]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let leases = ["m1", "m2", "m3", "m4"]
+            .map(|id| fakes::held(&ledger, Received::fake(id, "{}")))
+            .into_iter()
+            .collect();
+        let ticket = delivery.budget.acquire().await;
+        delivery.deliver(fakes::batch(leases), ticket).await;
+        let keys: Vec<(usize, String)> = std::iter::from_fn(|| calls.try_recv().ok())
+            .map(|call| (call.records, call.key))
+            .collect();
+        use crate::batch::key::batch_key;
+        assert_eq!(
+            keys,
+            [
+                (4, batch_key(["m1", "m2", "m3", "m4"])),
+                (2, batch_key(["m1", "m2"])),
+                (2, batch_key(["m3", "m4"])),
+            ]
+        );
+        let mut fates = settle.fates();
+        fates.sort();
+        assert!(fates.iter().all(|(_, fate)| fate == "delivered") && fates.len() == 4);
+        assert!(ledger.take_orphans().is_empty());
+    }
+}

@@ -243,3 +243,97 @@ impl Dispatcher {
         if due { None } else { deadline }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::batch::batcher::Limits;
+    use crate::batch::key::batch_key;
+    use crate::config::Operation;
+    use crate::fakes::{self, FakeSettle};
+    use crate::lease::Ledger;
+    use crate::message::Received;
+
+    fn stage(delivery: Arc<Delivery>) -> Dispatch {
+        Dispatch {
+            budget: delivery.budget.clone(),
+            slots: delivery.slots.clone(),
+            telemetry: delivery.telemetry.clone(),
+            fifo: delivery.policy.fifo,
+            delivery,
+        }
+    }
+
+    fn batcher(max_records: usize, max_wait: Duration) -> Batcher {
+        Batcher::new(Limits {
+            max_records,
+            max_bytes: 1 << 20,
+            max_wait,
+            operation: Operation::Append,
+            match_key: "n".into(),
+        })
+    }
+
+    /// A batch that is not full leaves once its oldest message waited `--batch-max-wait`, with
+    /// the channel still open, and not a moment before; the pollers see it waiting until then.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_batch_leaves_by_age_after_batch_max_wait_and_not_before() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, waiting) = watch::channel(0);
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(100, Duration::from_secs(1)),
+            receiver,
+            waiting_tx,
+        ));
+        let start = tokio::time::Instant::now();
+        let lease = fakes::held(&ledger, Received::fake("m1", "{}"));
+        records.send((fakes::record(), lease)).unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(999), calls.recv()).await;
+        assert!(early.is_err(), "nothing leaves before --batch-max-wait");
+        assert_eq!(*waiting.borrow(), 1, "the message waits in the open batch");
+        let call = calls.recv().await.expect("the batch leaves by age");
+        assert_eq!(call.at - start, Duration::from_secs(1));
+        assert_eq!((call.records, call.key), (1, batch_key(["m1"])));
+        drop(records);
+        task.await.unwrap();
+        assert_eq!(settle.fates(), [("m1".to_owned(), "delivered".to_owned())]);
+        assert_eq!(*waiting.borrow(), 0);
+    }
+
+    /// A full batch leaves at once, without waiting for its age; the rest stays open.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_leaves_at_once_and_the_rest_waits_for_its_age() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, _waiting) = watch::channel(0);
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(2, Duration::from_secs(60)),
+            receiver,
+            waiting_tx,
+        ));
+        let start = tokio::time::Instant::now();
+        for id in ["m1", "m2", "m3"] {
+            let lease = fakes::held(&ledger, Received::fake(id, "{}"));
+            records.send((fakes::record(), lease)).unwrap();
+        }
+        let full = calls.recv().await.expect("the full batch");
+        assert_eq!((full.records, full.at - start), (2, Duration::ZERO));
+        let aged = calls.recv().await.expect("the rest, by age");
+        assert_eq!(
+            (aged.records, aged.at - start),
+            (1, Duration::from_secs(60))
+        );
+        drop(records);
+        task.await.unwrap();
+        assert_eq!(settle.fates().len(), 3);
+    }
+}

@@ -476,6 +476,75 @@ impl Receipts {
 mod tests {
     use super::*;
 
+    /// A delete that SQS refuses on every attempt is an outcome, not a drop: the message is
+    /// released at once with its backoff (10 s doubled twice for a third receive), its claim is
+    /// spent, and nothing is left for the orphan path.
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_refused_on_every_attempt_releases_the_message_with_its_backoff() {
+        use crate::fakes::{self, FakeQueue};
+        use crate::outcome::Fate;
+        let queue = Arc::new(FakeQueue {
+            url: "https://sqs.example/q".into(),
+            refuse_deletes: Some("InternalError"),
+            ..Default::default()
+        });
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let telemetry = Arc::new(Telemetry::new());
+        let settler = Settler {
+            source: queue.clone(),
+            dlq: Arc::new(FakeQueue::default()),
+            ledger: ledger.clone(),
+            telemetry: telemetry.clone(),
+            release_base: Duration::from_secs(10),
+            release_cap: Duration::from_secs(900),
+            dlq_max_bytes: 256 * 1024,
+        };
+        let mut message = Received::fake("m1", "{}");
+        message.receive_count = 3;
+        let mut settlement = Settlement::default();
+        settlement.add(fakes::held(&ledger, message), Fate::Delivered);
+        settler.settle(settlement).await;
+        let deletes = queue.deletes.lock().unwrap().clone();
+        assert_eq!(deletes.len(), ENTRY_ATTEMPTS);
+        assert!(deletes.iter().all(|call| call == &["r-m1"]));
+        assert_eq!(
+            *queue.visibility.lock().unwrap(),
+            [vec![("r-m1".to_owned(), 40)]],
+            "10 s x 2^(3-1)"
+        );
+        assert!(ledger.is_empty() && ledger.take_orphans().is_empty());
+        let counts = telemetry.counts();
+        assert_eq!((counts.deleted, counts.released), (0, 1));
+    }
+
+    /// A rejected message is dead-lettered first and deleted after, never the other way round.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_message_is_dead_lettered_then_deleted() {
+        use crate::fakes::{self, FakeQueue};
+        use crate::outcome::{Fate, Reason};
+        let queue = Arc::new(FakeQueue::default());
+        let dlq = Arc::new(FakeQueue::default());
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let settler = Settler {
+            source: queue.clone(),
+            dlq: dlq.clone(),
+            ledger: ledger.clone(),
+            telemetry: Arc::new(Telemetry::new()),
+            release_base: Duration::from_secs(10),
+            release_cap: Duration::from_secs(900),
+            dlq_max_bytes: 256 * 1024,
+        };
+        let mut settlement = Settlement::default();
+        let rejection = Rejection::new(Reason::InvalidRow, "bad");
+        let lease = fakes::held(&ledger, Received::fake("m1", "{}"));
+        settlement.add(lease, Fate::Rejected(rejection));
+        settler.settle(settlement).await;
+        assert_eq!(*dlq.sent.lock().unwrap(), 1);
+        assert_eq!(*queue.deletes.lock().unwrap(), [vec!["r-m1".to_owned()]]);
+        assert!(queue.visibility.lock().unwrap().is_empty());
+        assert!(ledger.is_empty() && ledger.take_orphans().is_empty());
+    }
+
     /// Each call's entries own only their ten places: splitting off the rest used to leave every
     /// group with the capacity of everything after it, 240 MB for one 10,000-message batch.
     #[test]
