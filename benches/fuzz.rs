@@ -20,13 +20,14 @@ use rand::{Rng, SeedableRng};
 use records_contract::ObjectSchema;
 use sqs_batch_worker::config::cli::{Cli, Command};
 use sqs_batch_worker::config::{Operation, Settings};
+use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::sink::api::ceiling::{Capped, Ceiling};
 use sqs_batch_worker::sink::api::client::{
     accepted_data, answer_data, job_status_from_body, metadata,
 };
 use sqs_batch_worker::sink::api::origin::{JobRoute, Origin};
 use sqs_batch_worker::sink::jobs::row_fates;
-use sqs_batch_worker::source::decode::{Decoder, SchemaHandle, md5_hex};
+use sqs_batch_worker::source::decode::{Decoder, md5_hex};
 
 const BODIES: &[&str] = &[
     r#"{"email":"a@example.com","first_name":"Ada","tier":"gold","score":12,"country":"NZ"}"#,

@@ -11,7 +11,8 @@ use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
 use sqs_batch_worker::config::Operation;
 use sqs_batch_worker::message::Received;
-use sqs_batch_worker::source::decode::{Decoder, SchemaHandle, md5_hex};
+use sqs_batch_worker::schema::SchemaHandle;
+use sqs_batch_worker::source::decode::{Decoder, md5_hex};
 
 fn profiles() -> ObjectSchema {
     serde_json::from_str(

@@ -13,16 +13,17 @@ use records_contract::ObjectSchema;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Decoded;
 use crate::batch::{Batch, BodyFrame, FlushReason, Row};
 use crate::config::{AckOn, Operation};
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outcome::{Settle, Settlement};
+use crate::schema::SchemaHandle;
 use crate::sink::api::{Accepted, ApiError, BatchCall, JobState, JobStatus, Records};
 use crate::sink::budget::{Budget, Ticket};
 use crate::sink::concurrency::Slots;
 use crate::sink::deliver::{Delivery, Policy};
-use crate::source::decode::{Decoded, SchemaHandle};
 use crate::sqs::{EntryFailure, Sqs, SqsError};
 use crate::telemetry::Telemetry;
 

@@ -31,6 +31,7 @@ pub mod message;
 pub mod outage;
 pub mod outcome;
 pub mod run;
+pub mod schema;
 pub mod secret;
 pub mod sink;
 pub mod source;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Batch, BodyFrame, FlushReason, Row};
+use crate::batch::Decoded;
 use crate::config::Operation;
 use crate::lease::Lease;
 use crate::message::Received;
-use crate::source::decode::Decoded;
 
 #[derive(Clone, Debug)]
 pub struct Limits {

@@ -14,7 +14,22 @@ use serde_json::{Map, Value};
 use crate::config::Operation;
 use crate::lease::{Claim, Lease};
 use crate::message::Received;
-use crate::source::decode::Decoded;
+
+/// A record ready for the batcher: its match-key value and its canonical JSON encoding (compact,
+/// fields in first-seen order, a repeated field's last value, serde_json's escapes). The decoder
+/// (`source::decode`) makes it.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub key: Option<String>,
+    pub encoded: String,
+}
+
+impl Decoded {
+    /// The record as a map, for the rare merge of two upserts to one key.
+    pub fn fields(encoded: &str) -> Map<String, Value> {
+        serde_json::from_str(encoded).unwrap_or_default()
+    }
+}
 
 /// The JSON around the records: `{"records":[` ... `],"matchKey":"email"}` or `]}`.
 #[derive(Debug)]

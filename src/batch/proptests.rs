@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use super::batcher::{Batcher, Limits};
 use super::{Batch, FlushReason};
+use crate::batch::Decoded;
 use crate::config::Operation;
 use crate::message::Received;
-use crate::source::decode::Decoded;
 
 /// The i-th message sent: merges follow `SentTimestamp`, as on a standard queue.
 fn sent(i: usize, body: &str) -> Received {

@@ -17,11 +17,11 @@ use crate::config::{AckOn, Operation};
 use crate::lease::Ledger;
 use crate::outage::Outage;
 use crate::outcome::{Fate, Reason, Rejection, Settle, Settlement, release_visibility};
+use crate::schema::SchemaHandle;
 use crate::sink::api::{Accepted, Action, ApiError, BatchCall, Records, classify};
 use crate::sink::budget::{Budget, Ticket};
 use crate::sink::concurrency::Slots;
 use crate::sink::jobs::OpenJobs;
-use crate::source::decode::SchemaHandle;
 use crate::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 

@@ -17,10 +17,10 @@ use super::concurrency::{Slot, Slots};
 use super::deliver::Delivery;
 use super::fifo::GroupGate;
 use crate::batch::Batch;
+use crate::batch::Decoded;
 use crate::batch::batcher::Batcher;
 use crate::lease::Lease;
 use crate::sink::budget::{Budget, Ticket};
-use crate::source::decode::Decoded;
 use crate::telemetry::Telemetry;
 
 /// A delivery task that panicked dropped its leases, which released its messages as orphans;

@@ -2,49 +2,16 @@
 //! the object's schema, and size. A failure here goes to the DLQ without any API call.
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
 
 use md5::{Digest, Md5};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
+use crate::batch::Decoded;
 use crate::config::Operation;
 use crate::outcome::{Reason, Rejection};
-use records_contract::ObjectSchema;
-
-/// The object's schema as last fetched; refreshed after a 422 `REQUEST_SCHEMA`.
-#[derive(Clone)]
-pub struct SchemaHandle(Arc<RwLock<Arc<ObjectSchema>>>);
-
-impl SchemaHandle {
-    pub fn new(schema: ObjectSchema) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(schema))))
-    }
-
-    pub fn current(&self) -> Arc<ObjectSchema> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn replace(&self, schema: ObjectSchema) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(schema);
-    }
-}
-
-/// A record ready for the batcher: its match-key value and its canonical JSON encoding (compact,
-/// fields in first-seen order, a repeated field's last value, serde_json's escapes).
-#[derive(Clone, Debug)]
-pub struct Decoded {
-    pub key: Option<String>,
-    pub encoded: String,
-}
-
-impl Decoded {
-    /// The record as a map, for the rare merge of two upserts to one key.
-    pub fn fields(encoded: &str) -> Map<String, Value> {
-        serde_json::from_str(encoded).unwrap_or_default()
-    }
-}
+use crate::schema::SchemaHandle;
 
 pub struct Decoder {
     pub operation: Operation,
@@ -332,6 +299,7 @@ fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use records_contract::ObjectSchema;
     use records_contract::{FieldSpec, FieldType};
 
     fn decoder(max: usize) -> Decoder {

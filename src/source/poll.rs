@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Decoded;
 use crate::lease::{Claim, Lease, Ledger};
 use crate::message::Received;
 use crate::outage::Outage;
 use crate::outcome::{Fate, Settlement};
-use crate::source::decode::{Decoded, Decoder};
+use crate::source::decode::Decoder;
 use crate::source::sequence::Sequences;
 use crate::source::settle::Settler;
 use crate::sqs::Queue;

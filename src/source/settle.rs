@@ -312,8 +312,11 @@ impl Settler {
         let mut unsent = Vec::new();
         for outcome in outcomes {
             for (message, rejection) in outcome.done {
-                self.telemetry
-                    .dead_lettered(&message.id, rejection.reason, &rejection.message);
+                self.telemetry.dead_lettered(
+                    &message.id,
+                    rejection.reason.as_str(),
+                    &rejection.message,
+                );
                 sent.push(message);
             }
             for ((message, _), code) in outcome.refused {

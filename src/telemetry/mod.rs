@@ -1,5 +1,7 @@
 //! Telemetry: each event writes its log line and its metric in one place. Also readiness, the
-//! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server.
+//! Prometheus registry, and the `/healthz`, `/readyz`, `/metrics` server. A leaf: it imports
+//! nothing from the rest of the crate, so every stage can report without a circle; events take
+//! what they print (`&dyn Display`, names), not the callers' types.
 
 pub mod peers;
 pub mod quota;
@@ -17,9 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 use tracing::{debug, error, info, warn};
-
-use crate::outcome::Reason;
-use crate::sink::api::ApiError;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -199,7 +198,7 @@ impl Telemetry {
         );
     }
 
-    pub fn api_outage(&self, error: &ApiError, pause: Duration) {
+    pub fn api_outage(&self, error: &dyn std::fmt::Display, pause: Duration) {
         self.api_outages.inc();
         warn!(
             %error,
@@ -223,16 +222,12 @@ impl Telemetry {
         );
     }
 
-    pub fn dead_lettered(&self, message_id: &str, reason: Reason, message: &str) {
+    /// `reason` is the DLQ reason's name (`outcome::Reason::as_str`).
+    pub fn dead_lettered(&self, message_id: &str, reason: &str, message: &str) {
         self.dead_lettered
-            .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+            .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
-        info!(
-            message_id,
-            reason = reason.as_str(),
-            detail = message,
-            "sent to the DLQ"
-        );
+        info!(message_id, reason, detail = message, "sent to the DLQ");
     }
 
     pub fn dlq_send_failed(&self, message_id: &str, problem: &str) {
@@ -269,7 +264,7 @@ impl Telemetry {
             .inc();
     }
 
-    pub fn api_retry(&self, key: &str, error: &ApiError, delay: Duration) {
+    pub fn api_retry(&self, key: &str, error: &dyn std::fmt::Display, delay: Duration) {
         self.retries.inc();
         warn!(key, %error, delay_ms = delay.as_millis() as u64, "batch request failed; retrying with the same key");
     }
@@ -303,7 +298,7 @@ impl Telemetry {
         );
     }
 
-    pub fn batch_refused(&self, error: &ApiError, action: &str, records: usize) {
+    pub fn batch_refused(&self, error: &dyn std::fmt::Display, action: &str, records: usize) {
         warn!(%error, action, records, "batch request refused");
     }
 
