@@ -16,14 +16,14 @@ STAGES = [
     ("metrics and tracing", r"prometheus_client|tracing_core|tracing_subscriber|tracing::span|Instrumented<T>>::drop|sqs_batch_worker::telemetry"),
     ("MD5 and decode", r"sqs_batch_worker::decode|md5::|md_5|Received::from_sdk"),
     ("batch encode and coalescing", r"sqs_batch_worker::batch|dispatch::run"),
-    ("heartbeat", r"pipeline::heartbeat|operation::change_message_visibility"),
-    ("job polls", r"pipeline::jobs|RecordsApi::job"),
-    ("delete (settle)", r"operation::delete_message_batch|pipeline::settle|Holdings::forget|Holdings::receipt|outcome::Settlement"),
-    ("DLQ", r"sqs::dlq|operation::send_message_batch"),
+    ("heartbeat", r"source::heartbeat|pipeline::heartbeat|operation::change_message_visibility"),
+    ("job polls", r"sink::jobs|pipeline::jobs|RecordsApi::job"),
+    ("delete (settle)", r"operation::delete_message_batch|source::settle|pipeline::settle|Holdings::forget|Holdings::receipt|outcome::Settlement"),
+    ("DLQ", r"source::dlq|sqs::dlq|operation::send_message_batch"),
     ("receive (SDK) and hold", r"operation::receive_message|Poller::run|Holdings::hold|sqs_batch_worker::lease"),
-    ("API client (submit)", r"sqs_batch_worker::api|reqwest"),
-    ("budget and concurrency", r"sqs_batch_worker::budget|pipeline::concurrency"),
-    ("deliver (per-batch orchestration)", r"pipeline::deliver"),
+    ("API client (submit)", r"sink::api|sqs_batch_worker::api|reqwest"),
+    ("budget and concurrency", r"sqs_batch_worker::sink::budget|sink::concurrency|sqs_batch_worker::budget|pipeline::concurrency"),
+    ("deliver (per-batch orchestration)", r"sink::deliver|pipeline::deliver"),
 ]
 # Shared machinery, only when no worker stage is on the stack.
 SHARED = [

@@ -1,25 +1,32 @@
 //! sqs-batch-worker: drains an SQS queue into a rate-limited Records API with few, large,
 //! idempotent batch calls, and loses nothing on the way.
 //!
-//! The pipeline, stage by stage:
+//! A message flows source → batch → sink, and its fate flows back to the source. Each stage, the
+//! file that owns it, and the task that runs it (`run::wire` spawns every task):
 //!
-//! 1. **poll** (`pipeline::poll`): `--pollers` long-poll loops receive up to 10 messages each, with
-//!    backpressure, and record every message in the ledger (`lease::ledger`).
-//! 2. **decode** (`decode`): MD5, JSON object, match key, schema field names, size. Failures go
-//!    straight to the DLQ (`pipeline::settle`), never into a batch.
-//! 3. **batch** (`batch::batcher`): pure logic over `now`; flushes on records, bytes, age and
-//!    shutdown; coalesces upserts by match key. Keys come from `batch::key`.
-//! 4. **submit** (`pipeline::deliver`, `api`): paced, retried under one key and body; 413 splits,
-//!    422 drops the offender, 400 bisects, 401/403 pauses.
-//! 5. **ack and track jobs** (`pipeline::settle`, `pipeline::jobs`): delete after the 202 (or after
-//!    the job in `completed` mode), follow the job to its end; the heartbeat
-//!    (`pipeline::heartbeat`) keeps held messages invisible.
-//! 6. **DLQ** (`sqs::dlq`): every rejected row's messages, byte for byte, with `dlq-*` reasons.
+//! | stage | file | task |
+//! |---|---|---|
+//! | 1. poll: receive, lease, number FIFO | `source/poll.rs`, `lease/`, `source/sequence.rs` | `Poller::run`, ×`--pollers` |
+//! | 2. decode: MD5, JSON, match key, schema, size | `source/decode.rs` | inline in the poller |
+//! | 3. batch: flush on records, bytes, age, shutdown | `batch/batcher.rs` (pure, over `now`), `batch/key.rs` | inline in the dispatcher |
+//! | 4. dispatch: wait for a slot and a token, FIFO gate | `sink/dispatch.rs`, `sink/fifo.rs`, `sink/concurrency.rs`, `sink/budget/` | `Dispatch::run`, ×1 |
+//! | 5. submit: one key and body, split, drop, bisect, pause | `sink/deliver.rs`, `sink/api/` | a task per batch, in the dispatcher's `JoinSet` |
+//! | 6. ack and track jobs | `sink/deliver.rs` (`accepted`), `sink/jobs.rs` | in the batch's task |
+//! | 7. settle: delete, release, dead-letter | `source/settle.rs`, `source/dlq.rs` | called by the poller and the deliveries (`outcome::Settle`) |
+//! | keep held messages invisible, release orphans | `source/heartbeat.rs` | `Heartbeat::run`, ×1 |
+//! | watch the quota against arrivals | `run/overrun.rs` | `overrun::watch`, ×1 |
+//! | `/healthz`, `/readyz`, `/metrics` | `telemetry/server.rs` | `server::serve`, ×1 |
 //!
-//! `run` wires the stages and drains them on shutdown. The workspace's other crates:
-//! `records-contract` (crates/records-contract) holds the wire types, units and quotas that the
-//! worker and the emulator share; `records-emulator` (crates/records-emulator) is the local Records
-//! API, which this crate reaches only as a dev-dependency, for its tests and benches.
+//! Shared between the sides, and importing neither: `lease/` (who holds a message), `batch/`,
+//! `outcome.rs` (fates, and the `Settle` seam), `outage.rs` (the sink pauses the source),
+//! `schema.rs`, `message.rs`, `sqs/` (the SQS adapter, also used by the budget and the CLI) and
+//! `telemetry/` (a leaf). `run/` starts, wires and drains; `config/` turns one table into
+//! settings; `cli/` holds the other commands.
+//!
+//! The workspace's other crates: `records-contract` (crates/records-contract) holds the wire
+//! types, units and quotas that the worker and the emulator share; `records-emulator`
+//! (crates/records-emulator) is the local Records API, which this crate reaches only as a
+//! dev-dependency, for its tests and benches.
 
 pub mod batch;
 pub mod cli;
