@@ -2,7 +2,7 @@
 //! (`sqs::Sqs`), an API (`sink::api::Records`) and a settler (`outcome::Settle`), each recording
 //! what it was asked; and builders for the stages they stand in for.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Decoded;
 use crate::batch::{Batch, BodyFrame, FlushReason, Row};
 use crate::config::{AckOn, Operation};
-use crate::lease::{Claim, Lease, Ledger};
+use crate::lease::{Lease, Leased, Ledger};
 use crate::message::Received;
 use crate::outcome::{Settle, Settlement};
 use crate::schema::SchemaHandle;
@@ -155,39 +155,45 @@ impl FakeSettle {
 impl Settle for FakeSettle {
     fn settle(&self, settlement: Settlement) -> BoxFuture<'_, ()> {
         let Settlement {
-            delivered,
-            retry,
-            rejected,
+            delete,
+            release,
+            dead_letter,
+            done,
         } = settlement;
-        let fates = delivered
-            .into_iter()
-            .map(|lease| (lease, "delivered".to_owned()))
-            .chain(retry.into_iter().map(|lease| (lease, "retry".to_owned())))
-            .chain(
-                rejected
-                    .into_iter()
-                    .map(|(lease, r)| (lease, r.reason.as_str().to_owned())),
-            );
-        for (lease, fate) in fates {
-            lock(&self.0).push((lease.id.clone(), fate));
-            if let (_, Some(claim)) = lease.into_parts() {
-                claim.spend();
+        let mut fates = lock(&self.0);
+        for lease in delete {
+            fates.push((lease.id.clone(), "delivered".to_owned()));
+            lease.spend();
+        }
+        for lease in done {
+            fates.push((lease.id.clone(), "delivered".to_owned()));
+            lease.settled();
+        }
+        for lease in release {
+            fates.push((lease.id.clone(), "retry".to_owned()));
+            lease.spend();
+        }
+        for (message, rejection) in dead_letter {
+            fates.push((message.id.clone(), rejection.reason.as_str().to_owned()));
+            match message {
+                Leased::Held(lease) => lease.spend(),
+                Leased::Deleted(lease) => lease.settled(),
             }
         }
         Box::pin(async {})
     }
 
-    fn delete(&self, claims: Vec<Claim>) -> BoxFuture<'_, Vec<Claim>> {
-        claims.into_iter().for_each(Claim::spend);
-        Box::pin(async { Vec::new() })
+    /// Every delete goes through.
+    fn delete<'a>(&'a self, leases: Vec<&'a Lease>) -> BoxFuture<'a, HashSet<u64>> {
+        let gone = leases.iter().map(|lease| lease.generation()).collect();
+        Box::pin(async move { gone })
     }
 }
 
 /// A message held in `ledger`, with receipt `r-<id>`.
 pub fn held(ledger: &Arc<Ledger>, message: Received) -> Lease {
     let receipt = format!("r-{}", message.id);
-    let claim = Claim::hold(ledger, &message, receipt, Vec::new()).expect("a new message");
-    Lease::new(message, claim, None)
+    Lease::hold(ledger, message, receipt, Vec::new()).expect("a new message")
 }
 
 pub fn record() -> Decoded {
@@ -227,7 +233,6 @@ pub fn delivery(
             fields: Vec::new(),
         }),
         outage: Default::default(),
-        open_jobs: Default::default(),
         draining: CancellationToken::new(),
         telemetry,
         policy: Policy {

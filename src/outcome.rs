@@ -1,11 +1,12 @@
 //! What becomes of a message: its fate (which only ever gets worse: Delivered, then Retry, then
 //! Rejected), and the DLQ reasons of docs/operations.md ("Alarms and what to do").
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::lease::{Claim, Lease};
+use crate::lease::{DeletedLease, Lease, Leased};
 
 /// SQS's longest visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -130,33 +131,51 @@ pub enum Fate {
     Rejected(Rejection),
 }
 
-/// The decided fates of a set of messages, ready to be carried out against SQS. It owns their
-/// leases: carrying it out consumes them.
+/// The decided fates of a set of messages, routed by what each message is, ready to be carried
+/// out against SQS. It owns their leases: carrying it out consumes them.
 #[derive(Debug, Default)]
 pub struct Settlement {
-    pub delivered: Vec<Lease>,
-    pub retry: Vec<Lease>,
-    pub rejected: Vec<(Lease, Rejection)>,
+    /// Held and delivered: deleted from the source.
+    pub delete: Vec<Lease>,
+    /// Held, to be tried again: released with its backoff.
+    pub release: Vec<Lease>,
+    /// Rejected, or deleted and not deliverable again: a DLQ copy, then (if held) the delete.
+    pub dead_letter: Vec<(Leased, Rejection)>,
+    /// Deleted after its 202, and its job committed it: nothing more to do.
+    pub done: Vec<DeletedLease>,
 }
 
 impl Settlement {
-    pub fn add(&mut self, message: Lease, fate: Fate) {
-        match fate {
-            Fate::Delivered => self.delivered.push(message),
-            Fate::Retry => self.retry.push(message),
-            Fate::Rejected(rejection) => self.rejected.push((message, rejection)),
+    pub fn add(&mut self, message: impl Into<Leased>, fate: Fate) {
+        match (message.into(), fate) {
+            (Leased::Held(lease), Fate::Delivered) => self.delete.push(lease),
+            (Leased::Held(lease), Fate::Retry) => self.release.push(lease),
+            (Leased::Deleted(lease), Fate::Delivered) => self.done.push(lease),
+            // It left the queue already, so its only way back is the DLQ.
+            (deleted @ Leased::Deleted(_), Fate::Retry) => {
+                let rejection = Rejection::new(
+                    Reason::JobFailed,
+                    "the batch could not be delivered again after its job failed, and the \
+                     message was already deleted (--ack-on accepted)",
+                );
+                self.dead_letter.push((deleted, rejection));
+            }
+            (message, Fate::Rejected(rejection)) => self.dead_letter.push((message, rejection)),
         }
     }
 
     /// Every message of a row shares the row's fate.
-    pub fn add_all(&mut self, messages: impl IntoIterator<Item = Lease>, fate: Fate) {
+    pub fn add_all<M: Into<Leased>>(&mut self, messages: impl IntoIterator<Item = M>, fate: Fate) {
         for message in messages {
             self.add(message, fate.clone());
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.delivered.is_empty() && self.retry.is_empty() && self.rejected.is_empty()
+        self.delete.is_empty()
+            && self.release.is_empty()
+            && self.dead_letter.is_empty()
+            && self.done.is_empty()
     }
 }
 
@@ -166,9 +185,9 @@ pub trait Settle: Send + Sync {
     /// Carries out a settlement, consuming its leases.
     fn settle(&self, settlement: Settlement) -> BoxFuture<'_, ()>;
 
-    /// Deletes the messages; returns the claims whose delete never went through (still in the
-    /// queue, so still the caller's to settle).
-    fn delete(&self, claims: Vec<Claim>) -> BoxFuture<'_, Vec<Claim>>;
+    /// Deletes these held messages; returns the generations (`Lease::generation`) that left the
+    /// queue. The others are still in it, and still the caller's to settle.
+    fn delete<'a>(&'a self, leases: Vec<&'a Lease>) -> BoxFuture<'a, HashSet<u64>>;
 }
 
 #[cfg(test)]

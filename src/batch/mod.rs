@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::config::Operation;
-use crate::lease::{Claim, Lease};
+use crate::lease::Lease;
 use crate::message::Received;
 
 /// A record ready for the batcher: its match-key value and its canonical JSON encoding (compact,
@@ -273,31 +273,30 @@ impl<M: AsRef<Received>> Batch<M> {
     }
 }
 
-impl Batch<Lease> {
-    /// The claims of every message still in the source queue, leaving the leases deleted-to-be.
-    pub fn take_claims(&mut self) -> Vec<Claim> {
-        self.rows
-            .iter_mut()
-            .flat_map(|row| row.messages.iter_mut())
-            .filter_map(Lease::take_claim)
-            .collect()
+impl<M> Batch<M> {
+    /// The same rows in the same order, each message turned into another form of itself (a
+    /// held lease into a delivery's `Leased`, one deleted after its 202 into a `DeletedLease`).
+    /// `f` must not change which message it is: the key and the body depend on the IDs.
+    pub fn map_messages<N>(self, mut f: impl FnMut(M) -> N) -> Batch<N> {
+        Batch {
+            rows: self
+                .rows
+                .into_iter()
+                .map(|row| Row {
+                    encoded: row.encoded,
+                    fields: row.fields,
+                    parts: row.parts,
+                    key: row.key,
+                    messages: row.messages.into_iter().map(&mut f).collect(),
+                })
+                .collect(),
+            reason: self.reason,
+            frame: self.frame,
+        }
     }
 
-    /// Puts back the claims whose delete did not go through; returns any that match no lease.
-    pub fn restore_claims(&mut self, claims: Vec<Claim>) -> Vec<Claim> {
-        let mut unmatched = Vec::new();
-        for claim in claims {
-            let lease = self
-                .rows
-                .iter_mut()
-                .flat_map(|row| row.messages.iter_mut())
-                .find(|lease| lease.is_deleted() && lease.id == claim.id());
-            match lease {
-                Some(lease) => lease.restore_claim(claim),
-                None => unmatched.push(claim),
-            }
-        }
-        unmatched
+    pub fn messages_mut(&mut self) -> impl Iterator<Item = &mut M> {
+        self.rows.iter_mut().flat_map(|row| row.messages.iter_mut())
     }
 }
 

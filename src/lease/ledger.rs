@@ -4,7 +4,7 @@
 //! budget until it leaves, collects the orphans of dropped claims, and at shutdown names every
 //! message whose fate is still open.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,8 +26,7 @@ struct Held {
     _capacity: Vec<OwnedSemaphorePermit>,
 }
 
-/// A held message to release: the orphan of a claim dropped unspent, or one whose delete
-/// failed. What its release needs: the newest receipt, the receive count for the backoff, and
+/// A held message to release: the orphan of a lease dropped unsettled. What its release needs: the newest receipt, the receive count for the backoff, and
 /// its FIFO place.
 #[derive(Debug)]
 pub struct Releasable {
@@ -51,6 +50,8 @@ pub struct Ledger {
     visibility: Duration,
     held: Mutex<HashMap<String, Held>>,
     orphans: Mutex<Vec<(String, u64)>>,
+    /// The accepted jobs whose messages are not settled yet, and how many each carries.
+    jobs: Mutex<BTreeMap<Arc<str>, usize>>,
     released_groups: Arc<ReleasedGroups>,
     generations: AtomicU64,
     /// Set by the drain before it stops tasks that hold claims: their messages are released
@@ -68,6 +69,7 @@ impl Ledger {
             visibility,
             held: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
+            jobs: Mutex::new(BTreeMap::new()),
             released_groups: Arc::new(ReleasedGroups::default()),
             generations: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -144,7 +146,7 @@ impl Ledger {
 
     /// A claim was dropped unspent. Its FIFO group is marked at once, before the heartbeat
     /// releases the message, so no later message of the group commits ahead of it meanwhile.
-    pub(crate) fn orphan(&self, id: &str, generation: u64) {
+    pub(super) fn orphan(&self, id: &str, generation: u64) {
         let group = lock(&self.held)
             .get(id)
             .filter(|h| h.generation == generation)
@@ -162,18 +164,29 @@ impl Ledger {
         }
     }
 
-    /// What releasing this holding needs, if it is still held.
-    pub fn releasable(&self, id: &str, generation: u64) -> Option<Releasable> {
-        let held = lock(&self.held);
-        let h = held.get(id).filter(|h| h.generation == generation)?;
-        Some(Releasable {
-            id: id.to_owned(),
-            generation,
-            receipt: h.receipt.clone(),
-            receive_count: h.receive_count,
-            group_id: h.group_id.clone(),
-            sequence: h.sequence,
-        })
+    /// A message's row is carried by `job`.
+    pub(super) fn follow(&self, job: &Arc<str>) {
+        *lock(&self.jobs).entry(job.clone()).or_default() += 1;
+    }
+
+    /// A message carried by `job` was settled, dropped, or sent again under another job.
+    pub(super) fn unfollow(&self, job: &Arc<str>) {
+        let mut jobs = lock(&self.jobs);
+        if let Some(count) = jobs.get_mut(job) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                jobs.remove(job);
+            }
+        }
+    }
+
+    /// The accepted jobs whose messages are not settled yet, with how many each carries (job
+    /// id, messages): what a drain that runs out of time stops following.
+    pub fn open_jobs(&self) -> Vec<(String, usize)> {
+        lock(&self.jobs)
+            .iter()
+            .map(|(job, count)| (job.to_string(), *count))
+            .collect()
     }
 
     /// The orphans still held, to be released; the list starts empty again.

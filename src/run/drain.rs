@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use super::{Running, Summary, Tasks};
 use crate::config::AckOn;
 use crate::lease::Ledger;
-use crate::sink::jobs::OpenJobs;
 
 /// How much of the drain is kept for releasing what is still held at the end.
 fn release_reserve(drain: Duration) -> Duration {
@@ -22,7 +21,6 @@ impl Running {
             settler,
             ledger,
             budget,
-            open_jobs,
             ack_on,
             mut tasks,
             telemetry,
@@ -35,9 +33,7 @@ impl Running {
             drain_timeout_ms = drain.as_millis() as u64,
             "shutdown: stop receiving, flush, drain"
         );
-        tasks
-            .finish_work(&ledger, &open_jobs, ack_on, work_deadline)
-            .await;
+        tasks.finish_work(&ledger, ack_on, work_deadline).await;
         // The heartbeat stops first: an extension landing after the final release would hide the
         // message again for a whole visibility timeout. It lets an orphan release under way finish.
         tasks.stop_heartbeat.cancel();
@@ -95,13 +91,7 @@ impl Running {
 impl Tasks {
     /// Stops the pollers and lets the dispatcher flush and finish its deliveries by `deadline`;
     /// past it, what is still open is abandoned to the final release.
-    async fn finish_work(
-        &mut self,
-        ledger: &Ledger,
-        open_jobs: &OpenJobs,
-        ack_on: AckOn,
-        deadline: Instant,
-    ) {
+    async fn finish_work(&mut self, ledger: &Ledger, ack_on: AckOn, deadline: Instant) {
         self.stop_receiving.cancel();
         let receiving = futures::future::join_all(self.pollers.iter_mut());
         if tokio::time::timeout_at(deadline.into(), receiving)
@@ -121,7 +111,7 @@ impl Tasks {
             .is_ok();
         if !drained {
             tracing::warn!(
-                abandoned = ?open_jobs.snapshot(),
+                abandoned = ?ledger.open_jobs(),
                 ack_on = ?ack_on,
                 "drain timeout reached; releasing every message whose fate is still open, and no \
                  longer following these jobs (job id, messages)"

@@ -29,7 +29,6 @@ use crate::sink::budget::Budget;
 use crate::sink::concurrency::Slots;
 use crate::sink::deliver::{Delivery, Policy};
 use crate::sink::dispatch::Dispatch;
-use crate::sink::jobs::OpenJobs;
 use crate::source::decode::Decoder;
 use crate::source::heartbeat::Heartbeat;
 use crate::source::poll::Poller;
@@ -50,15 +49,14 @@ pub struct Summary {
 }
 
 /// A started worker: every task runs and the telemetry server listens at `listen`. It keeps what
-/// the drain needs: the settler and the ledger for the final release, the budget to save, and
-/// the open jobs to name.
+/// the drain needs: the settler and the ledger for the final release (the ledger also names the
+/// open jobs), and the budget to save.
 pub struct Running {
     pub listen: SocketAddr,
     pub telemetry: Arc<Telemetry>,
     settler: Arc<Settler>,
     ledger: Arc<Ledger>,
     budget: Arc<Budget>,
-    open_jobs: Arc<OpenJobs>,
     ack_on: AckOn,
     drain_timeout: Duration,
     tasks: Tasks,
@@ -178,7 +176,6 @@ fn wire(
     let ledger = Ledger::new(visibility);
     let schema = SchemaHandle::new(reached.schema);
     let outage = Arc::new(Outage::default());
-    let open_jobs = Arc::new(OpenJobs::default());
     let draining = CancellationToken::new();
     // Bounds: never hold more messages than the in-flight batches can take, nor more bytes of
     // bodies than --max-held-bytes (docs/operations.md has the memory formula); under a quota,
@@ -252,7 +249,6 @@ fn wire(
         ledger: ledger.clone(),
         schema,
         outage,
-        open_jobs: open_jobs.clone(),
         draining,
         telemetry: telemetry.clone(),
         policy: Policy {
@@ -302,7 +298,6 @@ fn wire(
         settler,
         ledger,
         budget,
-        open_jobs,
         ack_on: settings.ack_on,
         drain_timeout: settings.drain_timeout,
         tasks,

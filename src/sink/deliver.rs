@@ -1,7 +1,8 @@
 //! A batch's life after the flush: submit under its key, handle each kind of refusal (split,
 //! drop the offender, bisect, pause, release), ack on acceptance, follow the job, and settle
 //! every message's fate. The batch owns its leases throughout; whatever path it takes, every lease
-//! ends in a settlement (or, if the task dies, as an orphan that the heartbeat releases).
+//! ends in a settlement, or, if the task dies, reports itself: a held one as an orphan that the
+//! heartbeat releases, a deleted one as unsettled or lost (`lease`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,18 +13,21 @@ use tracing::Instrument;
 
 use super::jobs::{JobEnd, Overdue, row_fates, track};
 use crate::batch::key::derived_key;
-use crate::batch::{Batch, Row};
 use crate::config::{AckOn, Operation};
 use crate::lease::Ledger;
+use crate::lease::{Lease, Leased};
 use crate::outage::Outage;
 use crate::outcome::{Fate, Reason, Rejection, Settle, Settlement, release_visibility};
 use crate::schema::SchemaHandle;
 use crate::sink::api::{Accepted, Action, ApiError, BatchCall, Records, classify};
 use crate::sink::budget::{Budget, Ticket};
 use crate::sink::concurrency::Slots;
-use crate::sink::jobs::OpenJobs;
 use crate::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
+
+/// A delivery's batch: each message held until its 202, and then, in `accepted` mode, deleted.
+type Batch = crate::batch::Batch<Leased>;
+type Row = crate::batch::Row<Leased>;
 
 /// May this batch's job still be resubmitted once? Carried through splits and bisections, so a
 /// resubmitted batch's halves are not resubmitted again.
@@ -116,43 +120,6 @@ fn spend_bisection(budget: &AtomicUsize) -> bool {
         .is_ok()
 }
 
-/// Messages already deleted (`--ack-on accepted`) whose job then failed: until the resubmission
-/// settles them, the worker's memory is their only copy. If the delivery is dropped before that
-/// (a drain that ran out of time), they are counted and logged as lost, never silently gone.
-struct AtRisk {
-    ids: Vec<String>,
-    telemetry: Arc<Telemetry>,
-}
-
-impl AtRisk {
-    fn of(batch: &Batch, telemetry: &Arc<Telemetry>) -> Self {
-        Self {
-            ids: batch
-                .messages()
-                .filter(|lease| lease.is_deleted())
-                .map(|lease| lease.id.clone())
-                .collect(),
-            telemetry: telemetry.clone(),
-        }
-    }
-
-    fn defuse(mut self) {
-        self.ids.clear();
-    }
-}
-
-impl Drop for AtRisk {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            self.telemetry.dlq_lost(
-                id,
-                "deleted after its first 202 (--ack-on accepted); its job failed and the worker \
-                 stopped before the resubmission was settled",
-            );
-        }
-    }
-}
-
 fn settle_rows(rows: Vec<Row>, fate: impl Fn() -> Fate) -> Settlement {
     let mut settlement = Settlement::default();
     for row in rows {
@@ -192,7 +159,6 @@ pub struct Delivery {
     pub ledger: Arc<Ledger>,
     pub schema: SchemaHandle,
     pub outage: Arc<Outage>,
-    pub open_jobs: Arc<OpenJobs>,
     /// Cancelled when the drain begins: a held batch goes back to the queue.
     pub draining: CancellationToken,
     pub telemetry: Arc<Telemetry>,
@@ -202,7 +168,12 @@ pub struct Delivery {
 impl Delivery {
     /// Delivers a freshly flushed batch under the key of its own message IDs.
     /// `ticket` pays for its first call.
-    pub fn deliver(self: &Arc<Self>, batch: Batch, ticket: Ticket) -> BoxFuture<'static, ()> {
+    pub fn deliver(
+        self: &Arc<Self>,
+        batch: crate::batch::Batch<Lease>,
+        ticket: Ticket,
+    ) -> BoxFuture<'static, ()> {
+        let batch = batch.map_messages(Leased::Held);
         let key = batch.key();
         self.deliver_as(batch, key, FIRST, Some(ticket))
     }
@@ -559,12 +530,21 @@ impl Delivery {
     ) {
         self.record_acceptance(&batch, &accepted);
         if self.policy.ack_on == AckOn::Accepted {
-            let undeleted = self.settler.delete(batch.take_claims()).await;
-            // A message whose delete failed is still in the queue: its lease keeps its claim,
-            // so it is settled like any other, never as "already deleted".
-            drop(batch.restore_claims(undeleted));
+            let held = batch.messages().filter_map(Leased::held).collect();
+            let gone = self.settler.delete(held).await;
+            // A message whose delete failed is still in the queue: it stays held and is settled
+            // like any other, never as "already deleted".
+            batch = batch.map_messages(|message| match message {
+                Leased::Held(lease) if gone.contains(&lease.generation()) => {
+                    lease.deleted(&self.telemetry).into()
+                }
+                other => other,
+            });
         }
-        let _open = self.open_jobs.open(&accepted.job_id, batch.message_count());
+        let job: Arc<str> = accepted.job_id.as_str().into();
+        batch
+            .messages_mut()
+            .for_each(|message| message.follow(&job));
         let overdue = if self.policy.fifo {
             Overdue::KeepFollowing
         } else {
@@ -615,9 +595,9 @@ impl Delivery {
                     resubmit_left: false,
                     ..attempt
                 };
-                let at_risk = AtRisk::of(&batch, &self.telemetry);
+                // From here a deleted message dropped unsettled counts as lost (its guard).
+                batch.messages_mut().for_each(Leased::unfollow);
                 self.deliver_as(batch, key, attempt, None).await;
-                at_risk.defuse();
                 return;
             }
             JobEnd::Failed(why) | JobEnd::Unknown(why) => {
@@ -703,7 +683,7 @@ mod tests {
                 .receives_wait_until(Instant::now())
                 .is_none()
         );
-        assert!(delivery.open_jobs.snapshot().is_empty());
+        assert!(delivery.ledger.open_jobs().is_empty());
     }
 
     /// On a standard queue, a 503 that outlived the client's retries releases the batch (no

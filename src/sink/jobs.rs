@@ -1,8 +1,6 @@
 //! Following a job to its end, and turning a completed job's report into each row's fate.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::outcome::{Fate, Reason, Rejection};
@@ -176,35 +174,6 @@ pub fn row_fates(rows: usize, status: &JobStatus, job_id: &str) -> Vec<Fate> {
             None => Fate::Delivered,
         })
         .collect()
-}
-
-/// The jobs the worker is following, with how many messages each holds, so that a drain that
-/// runs out of time can name the ones it abandons.
-#[derive(Default)]
-pub struct OpenJobs(Mutex<BTreeMap<String, usize>>);
-
-/// Removes its job from `OpenJobs` when dropped.
-pub struct OpenJob<'a>(&'a OpenJobs, String);
-
-impl OpenJobs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn open(&self, job_id: &str, messages: usize) -> OpenJob<'_> {
-        self.lock().insert(job_id.to_owned(), messages);
-        OpenJob(self, job_id.to_owned())
-    }
-
-    pub fn snapshot(&self) -> Vec<(String, usize)> {
-        self.lock().iter().map(|(id, n)| (id.clone(), *n)).collect()
-    }
-}
-
-impl Drop for OpenJob<'_> {
-    fn drop(&mut self) {
-        self.0.lock().remove(&self.1);
-    }
 }
 
 #[cfg(test)]

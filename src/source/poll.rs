@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Decoded;
-use crate::lease::{Claim, Lease, Ledger};
+use crate::lease::{Lease, Ledger};
 use crate::message::Received;
 use crate::outage::Outage;
 use crate::outcome::{Fate, Settlement};
@@ -161,9 +161,9 @@ impl Poller {
         let mut fresh = Vec::with_capacity(messages.len());
         for (message, receipt) in messages {
             let share = capacity.split(1).into_iter().collect();
-            match Claim::hold(&self.ledger, &message, receipt, share) {
-                Some(claim) => fresh.push(Lease::new(message, claim, None)),
-                None => self.telemetry.duplicate_receipt(&message.id),
+            match Lease::hold(&self.ledger, message, receipt, share) {
+                Ok(lease) => fresh.push(lease),
+                Err(copy) => self.telemetry.duplicate_receipt(&copy.id),
             }
         }
         let total: usize = fresh.iter().map(|lease| held_bytes(lease)).sum();

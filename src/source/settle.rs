@@ -3,6 +3,8 @@
 //! grows with its receive count. A message leaves the source only after it was accepted or its DLQ
 //! copy was sent, and a message that already left (deleted after a 202) can never be released.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,11 +12,11 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::lease::ledger::Releasable;
-use crate::lease::{Claim, Lease, Ledger};
+use crate::lease::{DeletedLease, Lease, Leased, Ledger};
 use crate::message::Received;
 use crate::outcome::Settle;
 use crate::outcome::release_visibility;
-use crate::outcome::{Reason, Rejection, Settlement};
+use crate::outcome::{Rejection, Settlement};
 use crate::source::dlq;
 use crate::sqs::Sqs;
 use crate::sqs::entries::per_entry;
@@ -46,30 +48,39 @@ struct Release {
     visibility: Duration,
     group_id: Option<String>,
     sequence: Option<u128>,
-    claim: Option<Claim>,
+    /// Spent once SQS answered for it; none for an orphan's or the shutdown's release.
+    lease: Option<Lease>,
 }
 
 impl Settler {
-    /// Deletes the messages, retrying refused entries (with the newest receipt, when SQS handed
-    /// out another copy meanwhile). Returns the claims whose delete never went through: those
-    /// messages are still in the queue, and the caller releases them (`release_undeleted`) or
-    /// keeps them in their leases.
-    #[must_use = "a claim whose delete failed is still the caller's to settle"]
-    pub async fn delete(&self, claims: Vec<Claim>) -> Vec<Claim> {
-        futures::stream::iter(calls_of_ten(claims))
-            .map(|group| self.delete_group(group))
-            .buffer_unordered(CONCURRENT_CALLS)
-            .concat()
-            .await
+    /// Deletes the held messages, retrying refused entries (with the newest receipt, when SQS
+    /// handed out another copy meanwhile). Returns the generations that left the queue: deleted,
+    /// or no longer ours (a stale receipt). The others are still in the queue.
+    pub fn delete(&self, leases: Vec<&Lease>) -> impl Future<Output = HashSet<u64>> + Send + '_ {
+        // Owned (ID, generation) pairs: the receipts are read from the ledger at each attempt.
+        let holdings: Vec<(String, u64)> = leases
+            .into_iter()
+            .map(|lease| (lease.id.clone(), lease.generation()))
+            .collect();
+        async move {
+            futures::stream::iter(calls_of_ten(holdings))
+                .map(|group| self.delete_group(group))
+                .buffer_unordered(CONCURRENT_CALLS)
+                .concat()
+                .await
+                .into_iter()
+                .collect()
+        }
     }
 
-    async fn delete_group(&self, group: Vec<Claim>) -> Vec<Claim> {
+    async fn delete_group(&self, group: Vec<(String, u64)>) -> Vec<u64> {
         let sent: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+        let receipt = |(id, generation): &(String, u64)| self.ledger.receipt(id, *generation);
         let outcome = per_entry(
             group,
             ENTRY_ATTEMPTS,
-            |claims: &[Claim]| {
-                let receipts: Vec<Option<String>> = claims.iter().map(Claim::receipt).collect();
+            |holdings: &[(String, u64)]| {
+                let receipts: Vec<Option<String>> = holdings.iter().map(receipt).collect();
                 *sent.lock().unwrap_or_else(|p| p.into_inner()) = receipts.clone();
                 let call = Receipts::of(receipts);
                 Box::pin(async move {
@@ -83,61 +94,68 @@ impl Settler {
                     Ok(call.entry_failures(failures))
                 })
             },
-            |claim, failure| {
+            |holding, failure| {
                 !failure.is_stale_receipt()
                     || sent
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get(failure.index)
-                        .is_some_and(|used| *used != claim.receipt())
+                        .is_some_and(|used| *used != receipt(holding))
             },
         )
         .await;
         self.telemetry.deleted(outcome.done.len());
-        for claim in outcome.done {
-            claim.spend();
-        }
-        let mut failed = Vec::new();
-        for (claim, code) in outcome.refused {
+        let mut gone = outcome.done;
+        for ((id, generation), code) in outcome.refused {
             if crate::sqs::EntryFailure::is_stale_receipt_code(&code) {
                 // The message is gone, or SQS gave it to another consumer: it is not ours.
-                self.telemetry.stale_receipt(claim.id(), &code);
-                claim.spend();
+                self.telemetry.stale_receipt(&id, &code);
+                gone.push((id, generation));
             } else {
-                self.telemetry.delete_failed(claim.id(), &code);
-                failed.push(claim);
+                self.telemetry.delete_failed(&id, &code);
             }
         }
-        failed
+        // Forgotten at once, so the heartbeat stops extending what left the queue.
+        self.ledger.forget(
+            gone.iter()
+                .map(|(id, generation)| (id.as_str(), *generation)),
+        );
+        gone.into_iter().map(|(_, generation)| generation).collect()
     }
 
-    /// Makes messages visible again, each after its backoff, and marks their FIFO groups so
-    /// that later messages of the group follow them back. Only `settle` calls it, with leases
-    /// that still have their claim (it dead-letters the others).
-    async fn release(&self, leases: Vec<Lease>, why: &str) {
-        let mut releases = Vec::with_capacity(leases.len());
-        for lease in leases {
-            let (message, claim) = lease.into_parts();
-            let Some(claim) = claim else {
-                self.telemetry.dlq_lost(
-                    &message.id,
-                    "a deleted message reached the release path (a bug); it cannot go back",
-                );
-                continue;
-            };
-            releases.push(Release {
-                visibility: self.backoff(&message),
-                generation: claim.generation(),
-                id: message.id,
-                group_id: message.group_id,
-                sequence: message.sequence,
-                claim: Some(claim),
-            });
+    /// Deletes held messages whose fate is done; returns those whose delete never went through
+    /// (still in the queue).
+    async fn delete_for_good(&self, leases: Vec<Lease>) -> Vec<Lease> {
+        if leases.is_empty() {
+            return leases;
         }
+        let gone = self.delete(leases.iter().collect()).await;
+        let (gone, undeleted): (Vec<Lease>, Vec<Lease>) = leases
+            .into_iter()
+            .partition(|lease| gone.contains(&lease.generation()));
+        gone.into_iter().for_each(Lease::spend);
+        undeleted
+    }
+
+    /// Makes held messages visible again, each after its backoff, and marks their FIFO groups
+    /// so that later messages of the group follow them back. Only a held `Lease` can be
+    /// released: a deleted message has no way back but the DLQ.
+    async fn release(&self, leases: Vec<Lease>, why: &str) {
+        let releases = leases
+            .into_iter()
+            .map(|lease| Release {
+                visibility: self.backoff(&lease),
+                generation: lease.generation(),
+                id: lease.id.clone(),
+                group_id: lease.group_id.clone(),
+                sequence: lease.sequence,
+                lease: Some(lease),
+            })
+            .collect();
         self.release_all(releases, why).await;
     }
 
-    /// Releases the orphans of dropped claims; returns how many.
+    /// Releases the orphans of leases dropped unsettled; returns how many.
     pub async fn release_orphans(&self) -> usize {
         let orphans = self.ledger.take_orphans();
         let count = orphans.len();
@@ -145,7 +163,7 @@ impl Settler {
             self.telemetry.orphans_released(count);
             let releases = orphans
                 .into_iter()
-                .map(|orphan| self.release_of(orphan, None))
+                .map(|orphan| self.release_of(orphan))
                 .collect();
             self.release_all(releases, "its task ended without settling it")
                 .await;
@@ -165,34 +183,21 @@ impl Settler {
                 visibility: Duration::ZERO,
                 group_id: None,
                 sequence: None,
-                claim: None,
+                lease: None,
             })
             .collect();
         self.release_all(releases, "shutdown").await;
         count
     }
 
-    /// A failed delete is an outcome of its own: the message is still in the queue, so it is
-    /// released now, with its backoff (and its FIFO group marked), and delivered again.
-    async fn release_undeleted(&self, claims: Vec<Claim>) {
-        let releases = claims
-            .into_iter()
-            .filter_map(|claim| {
-                let held = self.ledger.releasable(claim.id(), claim.generation())?;
-                Some(self.release_of(held, Some(claim)))
-            })
-            .collect();
-        self.release_all(releases, "its delete failed").await;
-    }
-
-    fn release_of(&self, held: Releasable, claim: Option<Claim>) -> Release {
+    fn release_of(&self, held: Releasable) -> Release {
         Release {
             visibility: release_visibility(self.release_base, held.receive_count, self.release_cap),
             generation: held.generation,
             id: held.id,
             group_id: held.group_id,
             sequence: held.sequence,
-            claim,
+            lease: None,
         }
     }
 
@@ -255,9 +260,7 @@ impl Settler {
         .await;
         self.telemetry.released(outcome.done.len(), why, longest);
         for (_, _, release) in outcome.done {
-            if let Some(claim) = release.claim {
-                claim.spend();
-            }
+            release.lease.into_iter().for_each(Lease::spend);
         }
         for ((_, _, release), code) in outcome.refused {
             tracing::warn!(
@@ -265,14 +268,12 @@ impl Settler {
                 code,
                 "release refused; the message reappears when its visibility ends"
             );
-            if let Some(claim) = release.claim {
-                claim.spend();
-            }
+            release.lease.into_iter().for_each(Lease::spend);
         }
     }
 
     /// Sends DLQ copies; returns (sent, not sent).
-    pub async fn dead_letter(&self, items: Vec<(Lease, Rejection)>) -> (Vec<Lease>, Vec<Lease>) {
+    pub async fn dead_letter(&self, items: Vec<(Leased, Rejection)>) -> (Vec<Leased>, Vec<Leased>) {
         let fifo = self.dlq.is_fifo();
         let packed = pack(items, self.dlq_max_bytes);
         let outcomes: Vec<_> = futures::stream::iter(packed)
@@ -285,7 +286,7 @@ impl Settler {
                 per_entry(
                     group,
                     attempts,
-                    move |items: &[(Lease, Rejection)]| {
+                    move |items: &[(Leased, Rejection)]| {
                         let entries = items
                             .iter()
                             .enumerate()
@@ -327,46 +328,42 @@ impl Settler {
         (sent, unsent)
     }
 
-    /// Carries out a settlement, consuming its leases.
+    /// Carries out a settlement, consuming its leases. A message leaves the source only after
+    /// it was accepted or its DLQ copy was sent; a delete that never went through leaves it in
+    /// the queue, so it is released and delivered again (a replay under the same key, or
+    /// idempotent for upserts).
     pub async fn settle(&self, settlement: Settlement) {
         let Settlement {
-            delivered,
-            retry,
-            mut rejected,
+            delete,
+            release,
+            dead_letter,
+            done,
         } = settlement;
-        let claims = delivered
-            .into_iter()
-            .filter_map(|mut lease| lease.take_claim())
-            .collect();
-        // A delete that never went through leaves the message in the queue: it is released
-        // and delivered again (a replay under the same key, or idempotent for upserts).
-        let undeleted = self.delete(claims).await;
-        self.release_undeleted(undeleted).await;
-        let (gone, retry): (Vec<Lease>, Vec<Lease>) =
-            retry.into_iter().partition(Lease::is_deleted);
-        let rejection = Rejection::new(
-            Reason::JobFailed,
-            "the batch could not be delivered again after its job failed, and the message was \
-             already deleted (--ack-on accepted)",
-        );
-        rejected.extend(gone.into_iter().map(|lease| (lease, rejection.clone())));
-        let (sent, unsent) = self.dead_letter(rejected).await;
-        let claims = sent
-            .into_iter()
-            .filter_map(|mut lease| lease.take_claim())
-            .collect();
+        done.into_iter().for_each(DeletedLease::settled);
+        let undeleted = self.delete_for_good(delete).await;
+        self.release(undeleted, "its delete failed").await;
+        let (sent, unsent) = self.dead_letter(dead_letter).await;
+        let mut sent_held = Vec::new();
+        for message in sent {
+            match message {
+                Leased::Held(lease) => sent_held.push(lease),
+                Leased::Deleted(lease) => lease.settled(),
+            }
+        }
         // As above: the DLQ copy is sent, and a second one may follow the redelivery.
-        let undeleted = self.delete(claims).await;
-        self.release_undeleted(undeleted).await;
-        let mut retry = retry;
-        for lease in unsent {
-            if lease.is_deleted() {
-                self.telemetry
-                    .dlq_lost(&lease.id, "the DLQ refused the message on every attempt");
-            } else {
-                self.telemetry
-                    .dlq_send_failed(&lease.id, "the DLQ refused it on every attempt");
-                retry.push(lease);
+        let undeleted = self.delete_for_good(sent_held).await;
+        self.release(undeleted, "its delete failed").await;
+        let mut retry = release;
+        for message in unsent {
+            match message {
+                Leased::Deleted(lease) => {
+                    lease.lost("the DLQ refused the message on every attempt")
+                }
+                Leased::Held(lease) => {
+                    self.telemetry
+                        .dlq_send_failed(&lease.id, "the DLQ refused it on every attempt");
+                    retry.push(lease);
+                }
             }
         }
         self.release(retry, "could not be settled now").await;
@@ -378,8 +375,8 @@ impl Settle for Settler {
         Box::pin(Settler::settle(self, settlement))
     }
 
-    fn delete(&self, claims: Vec<Claim>) -> BoxFuture<'_, Vec<Claim>> {
-        Box::pin(Settler::delete(self, claims))
+    fn delete<'a>(&'a self, leases: Vec<&'a Lease>) -> BoxFuture<'a, HashSet<u64>> {
+        Box::pin(Settler::delete(self, leases))
     }
 }
 
@@ -478,6 +475,7 @@ impl Receipts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Reason;
 
     /// A delete that SQS refuses on every attempt is an outcome, not a drop: the message is
     /// released at once with its backoff (10 s doubled twice for a third receive), its claim is
@@ -524,7 +522,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rejected_message_is_dead_lettered_then_deleted() {
         use crate::fakes::{self, FakeQueue};
-        use crate::outcome::{Fate, Reason};
+        use crate::outcome::Fate;
         let queue = Arc::new(FakeQueue::default());
         let dlq = Arc::new(FakeQueue::default());
         let ledger = Ledger::new(Duration::from_secs(30));

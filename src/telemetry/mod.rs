@@ -66,6 +66,7 @@ pub struct Telemetry {
     api_outages: Counter,
     dlq_send_failed: Counter,
     lost: Counter,
+    deleted_unsettled: Counter,
     ready: Gauge,
     quota: quota::QuotaMetrics,
     peers: peers::PeerMetrics,
@@ -110,6 +111,7 @@ impl Telemetry {
             api_outages: registered(r, "api_outages", "Batches whose retries were spent on transient failures; receiving paused"),
             dlq_send_failed: registered(r, "dlq_send_failed", "Rejected messages the DLQ refused; they stay in the source queue"),
             lost: registered(r, "messages_lost", "Messages deleted from the source that neither the API committed nor the DLQ took"),
+            deleted_unsettled: registered(r, "deleted_unsettled", "Messages deleted after their 202 (--ack-on accepted) whose job the worker stopped following before it ended (a drain that ran out of time); the job may still commit them"),
             ready: registered(r, "ready", "1 when /readyz answers 200: SQS and the API reached, nothing blocked"),
             quota: quota::QuotaMetrics::register(r),
             peers: peers::PeerMetrics::register(r),
@@ -235,6 +237,18 @@ impl Telemetry {
         error!(
             message_id,
             problem, "could not send to the DLQ; the message stays in the source queue"
+        );
+    }
+
+    /// A message deleted after its 202 was dropped while its job still ran: the job may still
+    /// commit it, but the worker no longer knows.
+    pub fn deleted_unsettled(&self, message_id: &str, job_id: &str) {
+        self.deleted_unsettled.inc();
+        warn!(
+            message_id,
+            job_id,
+            "stopped following the job of a message already deleted (--ack-on accepted); the job \
+             may still commit it. Check the job's report in the Records API"
         );
     }
 
