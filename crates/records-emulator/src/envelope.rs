@@ -5,9 +5,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use records_contract::{CORRELATION_ID, codes};
+use records_contract::{CORRELATION_ID, Envelope, ErrorBody, ErrorDetails, codes};
 
 pub fn correlation_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -29,7 +29,11 @@ pub fn raw(status: StatusCode, correlation: &str, body: Bytes) -> Response {
 }
 
 pub fn success_body(correlation: &str, data: Value) -> Bytes {
-    Bytes::from(json!({"success": true, "data": data, "correlationId": correlation}).to_string())
+    body(&Envelope::success(correlation, data))
+}
+
+fn body(envelope: &Envelope) -> Bytes {
+    Bytes::from(serde_json::to_string(envelope).unwrap_or_default())
 }
 
 pub fn success(status: StatusCode, data: Value) -> Response {
@@ -45,15 +49,15 @@ pub fn error_with(
     status: StatusCode,
     code: &str,
     message: impl Into<String>,
-    details: Option<Value>,
+    details: Option<ErrorDetails>,
 ) -> Response {
     let id = correlation_id();
-    let mut error = json!({"code": code, "message": message.into()});
-    if let Some(details) = details {
-        error["details"] = details;
-    }
-    let body = json!({"success": false, "correlationId": id, "error": error});
-    raw(status, &id, Bytes::from(body.to_string()))
+    let error = ErrorBody {
+        code: Some(code.to_owned()),
+        message: Some(message.into()),
+        details,
+    };
+    raw(status, &id, body(&Envelope::failure(&id, error)))
 }
 
 /// A 5xx with no body at all, as a gateway would send.

@@ -23,7 +23,8 @@ use super::listener::ConnectionHandle;
 use super::state::{Claim, Emulator, LoggedRequest, Operation, Record};
 use super::validate::validate_row;
 use records_contract::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_BATCH_RECORDS, MAX_BODY_BYTES, ObjectSchema, codes,
+    BatchAccepted, ErrorDetails, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_BATCH_RECORDS,
+    MAX_BODY_BYTES, ObjectSchema, codes,
 };
 
 type Emu = State<Arc<Emulator>>;
@@ -371,20 +372,22 @@ fn accept_batch(
         job.queued,
         job.processing,
     ));
-    json!({
-        "operation": op.name(),
-        "objectName": object,
-        "jobId": job.id,
-        "state": "queued",
-        "acceptedRecords": accepted,
-        "statusPath": if let Some(origin) = emu.status_path_origin() {
-            format!("{origin}/public/v1/records/{object}/jobs/{}", job.id)
-        } else if emu.status_path_relative() {
-            format!("records/{object}/jobs/{}", job.id)
-        } else {
-            format!("/records/{object}/jobs/{}", job.id)
-        },
-    })
+    let status_path = if let Some(origin) = emu.status_path_origin() {
+        format!("{origin}/public/v1/records/{object}/jobs/{}", job.id)
+    } else if emu.status_path_relative() {
+        format!("records/{object}/jobs/{}", job.id)
+    } else {
+        format!("/records/{object}/jobs/{}", job.id)
+    };
+    let accepted = BatchAccepted {
+        job_id: job.id,
+        status_path,
+        accepted_records: accepted,
+        operation: Some(op.name().to_owned()),
+        object_name: Some(object.to_owned()),
+        state: Some("queued".to_owned()),
+    };
+    serde_json::to_value(accepted).unwrap_or_default()
 }
 
 /// The single-record routes validate and write at once.
@@ -402,7 +405,10 @@ fn write_single(
             StatusCode::BAD_REQUEST,
             row.code,
             row.message,
-            Some(json!({"path": path})),
+            Some(ErrorDetails {
+                path: Some(path),
+                value: None,
+            }),
         ));
     }
     emu.write_single(object, request.match_key.as_deref(), record);
@@ -485,7 +491,10 @@ fn parse_write(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 codes::REQUEST_SCHEMA,
                 format!("field '{field}' is not in the schema of '{}'", schema.name),
-                Some(json!({"path": path, "value": field})),
+                Some(ErrorDetails {
+                    path: Some(path),
+                    value: Some(Value::String(field.clone())),
+                }),
             ));
         }
     }

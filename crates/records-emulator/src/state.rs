@@ -19,8 +19,8 @@ use super::config::EmulatorConfig;
 use super::faults::{Class, Decision, Faults, FaultsPatch, JobOrder};
 use super::schema::Schemas;
 use super::validate::RowError;
-use records_contract::ObjectSchema;
 use records_contract::quota::{Bucket, Limit};
+use records_contract::{ErrorBody, JobMetrics, JobReport, ObjectSchema};
 
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -820,24 +820,33 @@ impl Inner {
 
 impl Job {
     fn view(&self) -> Value {
-        let mut data = json!({
-            "jobId": self.id,
-            "objectName": self.object,
-            "operation": self.operation.name(),
-            "state": self.state.name(),
-            "acceptedRecords": self.accepted,
-            "metrics": {
-                "totalRows": self.accepted,
-                "validRows": self.valid_rows,
-                "invalidRows": self.invalid_rows,
-            },
-            "createdAt": now_rfc3339(self.created_at),
-            "completedAt": self.completed_at.map(now_rfc3339),
-            "idempotencyKey": self.idempotency_key,
-        });
-        if let Some(errors) = &self.errors {
-            data["errors"] = json!(errors);
-        }
+        let report = JobReport {
+            state: self.state.name().to_owned(),
+            job_id: Some(self.id.clone()),
+            object_name: Some(self.object.clone()),
+            operation: Some(self.operation.name().to_owned()),
+            accepted_records: Some(self.accepted as u64),
+            metrics: Some(JobMetrics {
+                total_rows: Some(self.accepted as u64),
+                valid_rows: Some(self.valid_rows as u64),
+                invalid_rows: Some(self.invalid_rows as u64),
+            }),
+            created_at: Some(now_rfc3339(self.created_at)),
+            completed_at: self.completed_at.map(now_rfc3339),
+            idempotency_key: self.idempotency_key.clone(),
+            errors: self.errors.as_ref().map(|errors| {
+                errors
+                    .iter()
+                    .map(|error| serde_json::to_value(error).unwrap_or_default())
+                    .collect()
+            }),
+            error: (self.state == JobState::Failed).then(|| ErrorBody {
+                code: Some("CDP_ETL.INTERNAL.JOB_FAILED".to_owned()),
+                message: Some("the job failed; no row was committed".to_owned()),
+                details: None,
+            }),
+        };
+        let mut data = serde_json::to_value(report).unwrap_or_default();
         if self.odd {
             data["state"] = json!(self.state.name().to_ascii_uppercase());
             data["runner"] = json!({"shard": 3, "notes": null});
@@ -850,9 +859,6 @@ impl Job {
                 }
                 entries.push(json!({"index": -1, "message": "summary of the rows above"}));
             }
-        }
-        if self.state == JobState::Failed {
-            data["error"] = json!({"code": "CDP_ETL.INTERNAL.JOB_FAILED", "message": "the job failed; no row was committed"});
         }
         data
     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::ceiling::{Ceiling, read_capped};
@@ -23,7 +22,9 @@ use crate::config::{Operation, Settings};
 use crate::secret::ApiToken;
 use crate::sink::budget::{Budget, Ticket};
 use crate::telemetry::Telemetry;
-use records_contract::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, ObjectSchema};
+use records_contract::{
+    BatchAccepted, Envelope, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, JobReport, ObjectSchema,
+};
 
 /// A 202: the batch is accepted and its job runs.
 #[derive(Clone, Debug)]
@@ -112,34 +113,6 @@ pub struct RecordsApi {
     /// Batch calls awaiting their answer, for the adaptive limit's bookkeeping.
     calls_out: std::sync::atomic::AtomicUsize,
     telemetry: Arc<Telemetry>,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    data: Option<Value>,
-    error: Option<ErrorBody>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: Option<String>,
-    message: Option<String>,
-    details: Option<Details>,
-}
-
-#[derive(Deserialize)]
-struct Details {
-    path: Option<String>,
-}
-
-/// A 202's `data`, as the API sent it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AcceptedData {
-    pub job_id: String,
-    pub status_path: String,
-    #[serde(default)]
-    pub accepted_records: usize,
 }
 
 fn auth_header(token: &ApiToken) -> HeaderValue {
@@ -432,7 +405,7 @@ pub fn answer_data(
 }
 
 /// A 202's `data`: it must name the job and where to poll it.
-pub fn accepted_data(data: Value) -> Result<AcceptedData, ApiError> {
+pub fn accepted_data(data: Value) -> Result<BatchAccepted, ApiError> {
     serde_json::from_value(data)
         .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))
 }
@@ -446,22 +419,20 @@ pub fn metadata(data: Value) -> Result<ObjectSchema, ApiError> {
 /// Malformed; every other field is read on its own, so that one odd entry cannot hide a job that
 /// committed.
 pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
-    let state = data
-        .get("state")
-        .and_then(Value::as_str)
-        .map(JobState::parse)
-        .ok_or_else(|| ApiError::Malformed("job status without a string 'state'".into()))?;
-    let invalid_rows = data
-        .get("metrics")
-        .and_then(|m| m.get("invalidRows"))
-        .and_then(Value::as_u64)
+    let report: JobReport = serde_json::from_value(data)
+        .map_err(|_| ApiError::Malformed("job status without a string 'state'".into()))?;
+    let invalid_rows = report
+        .metrics
+        .and_then(|m| m.invalid_rows)
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let errors = match data.get("errors") {
-        Some(Value::Array(entries)) => entries.iter().map(JobError::from_value).collect(),
-        _ => Vec::new(),
-    };
+    let errors = report
+        .errors
+        .unwrap_or_default()
+        .iter()
+        .map(JobError::from_value)
+        .collect();
     Ok(JobStatus {
-        state,
+        state: JobState::parse(&report.state),
         invalid_rows: invalid_rows.unwrap_or(0),
         invalid_rows_given: invalid_rows.is_some(),
         errors,
