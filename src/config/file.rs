@@ -7,9 +7,9 @@ use super::{ConfigError, FileSettings};
 
 impl FileSettings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileUnreadable {
             path: path.display().to_string(),
-            problem: format!("cannot read it: {e}"),
+            source,
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.display().to_string(),

@@ -31,12 +31,25 @@ pub enum ConfigError {
         problem: String,
         fix: String,
     },
+    #[error("--config {path}: cannot read it: {source}. Fix: point it at a readable TOML file")]
+    FileUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `problem` says where and what kind of mistake, never the line's text (the file may hold
+    /// the token), which is why the TOML error itself is not kept.
     #[error("--config {path}: {problem}. Fix: correct the file (keys are the flag names with '_')")]
     File { path: String, problem: String },
     #[error(
-        "--api-token-file {path}: {problem}. Fix: point it at a readable file holding the token"
+        "--api-token-file {path}: cannot read it: {}. Fix: point it at a readable file holding \
+         the token", source.kind()
     )]
-    TokenFile { path: String, problem: String },
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,9 +220,9 @@ pub(crate) fn token(
     let token = match (inline, file) {
         (Some(token), _) => token,
         (None, Some(path)) => {
-            std::fs::read_to_string(&path).map_err(|e| ConfigError::TokenFile {
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::TokenFile {
                 path: path.display().to_string(),
-                problem: format!("cannot read it: {}", e.kind()),
+                source,
             })?
         }
         (None, None) => {

@@ -51,8 +51,8 @@ pub fn signal<T>(result: &Result<T, ApiError>, took: Duration) -> Signal {
 pub fn classify(error: &ApiError) -> Action {
     match error {
         ApiError::Timeout
-        | ApiError::Connect(_)
-        | ApiError::Malformed(_)
+        | ApiError::Connect { .. }
+        | ApiError::Malformed { .. }
         | ApiError::TooLarge { .. } => Action::Retry { after: None },
         ApiError::Status {
             status,
@@ -114,7 +114,7 @@ mod tests {
             (Err(status(504, None, None, None)), Signal::Overloaded),
             (Err(status(500, None, None, None)), Signal::Neutral),
             (Err(status(413, None, None, None)), Signal::Neutral),
-            (Err(ApiError::Connect("refused".into())), Signal::Neutral),
+            (Err(ApiError::connect("refused")), Signal::Neutral),
         ];
         for (result, expected) in cases {
             assert_eq!(signal(&result, took), expected, "{result:?}");
@@ -128,8 +128,8 @@ mod tests {
         };
         let cases: Vec<(ApiError, Action)> = vec![
             (ApiError::Timeout, retry(None)),
-            (ApiError::Connect("refused".into()), retry(None)),
-            (ApiError::Malformed("bad json".into()), retry(None)),
+            (ApiError::connect("refused"), retry(None)),
+            (ApiError::malformed("bad json"), retry(None)),
             (
                 ApiError::TooLarge {
                     route: "job",

@@ -146,7 +146,7 @@ impl RecordsApi {
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, ApiError> {
         let origin = Origin::of(&settings.api_url)
-            .ok_or_else(|| ApiError::Connect("--api-url is not an absolute http(s) URL".into()))?;
+            .ok_or_else(|| ApiError::connect("--api-url is not an absolute http(s) URL"))?;
         let http = reqwest::Client::builder()
             .redirect(same_origin_redirects(
                 origin.clone(),
@@ -156,7 +156,7 @@ impl RecordsApi {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
-            .map_err(|e| ApiError::Connect(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| ApiError::connect(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
             base: settings.api_url.clone(),
@@ -243,8 +243,8 @@ impl RecordsApi {
             .any(|name| name.contains(self.token.expose()))
         {
             // Names go to logs, `check` and `dlq-error-message`; rewriting them would break matching.
-            return Err(ApiError::Malformed(
-                "the object's metadata holds the API token in a name".into(),
+            return Err(ApiError::malformed(
+                "the object's metadata holds the API token in a name",
             ));
         }
         Ok(schema)
@@ -300,7 +300,7 @@ impl RecordsApi {
         if accepted.job_id.contains(self.token.expose()) {
             // The job ID goes to logs and DLQ attributes; an API that puts the token there is
             // read as broken, and the call is retried under the same key.
-            return Err(ApiError::Malformed("the jobId holds the API token".into()));
+            return Err(ApiError::malformed("the jobId holds the API token"));
         }
         let job_url = match JobRoute::resolve(
             &self.origin,
@@ -317,10 +317,9 @@ impl RecordsApi {
                 url
             }
             JobRoute::Unusable { .. } => {
-                return Err(ApiError::Malformed(
+                return Err(ApiError::malformed(
                     "the statusPath names another origin, and the jobId cannot name the \
-                     documented job route"
-                        .into(),
+                     documented job route",
                 ));
             }
         };
@@ -389,7 +388,7 @@ pub fn answer_data(
     if (200..300).contains(&status) {
         return envelope
             .and_then(|e| e.data)
-            .ok_or_else(|| ApiError::Malformed(format!("HTTP {status} without a data envelope")));
+            .ok_or_else(|| ApiError::malformed(format!("HTTP {status} without a data envelope")));
     }
     let error = envelope.and_then(|e| e.error);
     Err(ApiError::Status {
@@ -407,12 +406,12 @@ pub fn answer_data(
 /// A 202's `data`: it must name the job and where to poll it.
 pub fn accepted_data(data: Value) -> Result<BatchAccepted, ApiError> {
     serde_json::from_value(data)
-        .map_err(|e| ApiError::Malformed(format!("202 without jobId/statusPath: {e}")))
+        .map_err(|e| ApiError::unreadable("202 without jobId/statusPath", &e))
 }
 
 /// The metadata route's `data`: the object's schema.
 pub fn metadata(data: Value) -> Result<ObjectSchema, ApiError> {
-    serde_json::from_value(data).map_err(|e| ApiError::Malformed(format!("metadata: {e}")))
+    serde_json::from_value(data).map_err(|e| ApiError::unreadable("metadata", &e))
 }
 
 /// A job report's `data`, as the worker reads it. Only a missing or non-string `state` makes it
@@ -420,7 +419,7 @@ pub fn metadata(data: Value) -> Result<ObjectSchema, ApiError> {
 /// committed.
 pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
     let report: JobReport = serde_json::from_value(data)
-        .map_err(|_| ApiError::Malformed("job status without a string 'state'".into()))?;
+        .map_err(|e| ApiError::unreadable("job status without a string 'state'", &e))?;
     let invalid_rows = report
         .metrics
         .and_then(|m| m.invalid_rows)
@@ -441,12 +440,12 @@ pub fn job_status(data: Value) -> Result<JobStatus, ApiError> {
 
 /// A whole job-report body (`{"data": ...}`), for checks that take arbitrary bytes.
 pub fn job_status_from_body(body: &[u8]) -> Result<JobStatus, ApiError> {
-    let envelope: Envelope = serde_json::from_slice(body)
-        .map_err(|e| ApiError::Malformed(format!("job status: {e}")))?;
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| ApiError::unreadable("job status", &e))?;
     job_status(
         envelope
             .data
-            .ok_or_else(|| ApiError::Malformed("job status without a data envelope".into()))?,
+            .ok_or_else(|| ApiError::malformed("job status without a data envelope"))?,
     )
 }
 

@@ -71,10 +71,15 @@ pub struct Budget {
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
     #[error(
-        "--state-dir (env STATE_DIR, TOML state_dir) = {dir}: {problem}. Fix: point it at a \
-         directory the worker may write, or leave it out"
+        "--state-dir (env STATE_DIR, TOML state_dir) = {dir}: {problem}: {source}. Fix: point it \
+         at a directory the worker may write, or leave it out"
     )]
-    StateDir { dir: String, problem: String },
+    StateDir {
+        dir: String,
+        problem: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "--state-dir (env STATE_DIR, TOML state_dir) = {dir}: another worker process holds its \
          lock (budget.lock). Two processes that share one saved budget would each spend the full \

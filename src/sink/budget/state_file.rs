@@ -88,15 +88,18 @@ impl Restored {
 impl StateFile {
     /// Creates the directory if needed, takes its lock, and starts the writer thread.
     pub fn open(dir: &Path, telemetry: Arc<Telemetry>) -> Result<Self, BudgetError> {
-        let unusable = |problem: String| BudgetError::StateDir {
-            dir: dir.display().to_string(),
-            problem,
+        let unusable = |problem: &'static str| {
+            move |source: std::io::Error| BudgetError::StateDir {
+                dir: dir.display().to_string(),
+                problem,
+                source,
+            }
         };
-        std::fs::create_dir_all(dir).map_err(|e| unusable(format!("cannot create it: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(unusable("cannot create it"))?;
         let lock_path = dir.join(LOCK);
         let lock = private(OpenOptions::new().read(true).write(true).create(true))
             .open(&lock_path)
-            .map_err(|e| unusable(format!("cannot write {LOCK} there: {e}")))?;
+            .map_err(unusable("cannot write budget.lock there"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -105,7 +108,7 @@ impl StateFile {
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(unusable(format!("cannot lock {LOCK}: {e}")));
+                return Err(unusable("cannot lock budget.lock")(e));
             }
         }
         sweep_leftovers(dir);
@@ -123,7 +126,7 @@ impl StateFile {
                         .map_err(|problem| telemetry.budget_state_unsaved(&problem))
                 });
             })
-            .map_err(|e| unusable(format!("cannot start its writer thread: {e}")))?;
+            .map_err(unusable("cannot start its writer thread"))?;
         Ok(Self {
             path,
             _lock: lock,
