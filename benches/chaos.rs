@@ -7,8 +7,7 @@
 //! cargo bench --bench chaos -- --kill-cycles 100 --messages 100000 [--groups 100] [--ack accepted]
 //! ```
 
-#[path = "../tests/it/common/mod.rs"]
-mod common;
+use test_rig as common;
 
 use std::time::{Duration, Instant};
 

@@ -6,8 +6,7 @@
 //! cargo bench --bench limits -- outage [--seconds 150]      # an API outage, maxReceiveCount 5
 //! ```
 
-#[path = "../tests/it/common/mod.rs"]
-mod common;
+use test_rig as common;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,9 @@
 //! The integration tests, one binary (so the crate links once): every module runs against a real
-//! LocalStack SQS on loopback and the `records-emulator` over real HTTP. `common` holds the rig.
+//! LocalStack SQS on loopback and the `records-emulator` over real HTTP. `common` is the rig
+//! (`crates/test-rig`).
 
 mod chaos;
-mod common;
+use test_rig as common;
 mod container;
 mod deploy_stack;
 mod emulator_contract;

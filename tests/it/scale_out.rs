@@ -41,8 +41,8 @@ async fn three_replicas_drain_thirty_thousand_messages_in_large_batches() {
     assert_eq!(emails.len(), 30_000, "every row is committed");
     assert!(rig.dlq().await.is_empty(), "nothing is dead-lettered");
     let stats = rig.stats().await;
-    let batches = stats["batches"].as_u64().unwrap();
-    let records = stats["records_accepted"].as_u64().unwrap();
+    let batches = stats.batches;
+    let records = stats.records_accepted;
     let mean = records as f64 / batches as f64;
     eprintln!(
         "scale-out: 3 replicas, 30000 messages in {drained_s:.1} s, {batches} batches, mean batch {mean:.0} records"

@@ -75,7 +75,7 @@ pub async fn jobs_settled(rig: &Rig) {
         rig.jobs()
             .await
             .iter()
-            .all(|job| matches!(job["state"].as_str(), Some("completed" | "failed")))
+            .all(|job| matches!(job.state.as_str(), "completed" | "failed"))
     })
     .await;
 }

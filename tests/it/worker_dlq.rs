@@ -98,7 +98,7 @@ async fn poison_messages_go_to_the_dlq_without_an_api_call() {
     }
     let stats = rig.stats().await;
     assert_eq!(
-        stats["records_accepted"], 21,
+        stats.records_accepted, 21,
         "only the valid messages reached the API"
     );
     let rows = rig.rows("profiles").await;
@@ -140,10 +140,11 @@ async fn rows_the_job_rejects_go_to_the_dlq_with_job_and_row() {
             .expect("a number");
         let job = jobs
             .iter()
-            .find(|j| j["jobId"] == job_id)
+            .find(|j| j.job_id.as_deref() == Some(job_id))
             .expect("the job exists");
-        let error = job["errors"]
-            .as_array()
+        let error = job
+            .errors
+            .as_ref()
             .expect("errors")
             .iter()
             .find(|e| e["index"] == row)
@@ -176,7 +177,7 @@ async fn rows_a_job_counts_but_does_not_name_go_to_the_dlq_as_unidentified() {
 
     // One batch: one invalid row is named, and the other two rows cannot be told apart, so both
     // go to the DLQ (nothing is lost, and the valid one may be redriven harmlessly).
-    assert_eq!(rig.stats().await["batches"], 1);
+    assert_eq!(rig.stats().await.batches, 1);
     assert_eq!(dlq.len(), 3);
     let reasons: Vec<&str> = ids.iter().map(|id| dlq[id].reason()).collect();
     assert_eq!(
@@ -227,10 +228,7 @@ async fn a_record_the_api_refuses_with_400_is_isolated_as_request_rejected() {
     assert_eq!(entry.body, bodies[index]);
     assert_eq!(rig.rows("profiles").await.len(), 3);
     let requests = rig.batch_requests().await;
-    let statuses: Vec<u64> = requests
-        .iter()
-        .filter_map(|r| r["status"].as_u64())
-        .collect();
+    let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 400).count(),
         3,
@@ -251,9 +249,9 @@ async fn a_job_that_fails_twice_sends_its_rows_to_the_dlq_as_job_failed() {
 
     let jobs = rig.jobs().await;
     assert_eq!(jobs.len(), 2, "the first job and one resubmission");
-    assert!(jobs.iter().all(|j| j["state"] == "failed"));
+    assert!(jobs.iter().all(|j| j.state == "failed"));
     assert_ne!(
-        jobs[0]["idempotencyKey"], jobs[1]["idempotencyKey"],
+        jobs[0].idempotency_key, jobs[1].idempotency_key,
         "the resubmission uses a key derived from the batch key"
     );
     assert_eq!(dlq.len(), 5);
@@ -261,7 +259,7 @@ async fn a_job_that_fails_twice_sends_its_rows_to_the_dlq_as_job_failed() {
         let entry = &dlq[id];
         assert_common(entry, &rig, id, "job_failed");
         assert_eq!(entry.body, bodies[index]);
-        assert_eq!(entry.attr("dlq-job-id"), jobs[1]["jobId"].as_str());
+        assert_eq!(entry.attr("dlq-job-id"), jobs[1].job_id.as_deref());
     }
     assert!(rig.rows("profiles").await.is_empty());
 }
@@ -283,7 +281,7 @@ async fn a_job_that_outlives_the_job_timeout_sends_its_rows_to_the_dlq_as_job_ti
         let entry = &dlq[id];
         assert_common(entry, &rig, id, "job_timeout");
         assert_eq!(entry.body, bodies[index]);
-        assert_eq!(entry.attr("dlq-job-id"), jobs[0]["jobId"].as_str());
+        assert_eq!(entry.attr("dlq-job-id"), jobs[0].job_id.as_deref());
     }
 }
 

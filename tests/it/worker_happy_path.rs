@@ -27,12 +27,12 @@ async fn ten_thousand_messages_become_about_ten_batch_calls() {
     assert_eq!(row["score"], 42);
 
     let stats = rig.stats().await;
-    let batches = stats["batches"].as_u64().unwrap();
+    let batches = stats.batches;
     assert!(
         (10..=13).contains(&batches),
         "about 10 batch calls for 10,000 messages at 1,000 per batch, got {batches}"
     );
-    assert_eq!(stats["replays"], 0);
+    assert_eq!(stats.replays, 0);
     assert_eq!(summary.counts.received, 10_000);
     assert_eq!(summary.counts.deleted, 10_000);
     assert_eq!(summary.released_at_exit, 0);

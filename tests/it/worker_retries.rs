@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::common::rig::{Rig, RigOptions, profile, wait_for};
+use crate::common::views::Request;
 use records_emulator::EmulatorConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn wait_empty(rig: &Rig) {
     wait_for("the source queue to empty", Duration::from_secs(90), || {
@@ -19,18 +20,15 @@ async fn wait_empty(rig: &Rig) {
     .await;
 }
 
-fn keys(requests: &[Value]) -> Vec<&str> {
+fn keys(requests: &[Request]) -> Vec<&str> {
     requests
         .iter()
-        .filter_map(|r| r["idempotencyKey"].as_str())
+        .filter_map(|r| r.idempotency_key.as_deref())
         .collect()
 }
 
-fn statuses(requests: &[Value]) -> Vec<u64> {
-    requests
-        .iter()
-        .filter_map(|r| r["status"].as_u64())
-        .collect()
+fn statuses(requests: &[Request]) -> Vec<u16> {
+    requests.iter().map(|r| r.status).collect()
 }
 
 async fn committed_emails(rig: &Rig) -> HashSet<String> {
@@ -57,8 +55,8 @@ async fn scripted_503s_then_success_give_one_job_under_one_key() {
     assert_eq!(keys.len(), 1, "every retry reuses the key");
     let jobs = rig.jobs().await;
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0]["idempotencyKey"].as_str(), keys.into_iter().next());
-    assert_eq!(rig.stats().await["injected_faults"], 3);
+    assert_eq!(jobs[0].idempotency_key.as_deref(), keys.into_iter().next());
+    assert_eq!(rig.stats().await.injected_faults, 3);
     assert_eq!(committed_emails(&rig).await.len(), 50);
     assert!(rig.dlq().await.is_empty());
 }
@@ -78,10 +76,10 @@ async fn commit_then_500_is_replayed_not_written_twice() {
     assert_eq!(keys[0], keys[1]);
     let stats = rig.stats().await;
     assert_eq!(
-        stats["replays"], 1,
+        stats.replays, 1,
         "the retry is answered from the key's stored 202"
     );
-    assert_eq!(stats["batches"], 1, "one batch was committed");
+    assert_eq!(stats.batches, 1, "one batch was committed");
     assert_eq!(rig.jobs().await.len(), 1, "one job");
     assert_eq!(committed_emails(&rig).await.len(), 20);
     assert!(rig.dlq().await.is_empty());
@@ -99,7 +97,7 @@ async fn a_429_with_retry_after_2_waits_at_least_2_seconds() {
 
     let requests = rig.batch_requests().await;
     assert_eq!(statuses(&requests), [429, 202]);
-    let at = |i: usize| requests[i]["atMs"].as_i64().unwrap();
+    let at = |i: usize| requests[i].at_ms;
     let waited = at(1) - at(0);
     assert!(
         waited >= 2_000,
@@ -131,7 +129,7 @@ async fn a_413_splits_the_batch_into_halves_with_their_own_keys() {
     assert!(keys[1] != keys[0] && keys[2] != keys[0] && keys[1] != keys[2]);
     let jobs = rig.jobs().await;
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j["acceptedRecords"] == 4));
+    assert!(jobs.iter().all(|j| j.accepted_records == Some(4)));
     assert_eq!(committed_emails(&rig).await.len(), 8);
     assert!(rig.dlq().await.is_empty());
 }
@@ -294,7 +292,7 @@ async fn a_storm_of_5xx_429_409_resets_and_commit_then_500_loses_nothing() {
     worker.stop().await;
 
     let stats = rig.stats().await;
-    assert!(stats["injected_faults"].as_u64().unwrap() > 0);
+    assert!(stats.injected_faults > 0);
     assert_eq!(committed_emails(&rig).await.len(), 2_000);
     assert!(
         rig.dlq().await.is_empty(),
@@ -303,7 +301,7 @@ async fn a_storm_of_5xx_429_409_resets_and_commit_then_500_loses_nothing() {
     let jobs = rig.jobs().await;
     let job_keys: HashSet<&str> = jobs
         .iter()
-        .filter_map(|j| j["idempotencyKey"].as_str())
+        .filter_map(|j| j.idempotency_key.as_deref())
         .collect();
     assert_eq!(job_keys.len(), jobs.len(), "no key made two jobs");
 }

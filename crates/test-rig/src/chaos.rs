@@ -26,6 +26,7 @@ use tokio::process::Child;
 
 use super::rig::{Rig, RigOptions, TOKEN};
 use super::sqs_proxy::{SqsFaults, SqsProxy};
+use super::views::Job;
 use records_emulator::config::EmulatorConfig;
 
 /// The worker's --job-timeout in a round; a slow job (`job_slow`) takes 2 s more.
@@ -753,18 +754,18 @@ fn newest_row(
 /// group than a job of that group that completed before it. Each must be explained by a crash
 /// (a kill or a drain that ran out of time); without one it is a violation.
 async fn count_stale_commits(plan: &Plan, rig: &Rig, report: &mut RoundReport) {
-    let mut jobs: Vec<(i64, Value)> = rig
+    let mut jobs: Vec<(i64, Job)> = rig
         .jobs_with_records()
         .await
         .into_iter()
-        .filter(|job| job["state"] == "completed")
-        .map(|job| (job["completedAtMs"].as_i64().unwrap_or(0), job))
+        .filter(|job| job.state == "completed")
+        .map(|job| (job.completed_at_ms.unwrap_or(0), job))
         .collect();
     jobs.sort_by_key(|(at, _)| *at);
     let mut newest: HashMap<String, u64> = HashMap::new();
     let mut stale = Vec::new();
     for (_, job) in &jobs {
-        for record in job["records"].as_array().into_iter().flatten() {
+        for record in job.records.iter().flatten() {
             let (Some(email), Some(score)) = (record["email"].as_str(), record["score"].as_u64())
             else {
                 continue;
@@ -811,14 +812,14 @@ async fn identities_only_in_failed_jobs(rig: &Rig, plan: &Plan) -> HashSet<Strin
     let mut failed = HashSet::new();
     let mut completed = HashSet::new();
     for job in rig.jobs_with_records().await {
-        let target = if job["state"] == "completed" {
+        let target = if job.state == "completed" {
             &mut completed
-        } else if job["state"] == "failed" {
+        } else if job.state == "failed" {
             &mut failed
         } else {
             continue;
         };
-        for record in job["records"].as_array().into_iter().flatten() {
+        for record in job.records.iter().flatten() {
             target.insert(identity_of(record, plan));
         }
     }
@@ -829,11 +830,11 @@ async fn identities_only_in_failed_jobs(rig: &Rig, plan: &Plan) -> HashSet<Strin
 async fn double_commits(rig: &Rig, plan: &Plan) -> usize {
     let mut keys_of: HashMap<String, HashSet<String>> = HashMap::new();
     for job in rig.jobs_with_records().await {
-        if job["state"] != "completed" {
+        if job.state != "completed" {
             continue;
         }
-        let key = job["idempotencyKey"].as_str().unwrap_or("none").to_owned();
-        for record in job["records"].as_array().into_iter().flatten() {
+        let key = job.idempotency_key.as_deref().unwrap_or("none").to_owned();
+        for record in job.records.iter().flatten() {
             let identity = if plan.append {
                 format!(
                     "{}:{}",

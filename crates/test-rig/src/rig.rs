@@ -15,6 +15,10 @@ use aws_sdk_sqs::types::{
 use clap::Parser;
 use records_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::Value;
+
+use records_contract::JobReport;
+
+use crate::views::{Accounted, Job, Request, Stats};
 use sqs_batch_worker::config::Settings;
 use sqs_batch_worker::config::cli::{Cli, Command};
 use sqs_batch_worker::run::{Running, Summary, start};
@@ -421,8 +425,8 @@ impl Rig {
             .expect("the emulator answers JSON")
     }
 
-    pub async fn stats(&self) -> Value {
-        self.control("stats").await
+    pub async fn stats(&self) -> Stats {
+        serde_json::from_value(self.control("stats").await).expect("the emulator's stats")
     }
 
     pub async fn rows(&self, object: &str) -> Vec<Value> {
@@ -432,30 +436,52 @@ impl Rig {
         }
     }
 
-    pub async fn jobs(&self) -> Vec<Value> {
-        match self.control("jobs").await {
-            Value::Array(jobs) => jobs,
-            other => panic!("jobs: {other}"),
-        }
+    /// Every job's report, as the API's job route gives it.
+    pub async fn jobs(&self) -> Vec<JobReport> {
+        serde_json::from_value(self.control("jobs").await).expect("the emulator's jobs")
     }
 
     /// Every job with its state, idempotency key and records.
-    pub async fn jobs_with_records(&self) -> Vec<Value> {
-        match self.control("jobs/records").await {
-            Value::Array(jobs) => jobs,
-            other => panic!("jobs: {other}"),
-        }
+    pub async fn jobs_with_records(&self) -> Vec<Job> {
+        serde_json::from_value(self.control("jobs/records").await).expect("the emulator's jobs")
     }
 
     /// The emulator's request log, batch writes only.
-    pub async fn batch_requests(&self) -> Vec<Value> {
-        match self.control("requests").await {
-            Value::Array(requests) => requests
-                .into_iter()
-                .filter(|r| r["route"].as_str().is_some_and(|r| r.ends_with("-batch")))
-                .collect(),
-            other => panic!("requests: {other}"),
-        }
+    pub async fn batch_requests(&self) -> Vec<Request> {
+        let requests: Vec<Request> =
+            serde_json::from_value(self.control("requests").await).expect("the request log");
+        requests
+            .into_iter()
+            .filter(|r| r.route.ends_with("-batch"))
+            .collect()
+    }
+
+    /// Where every message of `sent` (bodies whose `key` field identifies them) ended: rows of
+    /// `object`, DLQ copies (drained from the DLQ), and the source queue's depth. `check` on the
+    /// result is the product's promise; call it after the worker stopped.
+    pub async fn accounted(&self, object: &str, key: &str, sent: &[String]) -> Accounted {
+        let key_of = |value: &Value| value[key].as_str().map(str::to_owned);
+        let committed = self.rows(object).await.iter().filter_map(key_of).collect();
+        let dead_lettered = self
+            .dlq()
+            .await
+            .iter()
+            .filter_map(|entry| serde_json::from_str::<Value>(&entry.body).ok())
+            .filter_map(|body| key_of(&body))
+            .collect();
+        let (visible, in_flight) = self.depth(&self.queue_url).await;
+        let accounted = Accounted {
+            committed,
+            dead_lettered,
+            queued: visible + in_flight,
+        };
+        let sent: std::collections::BTreeSet<String> = sent
+            .iter()
+            .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+            .filter_map(|body| key_of(&body))
+            .collect();
+        accounted.check(&sent);
+        accounted
     }
 
     /// Waits until the worker has sent its first batch request.

@@ -1,7 +1,8 @@
-//! Test helpers shared by the integration tests: a LocalStack SQS client (never a mock) and fresh,
-//! uniquely named queues. A LocalStack that cannot be reached fails the test; it is never skipped.
-
-#![allow(dead_code)]
+//! The rig of the integration tests (`tests/it`) and of the benches that run the worker for real
+//! (`chaos`, `limits`): a LocalStack SQS client (never a mock) and fresh, uniquely named queues,
+//! the worker in-process or as its binary (`rig`), typed views of the outcomes, and the one check
+//! of the product's promise, `Rig::assert_accounted`. A LocalStack that cannot be reached fails
+//! the test; it is never skipped.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 pub mod chaos;
 pub mod rig;
 pub mod sqs_proxy;
+pub mod views;
 
 /// The SQS the tests use: LocalStack (`LOCALSTACK_URL`, default 127.0.0.1:4566), or another
 /// implementation named by `SBW_TEST_SQS_URL` (moto's server, for the chaos suite's second round).
@@ -75,11 +77,34 @@ pub async fn create_queue(sqs: &Client, name: &str, attributes: &[(&str, &str)])
         .expect("queue url")
 }
 
+/// Cargo's target directory for this profile (`target/debug` or `target/release`): the test or
+/// bench executable runs from its `deps/`, and cargo builds the worker's binary beside it.
+fn profile_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("the executable's directory");
+    match deps.file_name() {
+        Some(name) if name == "deps" => deps.parent().unwrap_or(deps).to_path_buf(),
+        _ => deps.to_path_buf(),
+    }
+}
+
+/// The `sqs-batch-worker` binary cargo built for these tests (`SBW_WORKER_BINARY` overrides).
+pub fn worker_binary_path() -> String {
+    let path = std::env::var("SBW_WORKER_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| profile_dir().join("sqs-batch-worker"));
+    assert!(
+        path.is_file(),
+        "the worker binary is not at {}. Fix: run the tests with cargo test (it builds the binary), \
+         or set SBW_WORKER_BINARY",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// The real `sqs-batch-worker` binary with the AWS chain aimed at LocalStack.
 pub fn worker_binary() -> tokio::process::Command {
-    aimed_at_localstack(tokio::process::Command::new(env!(
-        "CARGO_BIN_EXE_sqs-batch-worker"
-    )))
+    aimed_at_localstack(tokio::process::Command::new(worker_binary_path()))
 }
 
 /// The binary as `worker_binary`, started with at most `nofile` open files (systemd's default
@@ -89,7 +114,7 @@ pub fn worker_binary_with_fd_limit(nofile: u32) -> tokio::process::Command {
     command
         .arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_sqs-batch-worker"));
+        .arg(worker_binary_path());
     aimed_at_localstack(command)
 }
 
@@ -119,7 +144,8 @@ pub async fn output_text(mut command: tokio::process::Command) -> (Option<i32>, 
 
 /// A log file path under the target directory's scratch space.
 pub fn log_path(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = profile_dir().join("..").join("tmp");
+    std::fs::create_dir_all(&dir).expect("the target directory's tmp");
     dir.join(format!("{name}-{}.log", unique("w")))
         .display()
         .to_string()
