@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use records_contract::ObjectSchema;
 use sqs_batch_worker::config::cli::{Cli, Command};
-use sqs_batch_worker::config::{Operation, Settings};
+use sqs_batch_worker::config::{Operation, Settings, UnknownFields};
 use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::sink::api::ceiling::{Capped, Ceiling};
 use sqs_batch_worker::sink::api::client::{
@@ -351,6 +351,8 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(seed);
     let decoder = Decoder {
         operation: Operation::Upsert,
+        unknown_fields: UnknownFields::Reject,
+        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
         match_key: "email".into(),
         schema: SchemaHandle::new(schema()),
         max_record_bytes: 4096,

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use records_contract::ObjectSchema;
 use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
-use sqs_batch_worker::config::Operation;
+use sqs_batch_worker::config::{Operation, UnknownFields};
 use sqs_batch_worker::message::Received;
 use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::source::decode::{Decoder, md5_hex};
@@ -39,6 +39,8 @@ fn body(i: usize, emails: usize) -> String {
 fn decoder() -> Decoder {
     Decoder {
         operation: Operation::Upsert,
+        unknown_fields: UnknownFields::Reject,
+        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
         match_key: "email".into(),
         schema: SchemaHandle::new(profiles()),
         max_record_bytes: 5 << 20,

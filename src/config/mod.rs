@@ -67,6 +67,15 @@ impl Operation {
     }
 }
 
+/// What becomes of a body's field that the object's schema does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownFields {
+    /// The message goes to the DLQ as `unknown_field`.
+    Reject,
+    /// The field is left out of the record, and counted.
+    Drop,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckOn {
     Accepted,

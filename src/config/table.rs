@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::setting::{Setting, count, duration_up_to, one_of, size_within};
 use super::{
     ACK_ON, AckOn, BOOLEANS, CONCURRENCY, Concurrency, ConfigError, DAY, HOUR, LOG_FORMATS,
-    LogFormat, MAX_HELD_BYTES, OPERATIONS, Operation, QUEUE_URL_FIX, token,
+    LogFormat, MAX_HELD_BYTES, OPERATIONS, Operation, QUEUE_URL_FIX, UnknownFields, token,
 };
 use crate::secret::ApiToken;
 
@@ -124,9 +124,15 @@ macro_rules! settings_table {
     (@default [shown $default:literal]) => { None };
     (@default [required]) => { None };
     (@choices [choice $table:ident $fix:literal]) => { Choices::of($table) };
+    (@choices [choice { $($name:literal => $value:expr),+ $(,)? } $fix:literal]) => {
+        Choices::of(&[$(($name, $value)),+])
+    };
     (@choices ($($parse:tt)*)) => { Choices::free() };
     (@parse ($setting:expr) [choice $table:ident $fix:literal]) => {
         $setting.parse(one_of($table), $fix)
+    };
+    (@parse ($setting:expr) [choice { $($name:literal => $value:expr),+ $(,)? } $fix:literal]) => {
+        $setting.parse(one_of(&[$(($name, $value)),+]), $fix)
     };
     (@parse ($setting:expr) (|$s:ident| $body:expr)) => {{
         let $s: &Setting = $setting;
@@ -187,7 +193,8 @@ fn scalar(value: Option<toml::Value>) -> Option<String> {
 
 // `value D`: D is parsed when nothing is set. `shown D`: the default is computed or absent, and
 // D says what it is. `required`: there is none. The last part turns the text into the value:
-// `[choice TABLE "fix"]` for an enumerated setting (its choices are listed in `--help`), or
+// `[choice TABLE "fix"]` or `[choice {"name" => VALUE, …} "fix"]` for an enumerated setting (its
+// choices are listed in `--help`), or
 // `(|setting| …)`, which may read the values of the rows above it.
 settings_table! {
     queue_url: String = "--queue-url" "SQS_QUEUE_URL" [required]
@@ -215,6 +222,12 @@ settings_table! {
     operation: Operation = "--operation" "RECORDS_OPERATION" [value "upsert"]
         "upsert or append."
         [choice OPERATIONS "use upsert or append"];
+    unknown_fields: UnknownFields = "--unknown-fields" "RECORDS_UNKNOWN_FIELDS" [value "reject"]
+        "A body's field that the object's schema does not know: reject sends the message to the \
+         DLQ as unknown_field; drop leaves the field out of the record and counts it \
+         (sbw_unknown_fields_dropped_total)."
+        [choice {"reject" => UnknownFields::Reject, "drop" => UnknownFields::Drop}
+            "use reject (to the DLQ) or drop (leave the field out)"];
     match_key: String = "--match-key" "RECORDS_MATCH_KEY" [value "email"]
         "matchKey for upserts."
         (|s| s.parse(

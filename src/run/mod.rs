@@ -211,6 +211,8 @@ fn wire(
     });
     let decoder = Arc::new(Decoder {
         operation: settings.operation,
+        unknown_fields: settings.unknown_fields,
+        telemetry: telemetry.clone(),
         match_key: settings.match_key.clone(),
         schema: schema.clone(),
         max_record_bytes: batcher.max_record_bytes(),

@@ -2,6 +2,7 @@
 //! the object's schema, and size. A failure here goes to the DLQ without any API call.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
@@ -9,12 +10,16 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::batch::Decoded;
-use crate::config::Operation;
+use crate::config::{Operation, UnknownFields};
 use crate::outcome::{Reason, Rejection};
 use crate::schema::SchemaHandle;
+use crate::telemetry::Telemetry;
 
 pub struct Decoder {
     pub operation: Operation,
+    /// `--unknown-fields`: reject the message, or drop the field (counted in `telemetry`).
+    pub unknown_fields: UnknownFields,
+    pub telemetry: Arc<Telemetry>,
     pub match_key: String,
     pub schema: SchemaHandle,
     /// The largest encoded record that fits in an otherwise empty batch.
@@ -69,6 +74,7 @@ impl Decoder {
     fn fast(&self, body: &str) -> Option<Decoded> {
         let RawObject(fields) = serde_json::from_str(body).ok()?;
         let schema = self.schema.current();
+        // A field to drop takes the thorough path, which counts it.
         if !fields.iter().all(|(name, _)| schema.has_field(name)) {
             return None;
         }
@@ -137,11 +143,17 @@ impl Decoder {
             Operation::Append => None,
         };
         let schema = self.schema.current();
+        let mut record = record;
         if let Some(field) = record.keys().find(|field| !schema.has_field(field)) {
-            return Err(Rejection::new(
-                Reason::UnknownField,
-                format!("field '{field}' is not in the schema of '{}'", schema.name),
-            ));
+            if self.unknown_fields == UnknownFields::Reject {
+                return Err(Rejection::new(
+                    Reason::UnknownField,
+                    format!("field '{field}' is not in the schema of '{}'", schema.name),
+                ));
+            }
+            let before = record.len();
+            record.retain(|field, _| schema.has_field(field));
+            self.telemetry.unknown_fields_dropped(before - record.len());
         }
         if let Some((field, number)) = record
             .iter()
@@ -321,10 +333,38 @@ mod tests {
         };
         Decoder {
             operation: Operation::Upsert,
+            unknown_fields: UnknownFields::Reject,
+            telemetry: Arc::new(Telemetry::new()),
             match_key: "email".into(),
             schema: SchemaHandle::new(schema),
             max_record_bytes: max,
         }
+    }
+
+    /// `--unknown-fields drop`: the fields the schema does not know are left out of the
+    /// record, in the canonical encoding of the rest, and counted; `reject` (the default) sends
+    /// the message to the DLQ.
+    #[test]
+    fn unknown_fields_are_dropped_and_counted_or_rejected() {
+        let body = r#"{"email":"a@b.c","plan":{"x":1},"tier":"gold","extra":null}"#;
+        assert_eq!(
+            decoder(100).decode(body, None).unwrap_err().reason,
+            Reason::UnknownField
+        );
+        let dropping = Decoder {
+            unknown_fields: UnknownFields::Drop,
+            ..decoder(100)
+        };
+        let decoded = dropping.decode(body, None).expect("decoded");
+        assert_eq!(decoded.encoded, r#"{"email":"a@b.c","tier":"gold"}"#);
+        assert_eq!(decoded.key.as_deref(), Some("a@b.c"));
+        let metrics = dropping.telemetry.render();
+        assert!(
+            metrics.contains("sbw_unknown_fields_dropped_total 2"),
+            "{metrics}"
+        );
+        let known = r#"{"email":"a@b.c","tier":"gold"}"#;
+        assert_eq!(dropping.decode(known, None).unwrap().encoded, known);
     }
 
     fn reason(body: &str) -> Option<Reason> {

@@ -67,6 +67,7 @@ pub struct Telemetry {
     dlq_send_failed: Counter,
     lost: Counter,
     deleted_unsettled: Counter,
+    unknown_fields_dropped: Counter,
     ready: Gauge,
     quota: quota::QuotaMetrics,
     peers: peers::PeerMetrics,
@@ -111,6 +112,7 @@ impl Telemetry {
             api_outages: registered(r, "api_outages", "Batches whose retries were spent on transient failures; receiving paused"),
             dlq_send_failed: registered(r, "dlq_send_failed", "Rejected messages the DLQ refused; they stay in the source queue"),
             lost: registered(r, "messages_lost", "Messages deleted from the source that neither the API committed nor the DLQ took"),
+            unknown_fields_dropped: registered(r, "unknown_fields_dropped", "Fields left out of records because the object's schema does not know them (--unknown-fields drop)"),
             deleted_unsettled: registered(r, "deleted_unsettled", "Messages deleted after their 202 (--ack-on accepted) whose job the worker stopped following before it ended (a drain that ran out of time); the job may still commit them"),
             ready: registered(r, "ready", "1 when /readyz answers 200: SQS and the API reached, nothing blocked"),
             quota: quota::QuotaMetrics::register(r),
@@ -237,6 +239,15 @@ impl Telemetry {
         error!(
             message_id,
             problem, "could not send to the DLQ; the message stays in the source queue"
+        );
+    }
+
+    /// `--unknown-fields drop` left fields out of a record.
+    pub fn unknown_fields_dropped(&self, fields: usize) {
+        self.unknown_fields_dropped.inc_by(fields as u64);
+        debug!(
+            fields,
+            "left fields the schema does not know out of a record"
         );
     }
 

@@ -12,6 +12,7 @@ mod localstack_sqs;
 mod lose_nothing;
 mod operator_commands;
 mod operator_kit;
+mod producers;
 mod quotas;
 mod round_two;
 mod scale_out;

@@ -457,8 +457,9 @@ impl Rig {
     }
 
     /// Where every message of `sent` (bodies whose `key` field identifies them) ended: rows of
-    /// `object`, DLQ copies (drained from the DLQ), and the source queue's depth. `check` on the
-    /// result is the product's promise; call it after the worker stopped.
+    /// `object`, DLQ copies, and the source queue's depth; panics unless each is accounted for
+    /// (`Accounted::check`, the product's promise). Call it after the worker stopped. It drains
+    /// the DLQ: read the DLQ's attributes before it, or from what it returns.
     pub async fn accounted(&self, object: &str, key: &str, sent: &[String]) -> Accounted {
         let key_of = |value: &Value| value[key].as_str().map(str::to_owned);
         let committed = self.rows(object).await.iter().filter_map(key_of).collect();
