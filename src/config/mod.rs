@@ -309,6 +309,7 @@ mod tests {
             ("--concurrency", names(CONCURRENCY)),
             ("--log-format", names(LOG_FORMATS)),
             ("--allow-insecure-http", names(BOOLEANS)),
+            ("--unknown-fields", vec!["reject", "drop"]),
         ] {
             let shown = help
                 .split("\n      --")

@@ -117,3 +117,61 @@ async fn extend(this: &Heartbeat, group: Vec<HeldReceipt>, seconds: i32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{self, FakeQueue};
+    use crate::message::Received;
+
+    /// One round: a message held for more than half its visibility has it extended to the full
+    /// visibility, a fresh one is left alone, and the orphan of a dropped lease is released with
+    /// its backoff and no longer held.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_extends_what_is_due_and_releases_orphans() {
+        let queue = Arc::new(FakeQueue::default());
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let telemetry = Arc::new(Telemetry::new());
+        let settler = Arc::new(Settler {
+            source: queue.clone(),
+            dlq: Arc::new(FakeQueue::default()),
+            ledger: ledger.clone(),
+            telemetry: telemetry.clone(),
+            release_base: Duration::from_secs(10),
+            release_cap: Duration::from_secs(900),
+            dlq_max_bytes: 256 * 1024,
+        });
+        let mut old = Received::fake("m1", "{}");
+        old.received_at = Instant::now() - Duration::from_secs(20);
+        let _held = fakes::held(&ledger, old);
+        let _fresh = fakes::held(&ledger, Received::fake("m2", "{}"));
+        drop(fakes::held(&ledger, Received::fake("m3", "{}")));
+        let heartbeat = Heartbeat {
+            queue: queue.clone(),
+            ledger: ledger.clone(),
+            settler,
+            telemetry: telemetry.clone(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(heartbeat.run(stop.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+        task.await.unwrap();
+        let mut calls: Vec<(String, i32)> = queue
+            .visibility
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        calls.sort();
+        assert_eq!(
+            calls,
+            [("r-m1".to_owned(), 30), ("r-m3".to_owned(), 10)],
+            "m1 extended to the visibility, m3 released after --release-backoff, m2 untouched"
+        );
+        assert_eq!(ledger.len(), 2, "the orphan is no longer held");
+        assert!(telemetry.render().contains("sbw_orphans_released_total 1"));
+    }
+}

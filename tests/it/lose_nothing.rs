@@ -78,7 +78,7 @@ async fn d01_accepted_mode_never_releases_messages_it_already_deleted() {
     worker.stop().await;
 
     // The product's promise: every message committed, dead-lettered or still queued.
-    rig.accounted("profiles", "email", &bodies).await;
+    rig.assert_accounted("profiles", "email", &bodies).await;
 }
 
 /// Defect 2: one receive of a FIFO group spans two batches. When the first is released (a 404

@@ -42,7 +42,7 @@ async fn unknown_fields_drop_commits_the_rest_and_counts_what_it_dropped() {
         .find(|row| row["email"] == "user7@example.com")
         .expect("row 7");
     assert_eq!(row["first_name"], "Ada7");
-    let accounted = rig.accounted("profiles", "email", &bodies).await;
+    let accounted = rig.assert_accounted("profiles", "email", &bodies).await;
     assert!(accounted.dead_lettered.is_empty() && accounted.queued == 0);
 }
 

@@ -384,6 +384,8 @@ async fn q09_under_a_quota_the_pollers_read_ahead_only_what_the_next_calls_carry
     assert!(overruns >= 1.0, "the overrun was reported");
     assert_eq!(rig.stats().await.rate_limited, 0);
     // Nothing lost: every message committed, dead-lettered or still queued.
-    let accounted = rig.accounted("profiles", "email", &bodies(0..1_300)).await;
+    let accounted = rig
+        .assert_accounted("profiles", "email", &bodies(0..1_300))
+        .await;
     assert!(accounted.dead_lettered.is_empty());
 }

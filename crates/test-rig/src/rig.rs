@@ -460,7 +460,7 @@ impl Rig {
     /// `object`, DLQ copies, and the source queue's depth; panics unless each is accounted for
     /// (`Accounted::check`, the product's promise). Call it after the worker stopped. It drains
     /// the DLQ: read the DLQ's attributes before it, or from what it returns.
-    pub async fn accounted(&self, object: &str, key: &str, sent: &[String]) -> Accounted {
+    pub async fn assert_accounted(&self, object: &str, key: &str, sent: &[String]) -> Accounted {
         let key_of = |value: &Value| value[key].as_str().map(str::to_owned);
         let committed = self.rows(object).await.iter().filter_map(key_of).collect();
         let dead_lettered = self
