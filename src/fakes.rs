@@ -85,18 +85,24 @@ pub struct Submitted {
     pub at: tokio::time::Instant,
 }
 
-/// Answers submits from `answers`, then with 202s; every job completes without errors.
+/// Answers submits from `answers`, then with 202s; every job completes without errors, after
+/// `job_time` on the (paused) clock.
 pub struct FakeApi {
     pub answers: Mutex<VecDeque<Result<Accepted, ApiError>>>,
     pub seen: mpsc::UnboundedSender<Submitted>,
+    pub job_time: Duration,
 }
 
 impl Records for FakeApi {
     fn submit<'a>(
         &'a self,
         call: &'a BatchCall<'a>,
-        _ticket: Option<Ticket>,
+        ticket: Option<Ticket>,
     ) -> BoxFuture<'a, Result<Accepted, ApiError>> {
+        // The call leaves, as the real client's does once its ticket is spent.
+        if let Some(ticket) = ticket {
+            ticket.spend();
+        }
         let _ = self.seen.send(Submitted {
             key: call.key.to_owned(),
             body: call.body.clone(),
@@ -116,6 +122,7 @@ impl Records for FakeApi {
 
     fn job<'a>(&'a self, _job_url: &'a str) -> BoxFuture<'a, Result<JobStatus, ApiError>> {
         Box::pin(async {
+            tokio::time::sleep(self.job_time).await;
             Ok(JobStatus {
                 state: JobState::Completed,
                 invalid_rows: 0,
@@ -190,6 +197,14 @@ impl Settle for FakeSettle {
     }
 }
 
+/// A FIFO message of `group`, `sequence` in it.
+pub fn in_group(id: &str, group: &str, sequence: u128) -> Received {
+    let mut message = Received::fake(id, "{}");
+    message.group_id = Some(group.to_owned());
+    message.sequence = Some(sequence);
+    message
+}
+
 /// A message held in `ledger`, with receipt `r-<id>`.
 pub fn held(ledger: &Arc<Ledger>, message: Received) -> Lease {
     let receipt = format!("r-{}", message.id);
@@ -255,6 +270,7 @@ pub fn api(
     let api = FakeApi {
         answers: Mutex::new(answers.into()),
         seen,
+        job_time: Duration::ZERO,
     };
     (api, calls)
 }

@@ -4,7 +4,7 @@
 //! messages' `SequenceNumber` (FIFO) or `SentTimestamp` and ID (standard), whatever order they were
 //! received in (`Row::merge`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,9 @@ pub struct Batcher<M = Lease> {
     bytes: usize,
     messages: usize,
     oldest: Option<Instant>,
+    /// The FIFO message groups of the open batch: the dispatcher asks for a ticket only while
+    /// none of them is in flight.
+    groups: HashSet<String>,
 }
 
 impl<M: AsRef<Received>> Batcher<M> {
@@ -82,6 +85,7 @@ impl<M: AsRef<Received>> Batcher<M> {
             bytes,
             messages: 0,
             oldest: None,
+            groups: HashSet::new(),
         }
     }
 
@@ -92,6 +96,11 @@ impl<M: AsRef<Received>> Batcher<M> {
 
     pub fn buffered_messages(&self) -> usize {
         self.messages
+    }
+
+    /// The FIFO message groups the open batch holds (none on a standard queue).
+    pub fn open_groups(&self) -> &HashSet<String> {
+        &self.groups
     }
 
     /// When the age trigger fires, if anything is buffered.
@@ -111,10 +120,12 @@ impl<M: AsRef<Received>> Batcher<M> {
             let row = &mut self.rows[index];
             let before = row.encoded.len();
             let room = self.limits.max_bytes.saturating_sub(self.bytes - before);
+            let group = message.as_ref().group_id.clone();
             match row.merge(&item.encoded, message, room) {
                 Ok(()) => {
                     self.bytes = self.bytes - before + row.encoded.len();
                     self.messages += 1;
+                    self.groups.extend(group);
                     return flushed;
                 }
                 Err(message) => {
@@ -143,6 +154,11 @@ impl<M: AsRef<Received>> Batcher<M> {
         if let (Some(key), Operation::Upsert) = (&item.key, self.limits.operation) {
             self.by_key.insert(key.clone(), self.rows.len());
         }
+        if let Some(group) = &message.as_ref().group_id
+            && !self.groups.contains(group)
+        {
+            self.groups.insert(group.clone());
+        }
         self.rows.push(Row::new(item, message));
         self.messages += 1;
         self.oldest.get_or_insert(now);
@@ -166,6 +182,7 @@ impl<M: AsRef<Received>> Batcher<M> {
         self.messages = 0;
         self.oldest = None;
         let rows = std::mem::take(&mut self.rows);
+        self.groups.clear();
         Some(Batch::new(rows, reason, self.frame.clone()))
     }
 }

@@ -5,7 +5,7 @@
 //! `--batch-max-records` and `--batch-max-bytes`; a full batch closes and queues for the next slot
 //! (`batcher::departure` states the rule). FIFO groups leave in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,9 +36,23 @@ fn report(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// A closed batch waiting for a slot, a ticket or (FIFO) its groups; `groups` is computed once.
+struct Waiting {
+    batch: Batch,
+    eligible: Instant,
+    groups: Vec<String>,
+}
+
+/// The batch that leaves next: a closed one (its place in the queue), or the open one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Next {
+    Ready(usize),
+    Open,
+}
+
 /// What the dispatcher holds between turns.
 struct Turn {
-    ready: VecDeque<(Batch, Instant)>,
+    ready: VecDeque<Waiting>,
     slot: Option<Slot>,
     ticket: Option<Ticket>,
     getting_slot: Option<BoxFuture<'static, Slot>>,
@@ -51,7 +65,7 @@ impl Turn {
             + self
                 .ready
                 .iter()
-                .map(|(batch, _)| batch.message_count())
+                .map(|waiting| waiting.batch.message_count())
                 .sum::<usize>()
     }
 
@@ -108,10 +122,11 @@ async fn dispatch(
         },
         closing: false,
     };
+    let mut freed = dispatcher.gate.freed();
     let telemetry = dispatcher.stage.telemetry.clone();
     loop {
         let now = tokio::time::Instant::now().into_std();
-        if dispatcher.launch(now).await {
+        if dispatcher.launch(now) {
             continue;
         }
         let waiting_now = dispatcher.turn.waiting_messages(&dispatcher.batcher);
@@ -126,6 +141,7 @@ async fn dispatch(
             tasks,
             turn,
             closing,
+            fifo,
             ..
         } = &mut dispatcher;
         tokio::select! {
@@ -137,7 +153,7 @@ async fn dispatch(
                     let queued = std::iter::from_fn(|| records.try_recv().ok()).take(DRAIN - 1);
                     for (decoded, lease) in std::iter::once(first).chain(queued) {
                         for batch in batcher.push(decoded, lease, closed_at) {
-                            turn.ready.push_back((batch, closed_at));
+                            turn.ready.push_back(Waiting::new(batch, closed_at, *fifo));
                         }
                     }
                 }
@@ -152,6 +168,8 @@ async fn dispatch(
                 turn.getting_ticket = None;
             }
             _ = tokio::time::sleep_until(wake_at.unwrap_or(now).into()), if wake_at.is_some() => {}
+            // A batch in flight was decided: a waiting batch of its groups may leave now.
+            _ = freed.changed() => {}
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => report(ended),
         }
     }
@@ -173,21 +191,88 @@ struct Dispatcher {
     closing: bool,
 }
 
+impl Waiting {
+    fn new(batch: Batch, eligible: Instant, fifo: bool) -> Self {
+        let groups = if fifo { batch.groups() } else { Vec::new() };
+        Self {
+            batch,
+            eligible,
+            groups,
+        }
+    }
+}
+
 impl Dispatcher {
-    /// With a slot and a ticket in hand, sends the next batch that may leave; true when one left.
-    async fn launch(&mut self, now: Instant) -> bool {
+    /// The batch that may leave next, if any. On a FIFO queue that is the first closed batch
+    /// whose groups are neither in flight nor held by an earlier waiting batch, else the open
+    /// batch on the same terms: a batch behind a busy group waits in the queue while batches of
+    /// other groups go past it (no head-of-line blocking), and a group's batches keep their order.
+    fn next(&self, now: Instant) -> Option<Next> {
+        let open_due = self.batcher.deadline().is_some_and(|due| due <= now)
+            || (self.closing && self.batcher.buffered_messages() > 0);
+        if !self.fifo {
+            if !self.turn.ready.is_empty() {
+                return Some(Next::Ready(0));
+            }
+            return open_due.then_some(Next::Open);
+        }
+        let mut behind: HashSet<&String> = HashSet::new();
+        for (index, waiting) in self.turn.ready.iter().enumerate() {
+            let queued = waiting.groups.iter().any(|group| behind.contains(group));
+            if !queued && self.gate.is_free(&waiting.groups) {
+                return Some(Next::Ready(index));
+            }
+            behind.extend(&waiting.groups);
+        }
+        let open = self.batcher.open_groups();
+        let open_free = open.iter().all(|group| !behind.contains(group)) && self.gate.is_free(open);
+        (open_due && open_free).then_some(Next::Open)
+    }
+
+    /// With a slot and a ticket in hand, sends the batch that may leave next; true when the
+    /// dispatcher should look again at once (a batch left, or went back to the queue).
+    fn launch(&mut self, now: Instant) -> bool {
+        let Some(next) = self.next(now) else {
+            // Nothing may leave: a ticket held now would be spent late. It goes back.
+            self.turn.ticket = None;
+            return false;
+        };
         if self.turn.slot.is_none() || self.turn.ticket.is_none() {
             return false;
         }
-        let leaving = self.turn.ready.pop_front().or_else(|| {
-            let eligible = self.batcher.deadline();
-            self.batcher
-                .poll(now, self.closing)
-                .map(|batch| (batch, eligible.unwrap_or(now)))
-        });
-        let Some((batch, eligible)) = leaving else {
+        let waiting = match next {
+            Next::Ready(index) => self.turn.ready.remove(index),
+            Next::Open => {
+                let eligible = self.batcher.deadline().unwrap_or(now);
+                self.batcher
+                    .poll(now, self.closing)
+                    .map(|batch| Waiting::new(batch, eligible, self.fifo))
+            }
+        };
+        let Some(waiting) = waiting else {
             return false;
         };
+        let hold = if self.fifo {
+            match self.gate.try_acquire(&waiting.groups) {
+                Some(hold) => Some(hold),
+                None => {
+                    // A message of a busy group joined the open batch after its ticket was
+                    // sought: the batch waits in the queue, and the ticket goes back unspent.
+                    let at = match next {
+                        Next::Ready(index) => index,
+                        Next::Open => self.turn.ready.len(),
+                    };
+                    self.turn.ready.insert(at, waiting);
+                    self.turn.ticket = None;
+                    return true;
+                }
+            }
+        } else {
+            None
+        };
+        let Waiting {
+            batch, eligible, ..
+        } = waiting;
         let telemetry = &self.stage.telemetry;
         telemetry.slot_wait(now.saturating_duration_since(eligible));
         telemetry.batch_flushed(
@@ -195,22 +280,7 @@ impl Dispatcher {
             batch.rows.len(),
             batch.message_count(),
         );
-        let (slot, mut ticket) = (self.turn.slot.take(), self.turn.ticket.take());
-        let hold = if self.fifo {
-            let groups = batch.groups();
-            match self.gate.try_acquire(&groups) {
-                Some(hold) => Some(hold),
-                None => {
-                    // An earlier batch of a group still runs. The ticket would be spent
-                    // late, so close on the next call: give it up and pay afresh.
-                    let hold = self.gate.acquire(groups).await;
-                    ticket = Some(self.stage.budget.acquire().await);
-                    Some(hold)
-                }
-            }
-        } else {
-            None
-        };
+        let (slot, ticket) = (self.turn.slot.take(), self.turn.ticket.take());
         let delivery = self.stage.delivery.clone();
         self.tasks.spawn(async move {
             if let Some(ticket) = ticket {
@@ -222,16 +292,14 @@ impl Dispatcher {
         true
     }
 
-    /// Starts seeking a slot and a ticket once a batch could leave; when none could yet, the
-    /// time the oldest open batch comes due.
+    /// Starts seeking a slot, then a ticket, once a batch may leave; when none may yet, the time
+    /// the open batch comes due (a FIFO batch held back by its groups wakes on `freed`).
     fn seek_slot(&mut self, now: Instant) -> Option<Instant> {
         // A slot is sought only once a batch could leave: a token taken early would be spent
         // later than the bucket assumed, and two calls could reach the API closer than it allows.
+        // On a FIFO queue the ticket comes after the batch's groups are known to be free.
+        let due = self.next(now).is_some();
         let turn = &mut self.turn;
-        let deadline = self.batcher.deadline();
-        let due = !turn.ready.is_empty()
-            || (turn.has_work(&self.batcher) && self.closing)
-            || deadline.is_some_and(|deadline| deadline <= now);
         if due && turn.slot.is_none() && turn.getting_slot.is_none() {
             let slots = self.stage.slots.clone();
             turn.getting_slot = Some(Box::pin(async move { slots.acquire().await }));
@@ -240,7 +308,11 @@ impl Dispatcher {
             let budget = self.stage.budget.clone();
             turn.getting_ticket = Some(Box::pin(async move { budget.acquire().await }));
         }
-        if due { None } else { deadline }
+        if due {
+            None
+        } else {
+            self.batcher.deadline().filter(|due| *due > now)
+        }
     }
 }
 
@@ -334,6 +406,93 @@ mod tests {
         );
         drop(records);
         task.await.unwrap();
+        assert_eq!(settle.fates().len(), 3);
+    }
+
+    /// FIFO: a batch whose group is still in flight waits in the queue, and a later batch of
+    /// other groups goes past it at once instead of waiting for the earlier job to end.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_behind_a_busy_group_lets_other_groups_pass() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (mut api, mut calls) = fakes::api(vec![]);
+        api.job_time = Duration::from_secs(5);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, _waiting) = watch::channel(0);
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(2, Duration::from_secs(60)),
+            receiver,
+            waiting_tx,
+        ));
+        let start = tokio::time::Instant::now();
+        let sent = [
+            ("h1", "hot", 1),
+            ("h2", "hot", 2),
+            ("h3", "hot", 3),
+            ("c1", "cold", 1),
+            ("d1", "other", 1),
+            ("d2", "other", 2),
+        ];
+        for (id, group, sequence) in sent {
+            let lease = fakes::held(&ledger, fakes::in_group(id, group, sequence));
+            records.send((fakes::record(), lease)).unwrap();
+        }
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let call = calls.recv().await.expect("a call");
+            seen.push((call.key, call.at - start >= Duration::from_secs(5)));
+        }
+        let expected = [
+            (batch_key(["h1", "h2"]), false),
+            (batch_key(["d1", "d2"]), false),
+            (batch_key(["h3", "c1"]), true),
+        ];
+        assert_eq!(seen, expected, "(key, left after the hot group's 5 s job)");
+        drop(records);
+        task.await.unwrap();
+        assert_eq!(settle.fates().len(), 6);
+    }
+
+    /// FIFO: a ticket is taken only for a batch whose groups are free, so a queue of batches
+    /// behind one hot group spends one ticket per call made, none thrown away.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_behind_a_busy_group_takes_no_ticket_until_the_group_is_free() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (mut api, mut calls) = fakes::api(vec![]);
+        api.job_time = Duration::from_secs(5);
+        let settle = Arc::new(FakeSettle::default());
+        let mut delivery = fakes::delivery(api, settle.clone(), &ledger, true);
+        let telemetry = delivery.telemetry.clone();
+        let limits = records_contract::quota::parse_limits("60/min:10").unwrap();
+        Arc::get_mut(&mut delivery).unwrap().budget =
+            Arc::new(Budget::local(&limits, None, telemetry.clone()).unwrap());
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, _waiting) = watch::channel(0);
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(1, Duration::from_secs(60)),
+            receiver,
+            waiting_tx,
+        ));
+        for sequence in 1..=3 {
+            let id = format!("h{sequence}");
+            let lease = fakes::held(&ledger, fakes::in_group(&id, "hot", sequence));
+            records.send((fakes::record(), lease)).unwrap();
+        }
+        for _ in 0..3 {
+            calls.recv().await.expect("a call");
+        }
+        drop(records);
+        task.await.unwrap();
+        let metrics = telemetry.render();
+        assert!(
+            metrics.contains("sbw_budget_calls_spent_total{limit=\"60/min:10\"} 3"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("sbw_budget_calls_refunded_total{limit=\"60/min:10\"}"),
+            "no ticket was taken and given back: {metrics}"
+        );
         assert_eq!(settle.fates().len(), 3);
     }
 }

@@ -17,6 +17,7 @@ use super::{Labels, Telemetry, registered, registered_as};
 pub struct QuotaMetrics {
     remaining: Family<Labels, Gauge<f64, AtomicU64>>,
     spent: Family<Labels, Counter>,
+    refunded: Family<Labels, Counter>,
     records_per_call: Histogram,
     concurrency_limit: Gauge,
     slot_wait: Histogram,
@@ -36,6 +37,11 @@ impl QuotaMetrics {
                 r,
                 "budget_calls_spent",
                 "Batch calls spent against each --rate-limit limit",
+            ),
+            refunded: registered(
+                r,
+                "budget_calls_refunded",
+                "Tokens of each --rate-limit limit given back by a ticket whose call was never made",
             ),
             records_per_call: registered_as(
                 r,
@@ -73,6 +79,15 @@ impl Telemetry {
     pub fn budget_spent(&self, limit: &str, remaining: Option<f64>) {
         let labels = vec![("limit", limit.to_owned())];
         self.quota.spent.get_or_create(&labels).inc();
+        if let Some(remaining) = remaining {
+            self.quota.remaining.get_or_create(&labels).set(remaining);
+        }
+    }
+
+    /// A ticket went unspent and its token went back to `limit`'s bucket.
+    pub fn budget_refunded(&self, limit: &str, remaining: Option<f64>) {
+        let labels = vec![("limit", limit.to_owned())];
+        self.quota.refunded.get_or_create(&labels).inc();
         if let Some(remaining) = remaining {
             self.quota.remaining.get_or_create(&labels).set(remaining);
         }

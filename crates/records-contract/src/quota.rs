@@ -219,6 +219,12 @@ impl Bucket {
         }
     }
 
+    /// Puts back a token taken for a call that was never made; never above the capacity.
+    pub fn give_back(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
+
     /// The calls the bucket allows within `horizon` from `now`: what it holds plus what refills.
     pub fn calls_within(&mut self, now: Instant, horizon: Duration) -> f64 {
         self.tokens(now) + self.rate * horizon.as_secs_f64()

@@ -263,10 +263,11 @@ impl RecordsApi {
             records,
             on_answer,
         } = call;
-        let _paid = match ticket {
+        let paid = match ticket {
             Some(ticket) => ticket,
             None => self.budget.acquire().await,
         };
+        paid.spend();
         self.telemetry.call_records(*records);
         let url = format!(
             "{}/records/{}/{}",

@@ -50,10 +50,49 @@ pub fn calls_within(limits: &[Spending], horizon: Duration) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
-/// The right to make one batch call, already paid for.
+/// The right to make one batch call, already paid for. `spend` it as the call leaves; a ticket
+/// dropped unspent (a gate collision, a batch that went back to the queue, a shutdown) gives its
+/// tokens back to the buckets it came from, so no quota is thrown away for a call never made.
 #[must_use = "a ticket is a call the quota already paid for"]
+pub struct Ticket {
+    refund: Option<(Arc<Budget>, Taken)>,
+}
+
+/// What a ticket took, so that it can be given back.
 #[derive(Debug)]
-pub struct Ticket(());
+enum Taken {
+    Local,
+    /// The shared tokens' slots, one per limit.
+    Shared(Vec<i64>),
+}
+
+impl Ticket {
+    /// A ticket of no budget: nothing to give back (unlimited budgets, tests).
+    pub fn free() -> Self {
+        Self { refund: None }
+    }
+
+    /// The call leaves now: its tokens are spent for good.
+    pub fn spend(mut self) {
+        self.refund = None;
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("refundable", &self.refund.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some((budget, taken)) = self.refund.take() {
+            budget.give_back(taken);
+        }
+    }
+}
 
 struct Local {
     buckets: Vec<Bucket>,
@@ -180,7 +219,10 @@ impl Budget {
     }
 
     /// Waits until every limit has a token, and takes them.
-    pub async fn acquire(&self) -> Ticket {
+    pub async fn acquire(self: &Arc<Self>) -> Ticket {
+        if !self.is_limited() {
+            return Ticket::free();
+        }
         loop {
             let paused_until = self.buckets().paused_until;
             if paused_until > Instant::now() {
@@ -188,17 +230,58 @@ impl Budget {
                 continue;
             }
             if let Some(shared) = &self.shared {
-                shared.acquire(&self.limits, &self.telemetry).await;
+                let slots = shared.acquire(&self.limits, &self.telemetry).await;
                 for limit in &self.limits {
                     self.telemetry.budget_spent(&limit.label, None);
                 }
-                return Ticket(());
+                return self.ticket(Taken::Shared(slots));
             }
             match self.take_local(Instant::now()) {
-                Ok(()) => return Ticket(()),
+                Ok(()) => return self.ticket(Taken::Local),
                 Err(at) => tokio::time::sleep_until(at.into()).await,
             }
         }
+    }
+
+    fn ticket(self: &Arc<Self>, taken: Taken) -> Ticket {
+        Ticket {
+            refund: Some((self.clone(), taken)),
+        }
+    }
+
+    /// An unspent ticket's tokens go back: to the local buckets (never above their burst), or to
+    /// this replica's stash of shared tokens while their slots are still good.
+    fn give_back(&self, taken: Taken) {
+        match taken {
+            Taken::Shared(slots) => {
+                if let Some(shared) = &self.shared {
+                    shared.give_back(slots);
+                }
+                for limit in &self.limits {
+                    self.telemetry.budget_refunded(&limit.label, None);
+                }
+            }
+            Taken::Local => {
+                let now = Instant::now();
+                let mut local = self.buckets();
+                for (bucket, limit) in local.buckets.iter_mut().zip(&self.limits) {
+                    bucket.give_back(now);
+                    let level = bucket.tokens(now);
+                    self.telemetry.budget_refunded(&limit.label, Some(level));
+                }
+                if let Some(state) = &self.state {
+                    state.save(&Self::levels(&mut local.buckets, &self.limits, now));
+                }
+            }
+        }
+    }
+
+    fn levels(buckets: &mut [Bucket], limits: &[Spending], now: Instant) -> Vec<(String, f64)> {
+        buckets
+            .iter_mut()
+            .zip(limits)
+            .map(|(bucket, limit)| (limit.label.clone(), bucket.tokens(now)))
+            .collect()
     }
 
     /// Takes one token from every bucket, or says when all of them will have one.
@@ -214,12 +297,7 @@ impl Budget {
                 .budget_spent(&limit.label, Some(bucket.tokens(now)));
         }
         if let Some(state) = &self.state {
-            let saved: Vec<(String, f64)> = local
-                .buckets
-                .iter_mut()
-                .zip(&self.limits)
-                .map(|(bucket, limit)| (limit.label.clone(), bucket.tokens(now)))
-                .collect();
+            let saved = Self::levels(&mut local.buckets, &self.limits, now);
             // Handed to the writer before the call leaves. A crash of the process loses only what
             // the writer had not yet written: normally the last call's token, more while the
             // disk stalls, never a refilled bucket.
@@ -264,5 +342,27 @@ mod tests {
             "{wait:?}"
         );
         assert!(budget.take_local(at).is_ok());
+    }
+
+    /// A ticket dropped unspent gives its token back; a spent one does not. With one call a
+    /// minute, a thrown-away ticket would cost a minute of quota.
+    #[tokio::test(start_paused = true)]
+    async fn an_unspent_ticket_gives_its_token_back() {
+        let limits = parse_limits("1/min").unwrap();
+        let telemetry = Arc::new(Telemetry::new());
+        let budget = Arc::new(Budget::local(&limits, None, telemetry.clone()).unwrap());
+        let start = tokio::time::Instant::now();
+        drop(budget.acquire().await);
+        budget.acquire().await.spend();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the refunded token paid at once"
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(30), budget.acquire()).await;
+        assert!(waited.is_err(), "the spent token is gone for a minute");
+        let metrics = telemetry.render();
+        assert!(metrics.contains("sbw_budget_calls_refunded_total{limit=\"1/min\"} 1"));
+        assert!(metrics.contains("sbw_budget_calls_spent_total{limit=\"1/min\"} 2"));
     }
 }

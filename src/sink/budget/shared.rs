@@ -124,14 +124,15 @@ impl SharedTokens {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until this replica holds a good token of every limit, and spends them.
-    pub async fn acquire(&self, limits: &[Spending], telemetry: &Telemetry) {
+    /// Waits until this replica holds a good token of every limit, and takes them: their slots,
+    /// one per limit, which `give_back` returns to the stash if the call is not made.
+    pub async fn acquire(&self, limits: &[Spending], telemetry: &Telemetry) -> Vec<i64> {
         let _turn = self.turn.lock().await;
         let slots: Vec<SlotClock> = limits.iter().map(SlotClock::of).collect();
         loop {
             let now = now_ms();
-            if self.take_stashed(&slots, now) {
-                return;
+            if let Some(taken) = self.take_stashed(&slots, now) {
+                return taken;
             }
             let result = async {
                 self.publish(limits, &slots, now).await?;
@@ -153,19 +154,31 @@ impl SharedTokens {
         }
     }
 
-    fn take_stashed(&self, slots: &[SlotClock], now: f64) -> bool {
+    fn take_stashed(&self, slots: &[SlotClock], now: f64) -> Option<Vec<i64>> {
         let mut state = self.state();
         for (stash, slots) in state.stash.iter_mut().zip(slots) {
             stash.retain(|slot| slots.is_good(*slot, now));
             stash.sort_unstable();
         }
         if state.stash.iter().any(Vec::is_empty) {
-            return false;
+            return None;
         }
-        for stash in &mut state.stash {
-            stash.remove(0);
+        Some(
+            state
+                .stash
+                .iter_mut()
+                .map(|stash| stash.remove(0))
+                .collect(),
+        )
+    }
+
+    /// Tokens taken for a call that was not made: they were deleted from the queue, so this
+    /// replica still owns them, and spends them next while their slots are good.
+    pub fn give_back(&self, taken: Vec<i64>) {
+        let mut state = self.state();
+        for (stash, slot) in state.stash.iter_mut().zip(taken) {
+            stash.push(slot);
         }
-        true
     }
 
     fn next_needed_ms(&self, slots: &[SlotClock], now: f64) -> f64 {
