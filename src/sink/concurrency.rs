@@ -4,8 +4,11 @@
 //!
 //! The rule: start at 1 and double on every clean window (slow start) until the first overload
 //! or the ceiling; after that add 1 per clean window. A window is as many answers as the limit.
-//! An overload (429, 503, 504, a timeout) or an answer slower than usual (twice the usual and
-//! 100 ms more) halves the limit, once per window. After an overload, probing above the level
+//! An overload (429, 503, 504, a timeout) or an answer slower than usual halves the limit, once
+//! per window. Slower than usual means both per call (twice the usual and 100 ms more) and per
+//! record (twice the usual time a record): an API's answer time grows with the batch (seed 003),
+//! so a full batch after small age-flushed ones is slower per call but not per record, and a
+//! small one after full ones is slower per record but not per call. Neither is load. After an overload, probing above the level
 //! that overloaded waits 2, 4, 8 ... up to 64 clean windows: against an API that can take one
 //! request at a time, the 503s that probing costs become rarer and rarer.
 
@@ -21,6 +24,41 @@ const SLOW_FACTOR: f64 = 2.0;
 /// Below this much extra time, a slower answer is jitter, not load.
 const SLOW_FLOOR_S: f64 = 0.1;
 
+/// Moving averages of clean answers: seconds and records per call. Their ratio is the usual time
+/// a record (a ratio of averages, so small batches, slow per record by nature, do not swamp it).
+#[derive(Clone, Copy, Debug)]
+struct Usual {
+    secs: f64,
+    records: f64,
+}
+
+impl Usual {
+    fn of(secs: f64, records: usize) -> Self {
+        Self {
+            secs,
+            records: records.max(1) as f64,
+        }
+    }
+
+    fn per_record(&self) -> f64 {
+        self.secs / self.records
+    }
+
+    /// Slower than usual per call and per record alike: the API, not the batch size.
+    fn is_slow(&self, answer: Usual) -> bool {
+        let per_call =
+            answer.secs > self.secs * SLOW_FACTOR && answer.secs > self.secs + SLOW_FLOOR_S;
+        per_call && answer.per_record() > self.per_record() * SLOW_FACTOR
+    }
+
+    fn updated(self, answer: Usual) -> Self {
+        Self {
+            secs: self.secs * 0.8 + answer.secs * 0.2,
+            records: self.records * 0.8 + answer.records * 0.2,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Aimd {
     limit: usize,
@@ -28,8 +66,8 @@ pub struct Aimd {
     slow_start: bool,
     /// Answers counted in this window, and whether one of them was an overload.
     answered: usize,
-    /// Usual answer time: a moving average of clean answers.
-    usual: Option<f64>,
+    /// Usual answer time per call and per record: moving averages of clean answers.
+    usual: Option<Usual>,
     /// The level that last overloaded, and the clean windows to wait before probing it again.
     overloaded_at: Option<usize>,
     probe_wait: u32,
@@ -62,14 +100,12 @@ impl Aimd {
         let stale = self.stale > 0;
         self.stale = self.stale.saturating_sub(1);
         let slow = match signal {
-            Signal::Answered(took) => {
-                let secs = took.as_secs_f64();
-                let slow = self
-                    .usual
-                    .is_some_and(|usual| secs > usual * SLOW_FACTOR && secs > usual + SLOW_FLOOR_S);
-                // Slow answers feed the average too: a lasting rise (bigger batches, a slower
-                // API) becomes the new usual instead of pinning the limit at 1.
-                self.usual = Some(self.usual.map_or(secs, |u| u * 0.8 + secs * 0.2));
+            Signal::Answered { took, records } => {
+                let answer = Usual::of(took.as_secs_f64(), records);
+                let slow = self.usual.is_some_and(|usual| usual.is_slow(answer));
+                // Slow answers feed the averages too: a lasting rise (a slower API) becomes the
+                // new usual instead of pinning the limit at 1.
+                self.usual = Some(self.usual.map_or(answer, |usual| usual.updated(answer)));
                 slow
             }
             Signal::Overloaded => true,
@@ -216,7 +252,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const FAST: Signal = Signal::Answered(Duration::from_millis(100));
+    const FAST: Signal = answered(100, 1);
+
+    const fn answered(ms: u64, records: usize) -> Signal {
+        Signal::Answered {
+            took: Duration::from_millis(ms),
+            records,
+        }
+    }
 
     fn feed(aimd: &mut Aimd, signals: &[Signal]) -> Vec<usize> {
         signals
@@ -230,7 +273,7 @@ mod tests {
 
     #[test]
     fn the_limit_moves_as_the_table_says() {
-        let slow = Signal::Answered(Duration::from_millis(500));
+        let slow = answered(500, 1);
         let o = Signal::Overloaded;
         // (signals, limit after each)
         let cases: Vec<(usize, Vec<Signal>, Vec<usize>)> = vec![
@@ -281,7 +324,7 @@ mod tests {
     fn a_lasting_rise_in_latency_becomes_the_usual() {
         let mut aimd = Aimd::new(4);
         feed(&mut aimd, &[FAST; 3]);
-        let slower = Signal::Answered(Duration::from_millis(600));
+        let slower = answered(600, 1);
         // The first slow answers halve the limit; then the new latency is the usual and it climbs.
         let limits = feed(&mut aimd, &[slower; 12]);
         assert_eq!(limits[0], 2);
@@ -303,5 +346,35 @@ mod tests {
         let slots = Slots::new(3, false, Arc::new(Telemetry::new()));
         slots.observe(Signal::Overloaded, 0);
         assert_eq!(slots.gate().limit(), 3);
+    }
+
+    /// An API that takes 20 ms plus 1 ms a record, fed a mix of full and age-flushed batches:
+    /// the limit climbs to its ceiling and stays. Read per call alone (records: 1 each), every
+    /// full batch after small ones looked like load and halved it.
+    #[test]
+    fn a_big_batch_is_not_a_slow_api() {
+        let sizes = [1000, 5, 10, 1000, 20, 1000, 1000, 3, 500, 1000];
+        let mixed = |per_record: bool| {
+            let mut aimd = Aimd::new(8);
+            let mut halvings = 0;
+            for size in sizes.iter().cycle().take(200) {
+                let records = if per_record { *size } else { 1 };
+                let before = aimd.limit();
+                aimd.observe(answered(20 + *size as u64, records), 0);
+                halvings += usize::from(aimd.limit() < before);
+            }
+            (halvings, aimd.limit())
+        };
+        assert_eq!(mixed(true), (0, 8), "per record");
+        let (halvings, _) = mixed(false);
+        assert!(halvings >= 10, "per call alone halves it: {halvings}");
+        // A slower API is still seen: the same mix, three times slower per record.
+        let mut aimd = Aimd::new(8);
+        for size in sizes.iter().cycle().take(40) {
+            aimd.observe(answered(20 + *size as u64, *size), 0);
+        }
+        assert_eq!(aimd.limit(), 8);
+        aimd.observe(answered(20 + 3 * 1000, 1000), 0);
+        assert_eq!(aimd.limit(), 4, "a full batch three times slower halves it");
     }
 }

@@ -27,8 +27,8 @@ pub enum Action {
 /// What one batch call's answer says about the API's load, for the adaptive concurrency limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Signal {
-    /// Answered, in this long.
-    Answered(Duration),
+    /// Answered a call of `records` records in `took`.
+    Answered { took: Duration, records: usize },
     /// 429, 503, 504 or a timeout: too many requests at once.
     Overloaded,
     /// Anything else (a 4xx about the batch itself, a refused connection): says nothing about
@@ -36,9 +36,9 @@ pub enum Signal {
     Neutral,
 }
 
-pub fn signal<T>(result: &Result<T, ApiError>, took: Duration) -> Signal {
+pub fn signal<T>(result: &Result<T, ApiError>, took: Duration, records: usize) -> Signal {
     match result {
-        Ok(_) => Signal::Answered(took),
+        Ok(_) => Signal::Answered { took, records },
         Err(ApiError::Timeout) => Signal::Overloaded,
         Err(ApiError::Status {
             status: 429 | 503 | 504,
@@ -107,7 +107,7 @@ mod tests {
     fn load_signals_from_a_table() {
         let took = Duration::from_millis(80);
         let cases: Vec<(Result<(), ApiError>, Signal)> = vec![
-            (Ok(()), Signal::Answered(took)),
+            (Ok(()), Signal::Answered { took, records: 7 }),
             (Err(ApiError::Timeout), Signal::Overloaded),
             (Err(status(429, None, None, Some(1))), Signal::Overloaded),
             (Err(status(503, None, None, None)), Signal::Overloaded),
@@ -117,7 +117,7 @@ mod tests {
             (Err(ApiError::connect("refused")), Signal::Neutral),
         ];
         for (result, expected) in cases {
-            assert_eq!(signal(&result, took), expected, "{result:?}");
+            assert_eq!(signal(&result, took, 7), expected, "{result:?}");
         }
     }
 

@@ -286,7 +286,7 @@ impl RecordsApi {
         self.calls_out.fetch_add(1, SeqCst);
         let result = self.call(Ceiling::BATCH, request).await;
         let still_out = self.calls_out.fetch_sub(1, SeqCst).saturating_sub(1);
-        on_answer(signal(&result, started.elapsed()), still_out);
+        on_answer(signal(&result, started.elapsed(), *records), still_out);
         if let Err(ApiError::Status {
             status: 429,
             retry_after,
