@@ -246,15 +246,30 @@ async fn check_quota(settings: &Settings, client: &aws_sdk_sqs::Client, report: 
         .map(|limit| limit.per_second())
         .fold(f64::MAX, f64::min);
     let carried = per_s * settings.batch_max_records as f64 / (1.0 + crate::sink::budget::MARGIN);
-    let home = match (&settings.budget_queue, &settings.state_dir) {
-        (Some(url), _) => format!("shared through {url}"),
-        (None, Some(dir)) => format!("local, saved in {}", dir.display()),
-        (None, None) => "local, full again after a restart".into(),
+    let home = match (
+        &settings.budget_table,
+        &settings.budget_queue,
+        &settings.state_dir,
+    ) {
+        (Some(table), _, _) => format!("shared through the DynamoDB table {table}"),
+        (None, Some(url), _) => format!("shared through {url}"),
+        (None, None, Some(dir)) => format!("local, saved in {}", dir.display()),
+        (None, None, None) => "local, full again after a restart".into(),
     };
     report.found(format!(
         "quota: {} ({home}); at full batches it carries {carried:.1} records a second",
         limits.join(", ")
     ));
+    if let Some(table) = &settings.budget_table {
+        let tokens = crate::sink::budget::TableTokens::connect(table.clone()).await;
+        if let Err(error) = tokens.reach().await {
+            report.problems.push(format!(
+                "--budget-table cannot be reached: {error}. Fix: create the table (partition key \
+                 `limit`, a string; deploy/cloudformation/queues.yaml makes one with \
+                 SharedBudget=table) and allow dynamodb:DescribeTable, GetItem, UpdateItem"
+            ));
+        }
+    }
     if let Some(url) = &settings.budget_queue {
         let queue = Queue::new(client.clone(), url.clone());
         if let Err(error) = queue.attribute(QueueAttributeName::FifoQueue).await {

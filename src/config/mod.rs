@@ -151,6 +151,39 @@ impl Settings {
         if let Some(url) = &self.budget_queue {
             self.validate_budget_queue(raw, url)?;
         }
+        if let Some(table) = &self.budget_table {
+            self.validate_budget_table(raw, table)?;
+        }
+        Ok(())
+    }
+
+    /// The shared budget's table: one store at a time, and something to share.
+    fn validate_budget_table(&self, raw: &Raw, table: &str) -> Result<(), ConfigError> {
+        if self.budget_queue.is_some() {
+            return Err(raw.budget_table.invalid(
+                table,
+                "a budget is shared through one store, and --budget-queue is set too",
+                "keep --budget-table (recommended) and drop --budget-queue, or the other way round",
+            ));
+        }
+        let valid = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(raw.budget_table.invalid(
+                table,
+                "not a DynamoDB table name",
+                "give the table's name (3 to 255 of a-z, A-Z, 0-9, _, - and .), not its ARN",
+            ));
+        }
+        if self.rate_limit.is_empty() {
+            return Err(raw.budget_table.invalid(
+                table,
+                "a shared budget needs something to share",
+                "set --rate-limit too, e.g. 100/min:5",
+            ));
+        }
         Ok(())
     }
 

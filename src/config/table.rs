@@ -287,7 +287,14 @@ settings_table! {
         (|s| Ok::<_, ConfigError>(s.given().map(PathBuf::from)));
     budget_queue: Option<String> = "--budget-queue" "BUDGET_QUEUE_URL"
         [shown "none, each replica spends its own"]
-        "SQS FIFO queue that holds a --rate-limit budget shared by every replica."
+        "SQS FIFO queue that holds a --rate-limit budget shared by every replica (no new \
+         service; --budget-table is the recommended store)."
+        (|s| Ok::<_, ConfigError>(s.given()));
+    budget_table: Option<String> = "--budget-table" "BUDGET_TABLE"
+        [shown "none, each replica spends its own"]
+        "DynamoDB table (partition key `limit`, a string) that holds a --rate-limit budget \
+         shared by every replica: one item per limit, spent with conditional writes. Its \
+         endpoint comes from the AWS chain (AWS_ENDPOINT_URL_DYNAMODB)."
         (|s| Ok::<_, ConfigError>(s.given()));
     ack_on: AckOn = "--ack-on" "ACK_ON" [value "accepted"]
         "accepted (delete after the 202) or completed (delete after the job ends)."

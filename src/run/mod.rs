@@ -97,7 +97,7 @@ pub async fn run(
 /// Checks the API and the queues, then starts the pipeline with the given SQS client.
 pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Running, RunError> {
     let telemetry = Arc::new(Telemetry::with_systemd());
-    let budget = Arc::new(startup::budget(&settings, &client, &telemetry)?);
+    let budget = Arc::new(startup::budget(&settings, &client, &telemetry).await?);
     let api = RecordsApi::new(&settings, budget.clone(), telemetry.clone())
         .map_err(|source| RunError::Client { source })?;
     let source = Queue::new(client.clone(), settings.queue_url.clone());

@@ -117,6 +117,9 @@ pub async fn watch(watch: Watch, stop: CancellationToken) {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             _ = stop.cancelled() => return,
         }
+        // The shared table's levels for `sbw_budget_remaining`; an unreachable store shows in
+        // `/readyz` even while no call is being paid for.
+        watch.budget.read_remaining().await;
         if let Some(found) = overrun.check(sample(&watch).await) {
             watch.telemetry.quota_overrun(
                 found.arrivals_per_s,

@@ -9,7 +9,7 @@ use records_contract::ObjectSchema;
 use super::RunError;
 use crate::config::{Operation, Settings};
 use crate::sink::api::{ApiError, RecordsApi};
-use crate::sink::budget::{Budget, SharedTokens};
+use crate::sink::budget::{Budget, SharedTokens, TableTokens};
 use crate::source::dlq;
 use crate::sqs::Queue;
 use crate::telemetry::Telemetry;
@@ -24,12 +24,26 @@ pub struct Reached {
     pub dlq_max_bytes: usize,
 }
 
-/// The budget: shared through `--budget-queue`, or local (saved to `--state-dir` when given).
-pub fn budget(
+/// The budget: shared through `--budget-table` or `--budget-queue`, or local (saved to
+/// `--state-dir` when given).
+pub async fn budget(
     settings: &Settings,
     client: &aws_sdk_sqs::Client,
     telemetry: &Arc<Telemetry>,
 ) -> Result<Budget, RunError> {
+    if let Some(table) = &settings.budget_table {
+        if settings.state_dir.is_some() {
+            tracing::warn!(
+                "--state-dir is not used with --budget-table: the table holds the shared budget"
+            );
+        }
+        let tokens = TableTokens::connect(table.clone()).await;
+        return Ok(Budget::table(
+            tokens,
+            &settings.rate_limit,
+            telemetry.clone(),
+        ));
+    }
     if let Some(url) = &settings.budget_queue {
         if settings.state_dir.is_some() {
             tracing::warn!(

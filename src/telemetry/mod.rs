@@ -74,6 +74,8 @@ pub struct Telemetry {
     sqs_ready: AtomicBool,
     api_ready: AtomicBool,
     blocked: Mutex<Option<String>>,
+    /// Why the shared budget's store is not answering, while it is not.
+    store_down: Mutex<Option<String>>,
     pub systemd: systemd::Notifier,
 }
 
@@ -121,6 +123,7 @@ impl Telemetry {
             sqs_ready: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),
             blocked: Mutex::new(None),
+            store_down: Mutex::new(None),
             systemd: systemd::Notifier::disabled(),
         }
     }
@@ -366,8 +369,24 @@ impl Telemetry {
         }
     }
 
+    pub(crate) fn set_store_down(&self, problem: Option<String>) {
+        let mut down = self.store_down.lock().unwrap_or_else(|p| p.into_inner());
+        if problem.is_none() && down.is_some() {
+            info!("the shared budget's store answers again");
+        }
+        *down = problem;
+    }
+
     /// `Ok` when ready, or what is missing.
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(problem) = self
+            .store_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(problem);
+        }
         if let Some(problem) = self
             .blocked
             .lock()

@@ -100,14 +100,30 @@ impl Telemetry {
         );
     }
 
-    pub fn budget_store_failed(&self, queue: &str, problem: &str) {
+    /// The shared budget's store (`--budget-table` or `--budget-queue`) failed: calls wait for
+    /// it, and `/readyz` says so until it answers again.
+    pub fn budget_store_failed(&self, store: &str, problem: &str) {
         self.quota.store_errors.inc();
         warn!(
-            queue,
+            store,
             problem,
-            "the shared budget queue failed; batch calls wait for it (messages stay held). Fix: \
-             check --budget-queue and that the role may send, receive and delete there"
+            "the shared budget's store failed; batch calls wait for it (messages stay held). Fix: \
+             check --budget-table (or --budget-queue), its endpoint and that the role may use it"
         );
+        self.set_store_down(Some(format!(
+            "the shared budget's store {store} cannot be reached ({problem}); batch calls wait"
+        )));
+    }
+
+    /// The shared budget's store answered.
+    pub fn budget_store_reached(&self) {
+        self.set_store_down(None);
+    }
+
+    /// A limit's level as read from the shared store.
+    pub fn budget_level(&self, limit: &str, level: f64) {
+        let labels = vec![("limit", limit.to_owned())];
+        self.quota.remaining.get_or_create(&labels).set(level);
     }
 
     pub fn call_records(&self, records: usize) {

@@ -17,6 +17,7 @@ mod quotas;
 mod round_two;
 mod scale_out;
 mod secrets_and_config;
+mod shared_budget;
 mod stale_values;
 mod systemd_notify;
 mod trust_no_peer;

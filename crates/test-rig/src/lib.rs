@@ -56,6 +56,65 @@ pub async fn sqs_via(endpoint: &str) -> Client {
     client_for(endpoint)
 }
 
+/// The DynamoDB the shared-budget tests use: moto's server (`SBW_TEST_DYNAMODB_URL`, default
+/// 127.0.0.1:5000). The worker binary reaches it through `AWS_ENDPOINT_URL_DYNAMODB`, which aims
+/// its DynamoDB client alone there; SQS stays on LocalStack.
+pub fn dynamodb_url() -> String {
+    std::env::var("SBW_TEST_DYNAMODB_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+/// A DynamoDB client for moto's server. Panics with the fix when it does not answer: a real
+/// DynamoDB server, never a mock, and never a skip.
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let url = dynamodb_url();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(&url)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let probe =
+        tokio::time::timeout(Duration::from_secs(5), client.list_tables().limit(1).send()).await;
+    assert!(
+        matches!(probe, Ok(Ok(_))),
+        "no DynamoDB answers at {url}. The shared-budget tests need moto's server: run \
+         moto/start.sh (the README's test command starts it). CI={}",
+        std::env::var("CI").unwrap_or_default()
+    );
+    client
+}
+
+/// Creates the budget table `name` (partition key `limit`, a string) as deploy/ makes it.
+pub async fn create_budget_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("limit")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("a key schema"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("limit")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("an attribute"),
+        )
+        .send()
+        .await
+        .expect("create the budget table");
+}
+
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
@@ -121,6 +180,7 @@ pub fn worker_binary_with_fd_limit(nofile: u32) -> tokio::process::Command {
 fn aimed_at_localstack(mut command: tokio::process::Command) -> tokio::process::Command {
     command
         .env("AWS_ENDPOINT_URL", localstack_url())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_url())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")

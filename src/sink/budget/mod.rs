@@ -4,11 +4,13 @@
 //! Where the buckets live:
 //! - in this process (the default), optionally saved to `--state-dir` after every call so that a
 //!   restarted worker starts from what the last one left, not from a full bucket;
-//! - or shared by every replica through `--budget-queue`, an SQS FIFO queue of tokens
-//!   (`shared.rs`), so that N replicas spend one quota, not N.
+//! - or shared by every replica, so that N replicas spend one quota, not N: in a DynamoDB table
+//!   (`--budget-table`, `table.rs`, the recommended store), or in an SQS FIFO queue of tokens
+//!   (`--budget-queue`, `shared.rs`, no new service).
 
 pub mod shared;
 pub mod state_file;
+pub mod table;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +20,8 @@ use crate::telemetry::Telemetry;
 use records_contract::quota::{Bucket, Limit};
 pub use shared::SharedTokens;
 use state_file::StateFile;
+pub use table::TableTokens;
+use table::Try;
 
 /// The worker paces each limit 2% below its stated rate: a call that leaves exactly one interval
 /// after the last can reach the API a millisecond early and be answered 429.
@@ -64,6 +68,8 @@ enum Taken {
     Local,
     /// The shared tokens' slots, one per limit.
     Shared(Vec<i64>),
+    /// A token of every limit's item in the budget table.
+    Table,
 }
 
 impl Ticket {
@@ -104,8 +110,14 @@ pub struct Budget {
     local: Mutex<Local>,
     state: Option<StateFile>,
     shared: Option<SharedTokens>,
+    table: Option<Arc<TableTokens>>,
     telemetry: Arc<Telemetry>,
 }
+
+/// How long a replica waits before it reads the table again while a token is not there: short
+/// enough that a token another replica gave back is not left lying for long.
+const TABLE_RECHECK: Duration = Duration::from_secs(1);
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -153,6 +165,14 @@ impl Budget {
         Self::build(limits, None, Some(tokens), telemetry)
     }
 
+    /// A budget that every replica shares through a DynamoDB table.
+    pub fn table(tokens: TableTokens, limits: &[Limit], telemetry: Arc<Telemetry>) -> Self {
+        let limits = limits.iter().map(Spending::of).collect();
+        let mut budget = Self::build(limits, None, None, telemetry);
+        budget.table = Some(Arc::new(tokens));
+        budget
+    }
+
     fn build(
         limits: Vec<Spending>,
         state: Option<StateFile>,
@@ -185,6 +205,7 @@ impl Budget {
             }),
             state,
             shared,
+            table: None,
             telemetry,
         }
     }
@@ -212,10 +233,61 @@ impl Budget {
         }
     }
 
-    /// Holds every sender back for `duration` from now.
+    /// Holds every sender back for `duration` from now: in this process, and in every replica
+    /// when the budget table is shared.
     pub fn pause_for(&self, duration: Duration) {
         let mut local = self.buckets();
         local.paused_until = local.paused_until.max(Instant::now() + duration);
+        drop(local);
+        if let Some(table) = &self.table {
+            let (table, limits) = (table.clone(), self.limits.clone());
+            let telemetry = self.telemetry.clone();
+            spawn_detached(async move {
+                if let Err(problem) = table.pause(&limits, duration).await {
+                    telemetry.budget_store_failed(table.table(), &problem);
+                }
+            });
+        }
+    }
+
+    /// One spend through the budget table: waits for every limit's token and takes them.
+    async fn acquire_from_table(self: &Arc<Self>, table: &TableTokens) -> Ticket {
+        loop {
+            match table.try_take(&self.limits).await {
+                Ok(Try::Taken(levels)) => {
+                    self.telemetry.budget_store_reached();
+                    for (limit, level) in self.limits.iter().zip(levels) {
+                        self.telemetry.budget_spent(&limit.label, Some(level));
+                    }
+                    return self.ticket(Taken::Table);
+                }
+                // Replicas waiting for the same token wake a few milliseconds apart, so that
+                // they do not all write for it at once.
+                Ok(Try::Wait(wait)) => {
+                    self.telemetry.budget_store_reached();
+                    tokio::time::sleep(wait.min(TABLE_RECHECK) + jitter()).await;
+                }
+                // Another replica spent between our read and our write: read again soon.
+                Ok(Try::Raced) => tokio::time::sleep(jitter()).await,
+                Err(problem) => {
+                    self.telemetry.budget_store_failed(table.table(), &problem);
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// What is left of each limit, read from the budget table (`sbw_budget_remaining`).
+    pub async fn read_remaining(&self) {
+        let Some(table) = &self.table else { return };
+        match table.levels(&self.limits).await {
+            Ok(levels) => {
+                for (limit, level) in self.limits.iter().zip(levels) {
+                    self.telemetry.budget_level(&limit.label, level);
+                }
+            }
+            Err(problem) => self.telemetry.budget_store_failed(table.table(), &problem),
+        }
     }
 
     /// Waits until every limit has a token, and takes them.
@@ -228,6 +300,9 @@ impl Budget {
             if paused_until > Instant::now() {
                 tokio::time::sleep_until(paused_until.into()).await;
                 continue;
+            }
+            if let Some(table) = &self.table {
+                return self.acquire_from_table(table).await;
             }
             if let Some(shared) = &self.shared {
                 let slots = shared.acquire(&self.limits, &self.telemetry).await;
@@ -253,6 +328,20 @@ impl Budget {
     /// this replica's stash of shared tokens while their slots are still good.
     fn give_back(&self, taken: Taken) {
         match taken {
+            Taken::Table => {
+                let Some(table) = self.table.clone() else {
+                    return;
+                };
+                let (limits, telemetry) = (self.limits.clone(), self.telemetry.clone());
+                for limit in &self.limits {
+                    self.telemetry.budget_refunded(&limit.label, None);
+                }
+                spawn_detached(async move {
+                    if let Err(problem) = table.give_back(&limits).await {
+                        telemetry.budget_store_failed(table.table(), &problem);
+                    }
+                });
+            }
             Taken::Shared(slots) => {
                 if let Some(shared) = &self.shared {
                     shared.give_back(slots);
@@ -304,6 +393,19 @@ impl Budget {
             state.save(&saved);
         }
         Ok(())
+    }
+}
+
+/// 2 to 25 ms, at random.
+fn jitter() -> Duration {
+    Duration::from_millis(rand::random_range(2..25))
+}
+
+/// Runs `work` on the runtime if there is one (a ticket can be dropped after the runtime ended,
+/// when there is nothing left to give back to).
+fn spawn_detached(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(work);
     }
 }
 

@@ -139,6 +139,9 @@ impl SharedTokens {
                 self.receive(limits, &slots).await
             }
             .await;
+            if result.is_ok() {
+                telemetry.budget_store_reached();
+            }
             match result {
                 Ok(0) => {
                     // Nothing to spend: sleep until the next slot of a limit we lack, at most 1 s.
