@@ -195,15 +195,17 @@ async fn b02_two_limit_sets_side_by_side_spend_one_item_per_limit() {
     );
 }
 
-/// The budget table is missing for a while (not created yet, a wrong name fixed by a deploy):
-/// no call leaves, every message stays in the source queue, `/readyz` says why; once the table
-/// is there every row lands and the replica is ready again.
+/// The budget table is missing for 2 minutes (not created yet, a wrong name fixed by a deploy):
+/// no call leaves, nothing is committed, `/readyz` says why the whole time and the store errors
+/// keep counting (what SbwBudgetStoreFailing fires on; its promtool test is in deploy/); once the
+/// table is there every row lands and the replica is ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b03_an_unreachable_budget_table_delays_but_loses_nothing_and_readyz_says_so() {
     let rig = Rig::new().await;
     let dynamodb = common::dynamodb().await;
     let table = common::unique("budget-late");
     rig.send(&bodies(0..200)).await;
+    let down_since = Instant::now();
     let (child, port) = replica(
         &rig,
         &[
@@ -222,6 +224,21 @@ async fn b03_an_unreachable_budget_table_delays_but_loses_nothing_and_readyz_say
         },
     )
     .await;
+    tokio::time::sleep(Duration::from_secs(120).saturating_sub(down_since.elapsed())).await;
+    let (status, body) = readyz(port).await;
+    assert_eq!(status, 503, "still not ready after 2 minutes: {body}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sbw_budget_store_errors_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 60.0, "the store errors keep counting: {errors}");
     assert_eq!(rig.stats().await.batches, 0, "no call left");
     assert!(
         rig.rows("profiles").await.is_empty(),
