@@ -103,6 +103,11 @@ impl<M: AsRef<Received>> Batcher<M> {
         &self.groups
     }
 
+    /// When the open batch took its first message, if it holds any.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
+    }
+
     /// When the age trigger fires, if anything is buffered.
     pub fn deadline(&self) -> Option<Instant> {
         self.oldest.map(|oldest| oldest + self.limits.max_wait)

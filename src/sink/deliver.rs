@@ -178,6 +178,17 @@ impl Delivery {
         self.deliver_as(batch, key, FIRST, Some(ticket))
     }
 
+    /// Gives a batch that was never sent back to the queue: its messages' fate is undecided.
+    pub fn release(self: &Arc<Self>, batch: crate::batch::Batch<Lease>) -> BoxFuture<'static, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            let batch = batch.map_messages(Leased::Held);
+            this.settler
+                .settle(settle_rows(batch.rows, || Fate::Retry))
+                .await
+        })
+    }
+
     /// Delivers a part of a batch (a half, the rest after an offender) under its own key.
     fn deliver_part(self: &Arc<Self>, batch: Batch, attempt: Attempt) -> BoxFuture<'static, ()> {
         let key = batch.key();

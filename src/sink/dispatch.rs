@@ -7,7 +7,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -36,12 +36,20 @@ fn report(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// A closed batch waiting for a slot, a ticket or (FIFO) its groups; `groups` is computed once.
+/// A closed batch waiting for a slot, a ticket or (FIFO) its groups; `groups` and when its
+/// first message was received are computed once.
 struct Waiting {
     batch: Batch,
     eligible: Instant,
     groups: Vec<String>,
+    received: Instant,
 }
+
+/// SQS keeps a received message invisible for at most 12 hours in all; past that, extensions fail
+/// and it reappears while the worker still holds it. A batch that waited this long for a slot or
+/// a ticket (a budget store down, a quota paused for hours) goes back to the queue first: a fresh
+/// receive starts a fresh 12 hours.
+pub const HOLD_CEILING: Duration = Duration::from_secs(11 * 3600);
 
 /// The batch that leaves next: a closed one (its place in the queue), or the open one.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -135,7 +143,11 @@ async fn dispatch(
         if dispatcher.closing && !dispatcher.turn.has_work(&dispatcher.batcher) {
             break;
         }
-        let wake_at = dispatcher.seek_slot(now);
+        let ceiling = dispatcher.release_overdue(now);
+        let wake_at = match (dispatcher.seek_slot(now), ceiling) {
+            (Some(due), Some(ceiling)) => Some(due.min(ceiling)),
+            (due, ceiling) => due.or(ceiling),
+        };
         let Dispatcher {
             batcher,
             tasks,
@@ -194,15 +206,53 @@ struct Dispatcher {
 impl Waiting {
     fn new(batch: Batch, eligible: Instant, fifo: bool) -> Self {
         let groups = if fifo { batch.groups() } else { Vec::new() };
+        let received = batch
+            .messages()
+            .map(|lease| lease.as_ref().received_at)
+            .min()
+            .unwrap_or(eligible);
         Self {
             batch,
             eligible,
             groups,
+            received,
         }
     }
 }
 
 impl Dispatcher {
+    /// Gives back to the queue the waiting batches (and the open one) held for `HOLD_CEILING`;
+    /// returns when the next one comes due.
+    fn release_overdue(&mut self, now: Instant) -> Option<Instant> {
+        let overdue = |received: Instant| now.saturating_duration_since(received) >= HOLD_CEILING;
+        let mut released: Vec<Batch> = Vec::new();
+        for waiting in std::mem::take(&mut self.turn.ready) {
+            if overdue(waiting.received) {
+                released.push(waiting.batch);
+            } else {
+                self.turn.ready.push_back(waiting);
+            }
+        }
+        if self.batcher.oldest().is_some_and(overdue) {
+            released.extend(self.batcher.flush(crate::batch::FlushReason::Shutdown));
+        }
+        for batch in released {
+            tracing::warn!(
+                messages = batch.message_count(),
+                "a batch waited 11 hours for a slot or a quota token; its messages go back to the \
+                 queue before SQS's 12-hour visibility ceiling"
+            );
+            self.tasks.spawn(self.stage.delivery.release(batch));
+        }
+        self.turn
+            .ready
+            .iter()
+            .map(|waiting| waiting.received)
+            .chain(self.batcher.oldest())
+            .min()
+            .map(|oldest| oldest + HOLD_CEILING)
+    }
+
     /// The batch that may leave next, if any. On a FIFO queue that is the first closed batch
     /// whose groups are neither in flight nor held by an earlier waiting batch, else the open
     /// batch on the same terms: a batch behind a busy group waits in the queue while batches of
@@ -494,5 +544,44 @@ mod tests {
             "no ticket was taken and given back: {metrics}"
         );
         assert_eq!(settle.fates().len(), 3);
+    }
+
+    /// A batch that waits for a slot for 11 hours goes back to the queue (released, visibility
+    /// 0) before SQS's 12-hour visibility ceiling would make it reappear while held.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_held_for_eleven_hours_goes_back_to_the_queue() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            taken.push(delivery.slots.acquire().await);
+        }
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, _waiting) = watch::channel(0);
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(2, Duration::from_secs(1)),
+            receiver,
+            waiting_tx,
+        ));
+        for id in ["m1", "m2", "m3"] {
+            let lease = fakes::held(&ledger, Received::fake(id, "{}"));
+            records.send((fakes::record(), lease)).unwrap();
+        }
+        tokio::time::sleep(HOLD_CEILING - Duration::from_secs(60)).await;
+        assert!(
+            settle.fates().is_empty(),
+            "held, not released, before 11 hours"
+        );
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let mut fates = settle.fates();
+        fates.sort();
+        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
+        assert_eq!(fates, [retry("m1"), retry("m2"), retry("m3")]);
+        assert!(calls.try_recv().is_err(), "nothing was sent");
+        drop(taken);
+        drop(records);
+        task.await.unwrap();
     }
 }
