@@ -2,7 +2,11 @@
 //! with an open-loop producer. Every scenario can run a second binary (`--baseline PATH`, e.g. a
 //! build of an older revision) in the same session, so before and after share one LocalStack.
 //!
-//! `cargo bench --bench quota -- [--only steady|day|replicas|concurrency] [--baseline PATH]`
+//! `cargo bench --bench quota -- [--only steady|day|aimd|shared|replicas|concurrency] [--baseline PATH]`
+//! - aimd: the adaptive limit's answer to mixed batch sizes against a latency-per-record API,
+//!   before and after the per-record rule (a simulation of the pure `Aimd`, no services);
+//! - shared: 100 msgs/s for 90 s under one quota of 6/min:2, 1 and 3 replicas, through each
+//!   shared store (`--budget-table` on moto's DynamoDB, `--budget-queue` on LocalStack);
 //! - steady: 100 msgs/s for 90 s, quota 6/min, `--batch-max-records 10000 --batch-max-wait 2s`;
 //! - day: 20 msgs/s under 2,000/day, the whole scenario run 10 times faster (200 msgs/s for
 //!   60 s, emulator `--time-scale 10`);
@@ -114,6 +118,7 @@ struct Steady {
     emulator: Vec<&'static str>,
     worker: Vec<String>,
     max_wait_s: f64,
+    replicas: usize,
 }
 
 async fn steady(binary: &str, name: &str, scenario: &Steady) {
@@ -125,8 +130,12 @@ async fn steady(binary: &str, name: &str, scenario: &Steady) {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let log = format!("/tmp/sbw-bench-quota-{slug}-{name}.log");
-    let worker = spawn(binary, &queues, &emulator.api_url(), &scenario.worker, &log);
+    let workers: Vec<Worker> = (0..scenario.replicas)
+        .map(|i| {
+            let log = format!("/tmp/sbw-bench-quota-{slug}-{name}-{i}.log");
+            spawn(binary, &queues, &emulator.api_url(), &scenario.worker, &log)
+        })
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent_at = produce(&sqs, &queues.source, scenario.rate, scenario.seconds).await;
     let base = emulator.base_url();
@@ -170,9 +179,117 @@ async fn steady(binary: &str, name: &str, scenario: &Steady) {
         stats["rate_limited"],
         drained_s,
     );
-    worker.stop().await;
+    for worker in workers {
+        worker.stop().await;
+    }
     let _ = emulator.stop().await;
     queues.delete().await;
+}
+
+/// Issue 22: the adaptive limit against an API that takes 20 ms plus 1 ms a record, fed a mix of
+/// full and age-flushed batches, 4 in flight at most. "before" reads every answer per call alone
+/// (each answer seen as one record, which is exactly the old rule); "after" per call and per
+/// record. Prints the limit every 50 answers.
+fn aimd_mixed() {
+    use sqs_batch_worker::sink::api::Signal;
+    use sqs_batch_worker::sink::concurrency::Aimd;
+    let sizes = [1000usize, 5, 10, 1000, 20, 1000, 1000, 3, 500, 1000];
+    println!(
+        "\n| AIMD, 20 ms + 1 ms a record, mixed batches | limit after every 50 answers | halvings |\n|---|---|---|"
+    );
+    for (rule, per_record) in [
+        ("before (per call)", false),
+        ("after (per call and per record)", true),
+    ] {
+        let mut aimd = Aimd::new(4);
+        let mut limits = Vec::new();
+        let mut halvings = 0;
+        for (answer, size) in sizes.iter().cycle().take(600).enumerate() {
+            let before = aimd.limit();
+            let took = Duration::from_millis(20 + *size as u64);
+            let records = if per_record { *size } else { 1 };
+            aimd.observe(
+                Signal::Answered { took, records },
+                aimd.limit().saturating_sub(1),
+            );
+            halvings += usize::from(aimd.limit() < before);
+            if (answer + 1) % 50 == 0 {
+                limits.push(aimd.limit().to_string());
+            }
+        }
+        println!("| {rule} | {} | {halvings} |", limits.join(" "));
+    }
+}
+
+/// A budget table on moto's DynamoDB server.
+async fn budget_table() -> String {
+    let client = dynamodb();
+    let name = format!("bench-budget-{}", uuid::Uuid::new_v4().simple());
+    let key = |kind| {
+        aws_sdk_dynamodb::types::KeySchemaElement::builder()
+            .attribute_name("limit")
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .key_schema(key(aws_sdk_dynamodb::types::KeyType::Hash))
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("limit")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("create the budget table on moto (moto/start.sh)");
+    name
+}
+
+/// Empties the budget table: the next run's replicas start from a full bucket.
+async fn reset_table(table: &str) {
+    let client = dynamodb();
+    let scanned = client.scan().table_name(table).send().await.expect("scan");
+    for item in scanned.items() {
+        if let Some(limit) = item.get("limit") {
+            let _ = client
+                .delete_item()
+                .table_name(table)
+                .key("limit", limit.clone())
+                .send()
+                .await;
+        }
+    }
+}
+
+fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(setup::MOTO)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+async fn token_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    sqs.create_queue()
+        .queue_name(format!(
+            "bench-tokens-{}.fifo",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create the token queue")
+        .queue_url
+        .expect("url")
 }
 
 async fn replicas(binary: &str, shared: bool) {
@@ -323,6 +440,7 @@ async fn main() {
                 emulator: vec!["--rate-limit", "6/min"],
                 worker: common("0.1"),
                 max_wait_s: 2.0,
+                replicas: 1,
             };
             steady(binary, name, &scenario).await;
         }
@@ -338,9 +456,43 @@ async fn main() {
                 emulator: vec!["--rate-limit", "2000/day", "--time-scale", "10"],
                 worker: common(&format!("{}", 2000.0 / 8640.0)),
                 max_wait_s: 2.0,
+                replicas: 1,
             };
             steady(binary, name, &scenario).await;
         }
+    }
+    if runs("shared") {
+        // Issue 22: one quota of 6/min with a burst of 2, shared by 1 and by 3 replicas through
+        // each store. 6/min:2 is what both the worker and the API's bucket hold.
+        let table = budget_table().await;
+        let sqs = setup::sqs();
+        let tokens = token_queue(&sqs).await;
+        for (store, flag, value) in [
+            ("table", "--budget-table", table.as_str()),
+            ("queue", "--budget-queue", tokens.as_str()),
+        ] {
+            for replicas in [1, 3] {
+                let mut worker = common("6/min:2");
+                worker.extend([flag.to_owned(), value.to_owned()]);
+                let scenario = Steady {
+                    label: format!("100/s, 6/min:2, {replicas} x {store}"),
+                    rate: 100.0,
+                    seconds: 90.0,
+                    interval_s: 10.0,
+                    emulator: vec!["--rate-limit", "6/min:2"],
+                    worker,
+                    max_wait_s: 2.0,
+                    replicas,
+                };
+                steady(&current, "new", &scenario).await;
+                // The next run starts from a full bucket, as the API's new emulator does.
+                reset_table(&table).await;
+            }
+        }
+        let _ = sqs.delete_queue().queue_url(tokens).send().await;
+    }
+    if runs("aimd") {
+        aimd_mixed();
     }
     if runs("replicas") {
         println!(

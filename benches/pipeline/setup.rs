@@ -13,6 +13,8 @@ use records_emulator::{EmulatorConfig, RunningEmulator};
 
 pub const TOKEN: &str = "bench-token";
 pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
+/// moto's server (moto/start.sh): the shared budget's DynamoDB table in the quota bench.
+pub const MOTO: &str = "http://127.0.0.1:5000";
 
 /// Starts LocalStack with the repo's script unless it already answers.
 pub async fn ensure_localstack() {
@@ -133,6 +135,8 @@ pub fn worker_command(
         .args(extra)
         .env("RECORDS_API_TOKEN", TOKEN)
         .env("AWS_ENDPOINT_URL", LOCALSTACK)
+        // The shared budget's table lives on moto's DynamoDB server (moto/start.sh).
+        .env("AWS_ENDPOINT_URL_DYNAMODB", MOTO)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")

@@ -282,6 +282,7 @@ impl Budget {
         let Some(table) = &self.table else { return };
         match table.levels(&self.limits).await {
             Ok(levels) => {
+                self.telemetry.budget_store_reached();
                 for (limit, level) in self.limits.iter().zip(levels) {
                     self.telemetry.budget_level(&limit.label, level);
                 }

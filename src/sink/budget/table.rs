@@ -27,6 +27,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::Spending;
 
 const KEY: &str = "limit";
+/// One attempt of a table call; the SDK retries within the operation's deadline.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How much later than its token a call may reach the API: the scheduling of several replicas
 /// on a busy host. The shared bucket holds this much less than the burst, so that calls whose
@@ -42,6 +45,8 @@ fn capacity(limit: &Spending) -> f64 {
 /// One limit's item as read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
+    /// False for an item that a pause wrote before any spend.
+    pub versioned: bool,
     pub tokens: f64,
     pub stamp_ms: f64,
     pub version: u64,
@@ -134,11 +139,22 @@ impl TableTokens {
 
     /// A client from the standard AWS chain (`AWS_ENDPOINT_URL_DYNAMODB` sets this client's
     /// endpoint alone); the SDK owns its retries.
+    /// Every call has deadlines, as the SQS client's do: a store that accepts a connection and
+    /// never answers is a store error (retried, counted, shown in `/readyz`), not a spend that
+    /// waits forever.
     pub async fn connect(table: String) -> Self {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        Self::new(Client::new(&config), table)
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let config = aws_sdk_dynamodb::config::Builder::from(&config)
+            .timeout_config(timeouts)
+            .build();
+        Self::new(Client::from_conf(config), table)
     }
 
     pub fn table(&self) -> &str {
@@ -164,6 +180,7 @@ impl TableTokens {
             return Ok(None);
         };
         Ok(Some(Item {
+            versioned: item.contains_key("ver"),
             tokens: number(&item, "tokens").unwrap_or(0.0),
             stamp_ms: number(&item, "stamp_ms").unwrap_or(0.0),
             version: number(&item, "ver").unwrap_or(0.0) as u64,
@@ -256,10 +273,14 @@ impl TableTokens {
             .expression_attribute_values(":stamp", n(level.stamp_ms))
             .expression_attribute_values(":next", n(version + 1))
             .expression_attribute_values(":writer", AttributeValue::S(writer.clone()));
-        let update = match item {
+        let update = match &item {
             None => update
                 .condition_expression("attribute_not_exists(#key)")
                 .expression_attribute_names("#key", KEY),
+            // An item a pause created before any spend has no version yet.
+            Some(item) if !item.versioned => {
+                update.condition_expression("attribute_not_exists(ver)")
+            }
             Some(_) => update
                 .condition_expression("ver = :read")
                 .expression_attribute_values(":read", n(version)),
@@ -276,12 +297,13 @@ impl TableTokens {
             Err(error) => return Err(describe(&error)),
         }
         if self.written_by(&limit.label, version + 1, &writer).await? {
-            // Our own write: its refill from here on is on our monotonic clock.
+            // Our own write: its level is as of `mono`, and its refill from here on is on our
+            // monotonic clock, whatever the wall clock did meanwhile.
             self.seen().insert(
                 limit.label.clone(),
                 Seen {
                     version: version + 1,
-                    behind_ms: (now - level.stamp_ms).max(0.0),
+                    behind_ms: 0.0,
                     at: mono,
                 },
             );
@@ -421,6 +443,7 @@ mod tests {
     fn refill_follows_the_monotonic_clock_for_a_version_already_seen() {
         let limit = limit("60/min:2"); // a token every 1.02 s
         let item = Item {
+            versioned: true,
             tokens: 0.0,
             stamp_ms: 1_000_000.0,
             version: 7,
