@@ -28,7 +28,7 @@ use crate::sink::api::RecordsApi;
 use crate::sink::budget::Budget;
 use crate::sink::concurrency::Slots;
 use crate::sink::deliver::{Delivery, Policy};
-use crate::sink::dispatch::Dispatch;
+use crate::sink::dispatch::{Backlog, Dispatch};
 use crate::source::decode::Decoder;
 use crate::source::heartbeat::Heartbeat;
 use crate::source::poll::Poller;
@@ -183,7 +183,8 @@ fn wire(
     let capacity = settings.max_in_flight * settings.batch_max_records;
     let capacity_permits = Arc::new(Semaphore::new(capacity));
     let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
-    let read_ahead = read_ahead(&budget, visibility, settings.batch_max_records);
+    let per_receive = capacity.min(10);
+    let read_ahead = read_ahead(&budget, visibility, settings.batch_max_records, per_receive);
     let slots = Slots::new(
         settings.max_in_flight,
         settings.concurrency == Concurrency::Adaptive,
@@ -191,7 +192,7 @@ fn wire(
     );
     // Channels: records from the source to the sink, and how many wait for a slot back.
     let (records_tx, records_rx) = mpsc::unbounded_channel::<(Decoded, Lease)>();
-    let (waiting_tx, waiting_rx) = watch::channel(0usize);
+    let (waiting_tx, waiting_rx) = watch::channel(Backlog::default());
 
     let settler = Arc::new(Settler {
         source: Arc::new(source.clone()),
@@ -234,7 +235,7 @@ fn wire(
                 capacity: capacity_permits.clone(),
                 bytes: byte_permits.clone(),
                 bytes_budget: settings.max_held_bytes,
-                per_receive: capacity.min(10),
+                per_receive,
                 records: records_tx.clone(),
                 waiting: waiting_rx.clone(),
                 read_ahead,
@@ -269,6 +270,7 @@ fn wire(
         slots,
         telemetry: telemetry.clone(),
         fifo: settings.source_is_fifo(),
+        gathering: budget.gathering(settings.batch_max_wait),
     };
     let heartbeat = Heartbeat {
         queue: Arc::new(source.clone()),

@@ -11,6 +11,7 @@ use crate::config::{Operation, Settings};
 use crate::sink::api::{ApiError, RecordsApi};
 use crate::sink::budget::{Budget, SharedTokens, TableTokens};
 use crate::source::dlq;
+use crate::source::poll::ReadAhead;
 use crate::sqs::Queue;
 use crate::telemetry::Telemetry;
 
@@ -120,9 +121,28 @@ pub async fn max_message_bytes(queue: &Queue) -> Option<usize> {
 
 /// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one
 /// visibility timeout carry, plus the open batch. `None` without a quota.
-pub fn read_ahead(budget: &Budget, visibility: Duration, max_records: usize) -> Option<usize> {
+///
+/// Under a shared quota a replica holds one receive's worth while it waits for a token, and one
+/// call's worth while it holds one: the rest stays in the queue for whichever replica takes the
+/// next token, so every call carries what arrived, not a third of it.
+pub fn read_ahead(
+    budget: &Budget,
+    visibility: Duration,
+    max_records: usize,
+    per_receive: usize,
+) -> Option<ReadAhead> {
     let calls = crate::sink::budget::calls_within(budget.limits(), visibility)?;
-    Some((calls.floor().max(1.0) as usize + 1).saturating_mul(max_records))
+    let full = (calls.floor().max(1.0) as usize + 1).saturating_mul(max_records);
+    if !budget.is_shared() {
+        return Some(ReadAhead {
+            waiting: full,
+            holding: full,
+        });
+    }
+    Some(ReadAhead {
+        waiting: per_receive.clamp(1, full),
+        holding: max_records.saturating_add(per_receive).min(full),
+    })
 }
 
 async fn fetch_schema(api: &RecordsApi, settings: &Settings) -> Result<ObjectSchema, RunError> {

@@ -22,6 +22,7 @@ use crate::schema::SchemaHandle;
 use crate::sink::api::{Accepted, Action, ApiError, BatchCall, Records, classify};
 use crate::sink::budget::{Budget, Ticket};
 use crate::sink::concurrency::Slots;
+use crate::sink::dispatch::HOLD_CEILING;
 use crate::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -148,6 +149,17 @@ pub struct Policy {
     pub release_cap: Duration,
 }
 
+/// When the batch's held messages near SQS's 12-hour visibility ceiling: the earliest receive
+/// plus `HOLD_CEILING`. Messages already deleted (accepted mode) have no ceiling.
+fn held_until(batch: &Batch) -> Option<Instant> {
+    batch
+        .messages()
+        .filter_map(Leased::held)
+        .map(|lease| lease.as_ref().received_at)
+        .min()
+        .map(|received| received + HOLD_CEILING)
+}
+
 /// The delivery stage: one batch's submit, refusals, acks, job and settlement, with only the
 /// handles it needs. The API and the settler come through their seams (`Records`, `Settle`).
 pub struct Delivery {
@@ -233,6 +245,17 @@ impl Delivery {
                     .instrument(span)
                     .await;
                 let Some(hold) = held else { return };
+                if held_until(&hold.batch)
+                    .is_some_and(|by| tokio::time::Instant::now().into_std() + hold.pause >= by)
+                {
+                    tracing::warn!(
+                        messages = hold.batch.message_count(),
+                        "a held batch would pass 11 hours; its messages go back to the queue \
+                         before SQS's 12-hour visibility ceiling"
+                    );
+                    let settlement = settle_rows(hold.batch.rows, || Fate::Retry);
+                    return this.settler.settle(settlement).await;
+                }
                 this.outage.began(Instant::now(), hold.pause);
                 tokio::select! {
                     _ = tokio::time::sleep(hold.pause) => {}
@@ -265,6 +288,7 @@ impl Delivery {
             body: batch.body(),
             records: batch.rows.len(),
             on_answer: &on_answer,
+            pay_by: held_until(&batch),
         };
         match self.api.submit(&call, ticket).await {
             Ok(accepted) => {
@@ -383,6 +407,7 @@ impl Delivery {
                 self.telemetry.key_reused(&key, batch.message_count());
                 settle_rows(batch.rows, rejected(Reason::KeyReused, &error))
             }
+            Action::GiveBack => settle_rows(batch.rows, || Fate::Retry),
             Action::Release => {
                 self.telemetry.block(format!(
                     "the Records API refused the batch ({error}). Fix: check --object and --api-url; \
@@ -663,6 +688,33 @@ mod tests {
     use super::*;
     use crate::fakes::{self, FakeSettle};
     use crate::message::Received;
+
+    /// A batch held on 401s goes back to the queue before its messages pass SQS's 12-hour
+    /// visibility ceiling, instead of being held (and extended) past it.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_held_on_refusals_goes_back_before_twelve_hours() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let refusals = (0..2_000).map(|_| Err(fakes::status(401))).collect();
+        let (api, mut calls) = fakes::api(refusals);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let batch = fakes::batch(vec![fakes::held(&ledger, Received::fake("m1", "{}"))]);
+        let ticket = delivery.budget.acquire().await;
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(delivery.deliver(batch, ticket));
+        tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
+        assert_eq!(settle.fates(), [("m1".to_owned(), "retry".to_owned())]);
+        assert!(task.is_finished(), "the delivery ended");
+        let mut last = start;
+        while let Ok(call) = calls.try_recv() {
+            last = call.at;
+        }
+        assert!(
+            last - start <= HOLD_CEILING,
+            "no call after 11 hours: {:?}",
+            last - start
+        );
+    }
 
     /// A FIFO batch is held through a 503, not released: after `--release-backoff` it goes out
     /// again under the same key with the same bytes, and its messages end delivered.

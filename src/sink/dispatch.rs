@@ -63,6 +63,9 @@ struct Turn {
     ready: VecDeque<Waiting>,
     slot: Option<Slot>,
     ticket: Option<Ticket>,
+    /// When the call the ticket pays for may leave: under a shared quota, a fixed time after the
+    /// take, which the replica spends gathering messages.
+    leaves_at: Instant,
     getting_slot: Option<BoxFuture<'static, Slot>>,
     getting_ticket: Option<BoxFuture<'static, Ticket>>,
 }
@@ -82,6 +85,14 @@ impl Turn {
     }
 }
 
+/// What the dispatcher tells the pollers: how many messages wait for a slot, and whether it holds
+/// a ticket (under a shared quota it then gathers the call's messages: `run::read_ahead`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub messages: usize,
+    pub holds_ticket: bool,
+}
+
 /// Most records taken from the channel in one turn of the loop.
 const DRAIN: usize = 64;
 
@@ -94,6 +105,8 @@ pub struct Dispatch {
     pub telemetry: Arc<Telemetry>,
     /// The source is a FIFO queue: a batch waits while a group of it is in flight.
     pub fifo: bool,
+    /// How long after its ticket a call leaves (`Budget::gathering`; zero unless shared).
+    pub gathering: Duration,
 }
 
 impl Dispatch {
@@ -103,7 +116,7 @@ impl Dispatch {
         self,
         batcher: Batcher,
         records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
-        waiting: watch::Sender<usize>,
+        waiting: watch::Sender<Backlog>,
     ) {
         dispatch(self, batcher, records, waiting).await
     }
@@ -113,7 +126,7 @@ async fn dispatch(
     stage: Dispatch,
     batcher: Batcher,
     mut records: mpsc::UnboundedReceiver<(Decoded, Lease)>,
-    waiting: watch::Sender<usize>,
+    waiting: watch::Sender<Backlog>,
 ) {
     let mut dispatcher = Dispatcher {
         fifo: stage.fifo,
@@ -125,6 +138,7 @@ async fn dispatch(
             ready: VecDeque::new(),
             slot: None,
             ticket: None,
+            leaves_at: tokio::time::Instant::now().into_std(),
             getting_slot: None,
             getting_ticket: None,
         },
@@ -139,23 +153,30 @@ async fn dispatch(
         }
         let waiting_now = dispatcher.turn.waiting_messages(&dispatcher.batcher);
         telemetry.set_buffered(waiting_now);
-        waiting.send_replace(waiting_now);
+        waiting.send_replace(Backlog {
+            messages: waiting_now,
+            holds_ticket: dispatcher.turn.ticket.is_some(),
+        });
         if dispatcher.closing && !dispatcher.turn.has_work(&dispatcher.batcher) {
             break;
         }
         let ceiling = dispatcher.release_overdue(now);
-        let wake_at = match (dispatcher.seek_slot(now), ceiling) {
-            (Some(due), Some(ceiling)) => Some(due.min(ceiling)),
-            (due, ceiling) => due.or(ceiling),
-        };
+        let gathered = (dispatcher.turn.ticket.is_some() && dispatcher.turn.leaves_at > now)
+            .then_some(dispatcher.turn.leaves_at);
+        let wake_at = [dispatcher.seek_slot(now), ceiling, gathered]
+            .into_iter()
+            .flatten()
+            .min();
         let Dispatcher {
             batcher,
             tasks,
             turn,
             closing,
             fifo,
+            stage,
             ..
         } = &mut dispatcher;
+        let gathering = &stage.gathering;
         tokio::select! {
             item = records.recv(), if !*closing => match item {
                 Some(first) => {
@@ -177,6 +198,7 @@ async fn dispatch(
             }
             ticket = async { turn.getting_ticket.as_mut().expect("guarded").await }, if turn.getting_ticket.is_some() => {
                 turn.ticket = Some(ticket);
+                turn.leaves_at = tokio::time::Instant::now().into_std() + *gathering;
                 turn.getting_ticket = None;
             }
             _ = tokio::time::sleep_until(wake_at.unwrap_or(now).into()), if wake_at.is_some() => {}
@@ -186,7 +208,7 @@ async fn dispatch(
         }
     }
     telemetry.set_buffered(0);
-    waiting.send_replace(0);
+    waiting.send_replace(Backlog::default());
     while let Some(ended) = dispatcher.tasks.join_next().await {
         report(ended);
     }
@@ -287,7 +309,7 @@ impl Dispatcher {
             self.turn.ticket = None;
             return false;
         };
-        if self.turn.slot.is_none() || self.turn.ticket.is_none() {
+        if self.turn.slot.is_none() || self.turn.ticket.is_none() || now < self.turn.leaves_at {
             return false;
         }
         let waiting = match next {
@@ -384,6 +406,7 @@ mod tests {
             slots: delivery.slots.clone(),
             telemetry: delivery.telemetry.clone(),
             fifo: delivery.policy.fifo,
+            gathering: Duration::ZERO,
             delivery,
         }
     }
@@ -407,7 +430,7 @@ mod tests {
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
         let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, waiting) = watch::channel(0);
+        let (waiting_tx, waiting) = watch::channel(Backlog::default());
         let task = tokio::spawn(stage(delivery).run(
             batcher(100, Duration::from_secs(1)),
             receiver,
@@ -418,14 +441,65 @@ mod tests {
         records.send((fakes::record(), lease)).unwrap();
         let early = tokio::time::timeout(Duration::from_millis(999), calls.recv()).await;
         assert!(early.is_err(), "nothing leaves before --batch-max-wait");
-        assert_eq!(*waiting.borrow(), 1, "the message waits in the open batch");
+        assert_eq!(
+            waiting.borrow().messages,
+            1,
+            "the message waits in the open batch"
+        );
         let call = calls.recv().await.expect("the batch leaves by age");
         assert_eq!(call.at - start, Duration::from_secs(1));
         assert_eq!((call.records, call.key), (1, batch_key(["m1"])));
         drop(records);
         task.await.unwrap();
         assert_eq!(settle.fates(), [("m1".to_owned(), "delivered".to_owned())]);
-        assert_eq!(*waiting.borrow(), 0);
+        assert_eq!(waiting.borrow().messages, 0);
+    }
+
+    /// Under a shared quota the call leaves a fixed time after its ticket (so the API sees the
+    /// calls as far apart as the takes), and what arrives meanwhile joins it: the pollers are
+    /// told that the dispatcher holds a ticket, which lifts their small read-ahead.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_ticket_gathers_what_arrives_before_its_call_leaves() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, waiting) = watch::channel(Backlog::default());
+        let mut dispatch = stage(delivery);
+        dispatch.gathering = Duration::from_secs(1);
+        let task =
+            tokio::spawn(dispatch.run(batcher(100, Duration::from_secs(1)), receiver, waiting_tx));
+        let start = tokio::time::Instant::now();
+        let lease = fakes::held(&ledger, Received::fake("m1", "{}"));
+        records.send((fakes::record(), lease)).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.borrow().holds_ticket,
+            "no ticket before the batch is due"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            *waiting.borrow(),
+            Backlog {
+                messages: 1,
+                holds_ticket: true
+            },
+            "due at 1 s: the ticket is held, the call gathers"
+        );
+        let lease = fakes::held(&ledger, Received::fake("m2", "{}"));
+        records.send((fakes::record(), lease)).unwrap();
+        let call = calls.recv().await.expect("the batch leaves");
+        assert_eq!(
+            call.at - start,
+            Duration::from_secs(2),
+            "1 s after the ticket"
+        );
+        assert_eq!((call.records, call.key), (2, batch_key(["m1", "m2"])));
+        drop(records);
+        task.await.unwrap();
+        assert_eq!(settle.fates().len(), 2);
+        assert!(!waiting.borrow().holds_ticket);
     }
 
     /// A full batch leaves at once, without waiting for its age; the rest stays open.
@@ -436,7 +510,7 @@ mod tests {
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
         let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(0);
+        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
         let task = tokio::spawn(stage(delivery).run(
             batcher(2, Duration::from_secs(60)),
             receiver,
@@ -469,7 +543,7 @@ mod tests {
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
         let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(0);
+        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
         let task = tokio::spawn(stage(delivery).run(
             batcher(2, Duration::from_secs(60)),
             receiver,
@@ -518,7 +592,7 @@ mod tests {
         Arc::get_mut(&mut delivery).unwrap().budget =
             Arc::new(Budget::local(&limits, None, telemetry.clone()).unwrap());
         let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(0);
+        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
         let task = tokio::spawn(stage(delivery).run(
             batcher(1, Duration::from_secs(60)),
             receiver,
@@ -559,7 +633,7 @@ mod tests {
             taken.push(delivery.slots.acquire().await);
         }
         let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(0);
+        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
         let task = tokio::spawn(stage(delivery).run(
             batcher(2, Duration::from_secs(1)),
             receiver,

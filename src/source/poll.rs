@@ -19,6 +19,7 @@ use crate::lease::{Lease, Ledger};
 use crate::message::Received;
 use crate::outage::Outage;
 use crate::outcome::{Fate, Settlement};
+use crate::sink::dispatch::Backlog;
 use crate::source::decode::Decoder;
 use crate::source::sequence::Sequences;
 use crate::source::settle::Settler;
@@ -68,8 +69,28 @@ pub struct Poller {
     pub per_receive: usize,
     pub records: mpsc::UnboundedSender<(Decoded, Lease)>,
     /// Messages waiting in the dispatcher for a slot, and how many may wait (`run::read_ahead`).
-    pub waiting: watch::Receiver<usize>,
-    pub read_ahead: Option<usize>,
+    pub waiting: watch::Receiver<Backlog>,
+    pub read_ahead: Option<ReadAhead>,
+}
+
+/// How many messages may wait in the dispatcher before the pollers stop receiving: while it waits
+/// for a ticket, and while it holds one (they differ only under a shared quota).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadAhead {
+    pub waiting: usize,
+    pub holding: usize,
+}
+
+impl ReadAhead {
+    /// Whether a poller may receive more now.
+    pub fn has_room(&self, backlog: &Backlog) -> bool {
+        let limit = if backlog.holds_ticket {
+            self.holding
+        } else {
+            self.waiting
+        };
+        backlog.messages < limit
+    }
 }
 
 impl Poller {
@@ -86,9 +107,9 @@ impl Poller {
                     _ = stop.cancelled() => return,
                 }
             }
-            if let Some(limit) = self.read_ahead {
+            if let Some(read_ahead) = self.read_ahead {
                 let mut waiting = self.waiting.clone();
-                let room = waiting.wait_for(|waiting| *waiting < limit);
+                let room = waiting.wait_for(|backlog| read_ahead.has_room(backlog));
                 tokio::select! {
                     _ = room => {}
                     _ = tokio::time::sleep(BACKPRESSURE_CHECK) => {
@@ -215,6 +236,34 @@ impl Poller {
                 _ = tokio::time::sleep(BACKPRESSURE_CHECK) => continue,
                 _ = stop.cancelled() => return None,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_waiting_for_a_shared_ticket_reads_little() {
+        let read_ahead = ReadAhead {
+            waiting: 10,
+            holding: 1010,
+        };
+        let backlog = |messages, holds_ticket| Backlog {
+            messages,
+            holds_ticket,
+        };
+        let cases = [
+            (backlog(0, false), true),
+            (backlog(9, false), true),
+            (backlog(10, false), false),
+            (backlog(10, true), true),
+            (backlog(1009, true), true),
+            (backlog(1010, true), false),
+        ];
+        for (backlog, room) in cases {
+            assert_eq!(read_ahead.has_room(&backlog), room, "{backlog:?}");
         }
     }
 }

@@ -260,3 +260,41 @@ async fn b03_an_unreachable_budget_table_delays_but_loses_nothing_and_readyz_say
     let items = items(&dynamodb, &table).await;
     assert!(items.contains_key("600/min:5"), "{items:?}");
 }
+
+/// A replica that waits for a shared token holds one receive's worth, not its share of the
+/// queue: the replica that takes the token gathers the rest, so one call carries nearly all that
+/// arrived. Before, each replica read what it could, and the first call carried about half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b04_a_replica_without_a_token_leaves_the_messages_for_the_one_with_it() {
+    let rig = rig_with_quota("2/min").await;
+    let dynamodb = common::dynamodb().await;
+    let table = common::unique("budget-gather");
+    common::create_budget_table(&dynamodb, &table).await;
+    rig.send(&bodies(0..400)).await;
+    let flags = [
+        ("--rate-limit", "2/min"),
+        ("--budget-table", table.as_str()),
+        ("--batch-max-wait", "1s"),
+    ];
+    let replicas: Vec<_> = (0..2)
+        .map(|i| replica(&rig, &flags, &format!("budget-gather-{i}")))
+        .collect();
+    wait_for("the first call", Duration::from_secs(60), || async {
+        rig.stats().await.batches >= 1
+    })
+    .await;
+    let first = rig.stats().await.records_accepted;
+    eprintln!("b04: the first call carried {first} of 400 records");
+    assert!(
+        first >= 300,
+        "the token's holder gathered what the other replica left in the queue: {first} of 400"
+    );
+    wait_for("the queue to empty", Duration::from_secs(150), || {
+        rig.source_empty()
+    })
+    .await;
+    stop(replicas).await;
+    assert_all_committed(&rig, 400).await;
+    let stats = rig.stats().await;
+    assert_eq!(stats.rate_limited, 0, "no call was answered 429");
+}

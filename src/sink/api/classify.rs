@@ -22,6 +22,8 @@ pub enum Action {
     KeyReused,
     /// 404: the object is gone; nothing the batch can fix.
     Release,
+    /// The batch's held messages near SQS's 12-hour ceiling: back to the queue now.
+    GiveBack,
 }
 
 /// What one batch call's answer says about the API's load, for the adaptive concurrency limit.
@@ -54,6 +56,7 @@ pub fn classify(error: &ApiError) -> Action {
         | ApiError::Connect { .. }
         | ApiError::Malformed { .. }
         | ApiError::TooLarge { .. } => Action::Retry { after: None },
+        ApiError::HeldTooLong => Action::GiveBack,
         ApiError::Status {
             status,
             code,
@@ -138,6 +141,7 @@ mod tests {
                 retry(None),
             ),
             (status(408, None, None, None), retry(None)),
+            (ApiError::HeldTooLong, Action::GiveBack),
             (
                 status(409, Some(codes::IN_PROGRESS), None, None),
                 retry(None),

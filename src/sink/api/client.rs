@@ -7,7 +7,7 @@
 //! anywhere.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -129,6 +129,9 @@ pub struct BatchCall<'a> {
     pub records: usize,
     /// Hears each answer's load signal and the calls still out (the adaptive limit).
     pub on_answer: &'a (dyn Fn(Signal, usize) + Sync),
+    /// The last moment a retry may still take a token: past it the batch's held messages near
+    /// SQS's 12-hour visibility ceiling, and it goes back to the queue (`ApiError::HeldTooLong`).
+    pub pay_by: Option<Instant>,
 }
 
 /// A 2xx answer: its status, the envelope's `data`, and whether the API replayed it from its
@@ -262,12 +265,9 @@ impl RecordsApi {
             body,
             records,
             on_answer,
+            pay_by,
         } = call;
-        let paid = match ticket {
-            Some(ticket) => ticket,
-            None => self.budget.acquire().await,
-        };
-        paid.spend();
+        pay(&self.budget, ticket, *pay_by).await?.spend();
         self.telemetry.call_records(*records);
         let url = format!(
             "{}/records/{}/{}",
@@ -378,6 +378,21 @@ impl RecordsApi {
     }
 }
 
+/// The ticket of a call: the one it came with, or a token taken now, by `pay_by` at the latest.
+pub async fn pay(
+    budget: &Arc<Budget>,
+    ticket: Option<Ticket>,
+    pay_by: Option<Instant>,
+) -> Result<Ticket, ApiError> {
+    match (ticket, pay_by) {
+        (Some(ticket), _) => Ok(ticket),
+        (None, None) => Ok(budget.acquire().await),
+        (None, Some(by)) => tokio::time::timeout_at(by.into(), budget.acquire())
+            .await
+            .map_err(|_| ApiError::HeldTooLong),
+    }
+}
+
 /// An answer's body read through the envelope: a 2xx gives its `data`; any other status gives the
 /// error the body names, or "no error body". The pure half of every request, for the fuzz bench.
 pub fn answer_data(
@@ -470,6 +485,24 @@ fn same_origin_redirects(origin: Origin, base: String) -> reqwest::redirect::Pol
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A retry pays with a token taken by `pay_by` at the latest: under `1/day`, whose next
+    /// token is a day away, it gives up at `pay_by` with `HeldTooLong`, and the batch goes back
+    /// before SQS's 12-hour ceiling. Before, the retry waited the whole day for its token.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_for_its_token_no_later_than_pay_by() {
+        let limits = records_contract::quota::parse_limits("1/day").unwrap();
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new());
+        let budget = Arc::new(Budget::local(&limits, None, telemetry).unwrap());
+        budget.acquire().await.spend();
+        let start = tokio::time::Instant::now();
+        let by = start.into_std() + Duration::from_secs(11 * 3600);
+        let paid = pay(&budget, None, Some(by)).await;
+        assert!(matches!(paid, Err(ApiError::HeldTooLong)), "{paid:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(11 * 3600));
+        let with_ticket = pay(&budget, Some(Ticket::free()), Some(start.into_std())).await;
+        assert!(with_ticket.is_ok(), "a ticket in hand pays at once");
+    }
 
     /// A job report is read entry by entry. Each of these made the whole report
     /// Malformed on 8f017ce, so a committed job ran into `--job-timeout` and its rows into the DLQ.

@@ -37,6 +37,13 @@ pub enum ApiError {
          Check what sits between the worker and --api-url"
     )]
     TooLarge { route: &'static str, ceiling: usize },
+    /// No token came before the batch's held messages neared SQS's 12-hour visibility ceiling
+    /// (`dispatch::HOLD_CEILING`): a budget store down, a quota paused for hours.
+    #[error(
+        "the batch waited 11 hours for a quota token; its messages go back to the queue before \
+         SQS's 12-hour visibility ceiling. Check the budget store and the quota"
+    )]
+    HeldTooLong,
 }
 
 /// Why and where a JSON answer could not be read, without any of its text.
@@ -140,6 +147,7 @@ impl ApiError {
             ApiError::Connect { .. } => "connect".into(),
             ApiError::Malformed { .. } => "malformed".into(),
             ApiError::TooLarge { .. } => "too_large".into(),
+            ApiError::HeldTooLong => "held_too_long".into(),
         }
     }
 }

@@ -118,6 +118,8 @@ pub struct Budget {
 /// enough that a token another replica gave back is not left lying for long.
 const TABLE_RECHECK: Duration = Duration::from_secs(1);
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The longest a shared ticket's holder gathers messages before its call leaves.
+const GATHERING_CEILING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -216,6 +218,25 @@ impl Budget {
 
     pub fn is_limited(&self) -> bool {
         !self.limits.is_empty()
+    }
+
+    /// Whether other replicas spend the same quota (`--budget-table` or `--budget-queue`).
+    pub fn is_shared(&self) -> bool {
+        self.is_limited() && (self.table.is_some() || self.shared.is_some())
+    }
+
+    /// How long a replica that took a shared ticket keeps reading before its call leaves.
+    ///
+    /// Replicas that wait for a token read little (`run::ReadAhead`), so that the messages stay
+    /// in the queue for whichever replica takes the next token; that replica then gathers them
+    /// for this long. Every shared call leaves exactly this long after its take, so the API sees
+    /// the calls as far apart as the takes were. A tenth of the tightest limit's interval, at
+    /// most a second and at most `--batch-max-wait`: a fast quota wastes no time gathering.
+    pub fn gathering(&self, max_wait: Duration) -> Duration {
+        if !self.is_shared() {
+            return Duration::ZERO;
+        }
+        gathering_time(&self.limits, max_wait)
     }
 
     fn buckets(&self) -> MutexGuard<'_, Local> {
@@ -397,6 +418,19 @@ impl Budget {
     }
 }
 
+/// A tenth of the slowest limit's interval, at most `GATHERING_CEILING` and `max_wait`.
+fn gathering_time(limits: &[Spending], max_wait: Duration) -> Duration {
+    let Some(slowest) = limits
+        .iter()
+        .map(|limit| limit.per_second)
+        .min_by(f64::total_cmp)
+    else {
+        return Duration::ZERO;
+    };
+    let tenth = Duration::try_from_secs_f64(0.1 / slowest).unwrap_or(GATHERING_CEILING);
+    tenth.min(GATHERING_CEILING).min(max_wait)
+}
+
 /// 2 to 25 ms, at random.
 fn jitter() -> Duration {
     Duration::from_millis(rand::random_range(2..25))
@@ -429,6 +463,45 @@ mod tests {
             assert!((got - expected).abs() < 0.01, "{horizon}s: {got}");
         }
         assert_eq!(calls_within(&[], Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_shared_ticket_gathers_a_tenth_of_the_slowest_interval() {
+        let spend = |text: &str| -> Vec<Spending> {
+            parse_limits(text)
+                .unwrap()
+                .iter()
+                .map(Spending::of)
+                .collect()
+        };
+        let second = Duration::from_secs(1);
+        let cases = [
+            ("6/min:2", second * 2, Duration::from_millis(1000)), // 10.2 s apart: the ceiling
+            ("30/min:3", second * 2, Duration::from_millis(204)),
+            ("100/s", second * 2, Duration::from_micros(1020)),
+            ("2000/day,100/s", second * 2, Duration::from_millis(1000)),
+            (
+                "6/min",
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+            ), // --batch-max-wait
+            ("", second * 2, Duration::ZERO),
+        ];
+        for (limits, max_wait, expected) in cases {
+            let got = gathering_time(&spend(limits), max_wait);
+            let off = got.abs_diff(expected);
+            assert!(off < Duration::from_micros(5), "{limits}: {got:?}");
+        }
+        let local = Budget::local(
+            &parse_limits("6/min").unwrap(),
+            None,
+            Arc::new(Telemetry::new()),
+        );
+        assert_eq!(
+            local.unwrap().gathering(second * 2),
+            Duration::ZERO,
+            "local: no gathering"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ fn capacity(limit: &Spending) -> f64 {
 pub struct Item {
     /// False for an item that a pause wrote before any spend.
     pub versioned: bool,
+    /// Which take wrote this version, for the confirming read.
+    pub writer: Option<String>,
     pub tokens: f64,
     pub stamp_ms: f64,
     pub version: u64,
@@ -181,6 +183,7 @@ impl TableTokens {
         };
         Ok(Some(Item {
             versioned: item.contains_key("ver"),
+            writer: item.get("writer").and_then(|w| w.as_s().ok()).cloned(),
             tokens: number(&item, "tokens").unwrap_or(0.0),
             stamp_ms: number(&item, "stamp_ms").unwrap_or(0.0),
             version: number(&item, "ver").unwrap_or(0.0) as u64,
@@ -317,25 +320,10 @@ impl TableTokens {
     /// version already stands on it, ours may have been overwritten in the same instant: the
     /// safe side counts the token as lost (a call's worth of quota), never as ours twice.
     async fn written_by(&self, label: &str, version: u64, writer: &str) -> Result<bool, String> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(label.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
-        let Some(item) = output.item else {
-            return Ok(false);
-        };
-        let stands = number(&item, "ver") == Some(version as f64)
-            && item
-                .get("writer")
-                .and_then(|w| w.as_s().ok())
-                .map(String::as_str)
-                == Some(writer);
-        Ok(stands)
+        let item = self.read(label).await?;
+        Ok(item.is_some_and(|item| {
+            item.versioned && item.version == version && item.writer.as_deref() == Some(writer)
+        }))
     }
 
     /// Gives one token back to each limit (a call that was not made), never above its burst.
@@ -444,6 +432,7 @@ mod tests {
         let limit = limit("60/min:2"); // a token every 1.02 s
         let item = Item {
             versioned: true,
+            writer: None,
             tokens: 0.0,
             stamp_ms: 1_000_000.0,
             version: 7,
