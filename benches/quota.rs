@@ -2,11 +2,13 @@
 //! with an open-loop producer. Every scenario can run a second binary (`--baseline PATH`, e.g. a
 //! build of an older revision) in the same session, so before and after share one LocalStack.
 //!
-//! `cargo bench --bench quota -- [--only steady|day|aimd|shared|replicas|concurrency] [--baseline PATH]`
+//! `cargo bench --bench quota -- [--only steady|day|aimd|shared|fifo|replicas|concurrency] [--baseline PATH]`
 //! - aimd: the adaptive limit's answer to mixed batch sizes against a latency-per-record API,
 //!   before and after the per-record rule (a simulation of the pure `Aimd`, no services);
 //! - shared: 100 msgs/s for 90 s under one quota of 6/min:2, 1 and 3 replicas, through each
 //!   shared store (`--budget-table` on moto's DynamoDB, `--budget-queue` on LocalStack);
+//! - fifo: a FIFO queue of 50 groups, 2 of them hot, 20 msgs/s for 120 s under 30/min, jobs of
+//!   5 s: calls, tokens spent and records committed a minute (before and after with --baseline);
 //! - steady: 100 msgs/s for 90 s, quota 6/min, `--batch-max-records 10000 --batch-max-wait 2s`;
 //! - day: 20 msgs/s under 2,000/day, the whole scenario run 10 times faster (200 msgs/s for
 //!   60 s, emulator `--time-scale 10`);
@@ -359,6 +361,103 @@ async fn replicas(binary: &str, shared: bool) {
     queues.delete().await;
 }
 
+/// Issue 22: a FIFO queue of 50 groups, 2 of them hot (80% of the messages), 20 msgs/s for
+/// 120 s, under 30/min, against an API whose jobs take 5 s: calls, tokens spent (less refunds)
+/// and records committed a minute.
+async fn fifo_hot(binary: &str, name: &str) {
+    use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+    let sqs = setup::sqs();
+    let stamp = uuid::Uuid::new_v4().simple().to_string();
+    let mut urls = Vec::new();
+    for suffix in ["", "-dlq"] {
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("bench-fifo-hot-{}{suffix}.fifo", &stamp[..8]))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::VisibilityTimeout, "60")
+            .send()
+            .await
+            .expect("create a FIFO queue")
+            .queue_url
+            .expect("url");
+        urls.push(url);
+    }
+    let queues = Queues {
+        sqs: sqs.clone(),
+        source: urls[0].clone(),
+        dlq: urls[1].clone(),
+    };
+    let emulator = start_emulator(&["--rate-limit", "30/min", "--processing", "5s"]).await;
+    let flags: Vec<String> = [
+        "--rate-limit",
+        "30/min",
+        "--batch-max-records",
+        "10000",
+        "--batch-max-wait",
+        "2s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = format!("/tmp/sbw-bench-quota-fifo-{name}.log");
+    let worker = spawn(binary, &queues, &emulator.api_url(), &flags, &log);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rate, seconds) = (20.0, 120.0);
+    let total = (rate * seconds) as usize;
+    let started = Instant::now();
+    for (call, first) in (0..total).step_by(10).enumerate() {
+        let due = started + Duration::from_secs_f64(10.0 * call as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let mut request = sqs.send_message_batch().queue_url(&queues.source);
+        for (id, i) in (first..(first + 10).min(total)).enumerate() {
+            let group = match i % 5 {
+                0 | 1 => "hot-0".to_owned(),
+                2 | 3 => "hot-1".to_owned(),
+                _ => format!("cold-{}", (i / 5) % 48),
+            };
+            request = request.entries(
+                SendMessageBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .message_body(setup::body(i))
+                    .message_group_id(group)
+                    .message_deduplication_id(format!("{stamp}-{i}"))
+                    .build()
+                    .expect("entry"),
+            );
+        }
+        request.send().await.expect("SendMessageBatch");
+    }
+    let base = emulator.base_url();
+    let accepted = |stats: &Value| stats["records_accepted"].as_f64().unwrap_or(0.0);
+    let at_stop = accepted(&get_json(format!("{base}/__emu/stats")).await);
+    while accepted(&get_json(format!("{base}/__emu/stats")).await) < total as f64
+        && started.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let stats = get_json(format!("{base}/__emu/stats")).await;
+    let spent = worker
+        .metric("sbw_budget_calls_spent_total")
+        .await
+        .unwrap_or(0.0);
+    let refunded = worker
+        .metric("sbw_budget_calls_refunded_total")
+        .await
+        .unwrap_or(0.0);
+    println!(
+        "| {name} | {total} | {at_stop:.0} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} |",
+        stats["batches"],
+        spent - refunded,
+        accepted(&stats),
+        minutes,
+        accepted(&stats) / minutes,
+        stats["rate_limited"],
+    );
+    worker.stop().await;
+    let _ = emulator.stop().await;
+    queues.delete().await;
+}
+
 async fn concurrency(binary: &str, mode: &str) {
     let sqs = setup::sqs();
     let queues = Queues::create(&sqs, &format!("quota-conc-{mode}")).await;
@@ -493,6 +592,14 @@ async fn main() {
     }
     if runs("aimd") {
         aimd_mixed();
+    }
+    if runs("fifo") {
+        println!(
+            "\n| FIFO, 50 groups (2 hot), 5 s jobs, 30/min | arrived | committed when arrivals stop | calls | tokens spent | committed | minutes to drain | records a minute | 429s |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for (name, binary) in &binaries {
+            fifo_hot(binary, name).await;
+        }
     }
     if runs("replicas") {
         println!(

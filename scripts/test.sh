@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command (b): the whole test suite. Installs and starts LocalStack (and moto's server, a
 # second SQS for the chaos suite's short round) when they are not running,
-# and Prometheus (Debian's package, for promtool and the alert test) when it is missing; then
+# Prometheus (Debian's package, for promtool and the alert test) and faketime (libfaketime, for
+# the stepped-clock tests) when they are missing; then
 # checks formatting and lints, builds the container image from the Dockerfile (scripts/image.sh:
 # podman, installed when missing, with no registry; the compile runs inside the build stage), runs
 # every test against LocalStack and the emulator (the image's among them), checks
@@ -16,6 +17,7 @@ started=$(date +%s)
 localstack/start.sh
 moto/start.sh
 scripts/install-prometheus.sh
+scripts/install-faketime.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/image.sh

@@ -276,6 +276,25 @@ async fn check_quota(settings: &Settings, client: &aws_sdk_sqs::Client, report: 
             report
                 .problems
                 .push(format!("--budget-queue cannot be reached: {error}"));
+            return;
+        }
+        use crate::sqs::clock::{self, ClockCheck};
+        match clock::offset_from_sqs(&queue)
+            .await
+            .map(|off| (off, clock::judge(off)))
+        {
+            Some((offset, ClockCheck::TooFar)) => report.problems.push(format!(
+                "--budget-queue: this host's clock is {offset:.0} s off SQS's; the worker refuses \
+                 to start beyond {:.0} s. Fix: keep the clock in step (NTP), or use --budget-table",
+                clock::REFUSE_S
+            )),
+            Some((offset, _)) => report.found(format!(
+                "budget queue: this host's clock is {offset:+.1} s off SQS's (refused beyond \
+                 {:.0} s, a warning beyond {:.0} s)",
+                clock::REFUSE_S,
+                clock::WARN_S
+            )),
+            None => report.found("budget queue: SQS's clock could not be read".to_owned()),
         }
     }
 }

@@ -50,6 +50,13 @@ pub enum RunError {
          --queue-url <DLQ> --attributes MaximumMessageSize={source_max}"
     )]
     DlqTooSmall { dlq: usize, source_max: usize },
+    #[error(
+        "--budget-queue (env BUDGET_QUEUE_URL): this host's clock is {offset_s:.0} s off SQS's \
+         (the Date of its answer). The queue's token slots are wall-clock, and replicas that far \
+         apart could spend one quota twice. Fix: keep the clock in step (NTP, chrony), or share \
+         the quota with --budget-table, whose refill does not depend on replicas' clocks agreeing"
+    )]
+    ClockOffset { offset_s: f64 },
     #[error("{setting}: {source}")]
     Queue {
         setting: &'static str,
@@ -66,6 +73,7 @@ impl RunError {
             | RunError::NotAMatchKey { .. }
             | RunError::Listen { .. }
             | RunError::DlqTooSmall { .. }
+            | RunError::ClockOffset { .. }
             | RunError::Budget(_) => 2,
             RunError::Metadata { .. }
             | RunError::Client { .. }

@@ -13,6 +13,7 @@ use crate::sink::budget::{Budget, SharedTokens, TableTokens};
 use crate::source::dlq;
 use crate::source::poll::ReadAhead;
 use crate::sqs::Queue;
+use crate::sqs::clock::ClockCheck;
 use crate::telemetry::Telemetry;
 
 /// The most a release's visibility grows to.
@@ -51,10 +52,9 @@ pub async fn budget(
                 "--state-dir is not used with --budget-queue: the queue holds the shared budget"
             );
         }
-        let tokens = SharedTokens::new(
-            Queue::new(client.clone(), url.clone()),
-            settings.rate_limit.len(),
-        );
+        let queue = Queue::new(client.clone(), url.clone());
+        check_clock(&queue).await?;
+        let tokens = SharedTokens::new(queue, settings.rate_limit.len());
         return Ok(Budget::shared(
             tokens,
             &settings.rate_limit,
@@ -66,6 +66,31 @@ pub async fn budget(
         settings.state_dir.as_deref(),
         telemetry.clone(),
     )?)
+}
+
+/// The budget queue's assumption that replicas' clocks agree, checked where it can be: this
+/// host against SQS. Too far off refuses to start; an unreachable queue is the store's failure
+/// to report later (`/readyz`), not a reason to refuse.
+async fn check_clock(queue: &Queue) -> Result<(), RunError> {
+    let Some(offset_s) = crate::sqs::clock::offset_from_sqs(queue).await else {
+        tracing::warn!("--budget-queue: could not read SQS's clock; the clock check is skipped");
+        return Ok(());
+    };
+    match crate::sqs::clock::judge(offset_s) {
+        ClockCheck::InStep => {
+            tracing::info!(
+                offset_s,
+                "--budget-queue: this host's clock is in step with SQS's"
+            )
+        }
+        ClockCheck::Drifting => tracing::warn!(
+            offset_s,
+            "--budget-queue: this host's clock is off SQS's; keep clocks in step (NTP), or use \
+             --budget-table"
+        ),
+        ClockCheck::TooFar => return Err(RunError::ClockOffset { offset_s }),
+    }
+    Ok(())
 }
 
 /// The API's schema for the object, the source's visibility and the DLQ's size limit.

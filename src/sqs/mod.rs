@@ -2,6 +2,7 @@
 //! results. The source receives, deletes, releases and dead-letters through it; the shared budget
 //! (`sink::budget::shared`) and the commands (`cli`) use it too, so it belongs to neither side.
 
+pub mod clock;
 pub mod entries;
 pub mod queue;
 

@@ -136,6 +136,10 @@ impl Queue {
         }
     }
 
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -43,11 +43,16 @@ fn free_port() -> u16 {
 
 /// Starts a replica (the binary) with `flags`, listening on its own port.
 fn replica(rig: &Rig, flags: &[(&str, &str)], name: &str) -> (Child, u16) {
+    replica_on(rig, flags, &[], name)
+}
+
+/// A replica with more environment (a stepped clock).
+fn replica_on(rig: &Rig, flags: &[(&str, &str)], env: &[(&str, &str)], name: &str) -> (Child, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut all = vec![("--listen", listen.as_str())];
     all.extend_from_slice(flags);
-    let child = rig.spawn_binary(&all, &common::log_path(name));
+    let child = rig.spawn_binary_with_env(&all, env, &common::log_path(name));
     (child, port)
 }
 
@@ -297,4 +302,84 @@ async fn b04_a_replica_without_a_token_leaves_the_messages_for_the_one_with_it()
     assert_all_committed(&rig, 400).await;
     let stats = rig.stats().await;
     assert_eq!(stats.rate_limited, 0, "no call was answered 429");
+}
+
+/// A sole replica whose wall clock steps back 10 minutes, then forward to 10 minutes ahead,
+/// keeps spending the table at the quota's pace: each step's 50 rows land within a minute (a
+/// stall of the step's size would take 10), with no 429 (no burst credited for the jump) and no
+/// more calls than the quota. On 8f017ce's budget queue the step back stalled the replica for
+/// the whole 10 minutes (its slots are wall-clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b05_a_stepped_wall_clock_neither_stalls_nor_bursts_a_sole_replica() {
+    let rig = rig_with_quota("60/min:2").await;
+    let dynamodb = common::dynamodb().await;
+    let table = common::unique("budget-clock");
+    common::create_budget_table(&dynamodb, &table).await;
+    let clock = common::SteppedClock::new();
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = [
+        ("--rate-limit", "60/min:2"),
+        ("--budget-table", table.as_str()),
+        ("--batch-max-records", "10"),
+        ("--batch-max-wait", "100ms"),
+    ];
+    let started = Instant::now();
+    let worker = replica_on(&rig, &flags, &env, "budget-clock");
+    for (step, offset) in ["+0", "-10m", "+10m"].into_iter().enumerate() {
+        clock.step(offset);
+        // libfaketime reads the file at most a second late.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        rig.send(&bodies(step * 50..(step + 1) * 50)).await;
+        let landed = (step + 1) * 50;
+        wait_for(
+            &format!("the rows sent at {offset} to land"),
+            Duration::from_secs(60),
+            || async { rig.rows("profiles").await.len() >= landed },
+        )
+        .await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop(vec![worker]).await;
+    assert_all_committed(&rig, 150).await;
+    let stats = rig.stats().await;
+    eprintln!("b05: {} calls in {elapsed:.1} s", stats.batches);
+    assert_eq!(stats.rate_limited, 0, "no call was answered 429");
+    assert!(
+        stats.batches <= 2 + elapsed.floor() as u64,
+        "{} calls in {elapsed:.1} s",
+        stats.batches
+    );
+}
+
+/// The budget queue's slots are wall-clock: a replica whose clock is 5 minutes off SQS's refuses
+/// to start, naming the setting and the fix (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b06_the_budget_queue_refuses_a_clock_far_off_sqs() {
+    let rig = rig_with_quota("60/min:3").await;
+    let name = format!("{}.fifo", common::unique("tokens-clock"));
+    let tokens = common::create_queue(&rig.sqs, &name, &[("FifoQueue", "true")]).await;
+    let clock = common::SteppedClock::new();
+    clock.step("-5m");
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = common::log_path("budget-queue-clock");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let flags = [
+        ("--listen", listen.as_str()),
+        ("--rate-limit", "60/min:3"),
+        ("--budget-queue", tokens.as_str()),
+    ];
+    let mut child = rig.spawn_binary_with_env(&flags, &env, &log);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the worker exits")
+        .expect("wait");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("--budget-queue") && said.contains("off SQS's") && said.contains("Fix:"),
+        "{said}"
+    );
+    assert_eq!(rig.stats().await.batches, 0, "no call left");
 }

@@ -218,3 +218,59 @@ pub fn signal(child: &tokio::process::Child, signal: i32) {
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
+
+/// A wall clock the tests can step: Debian's `libfaketime`, preloaded into the worker binary with
+/// an offset read from a file (re-read every second), the monotonic clock left alone.
+/// `scripts/install-faketime.sh` installs it; the README's test command runs that first.
+pub struct SteppedClock {
+    file: std::path::PathBuf,
+    library: String,
+}
+
+impl SteppedClock {
+    /// Panics with the fix when libfaketime is missing: never a skip.
+    pub fn new() -> Self {
+        let library = [
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        ]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())
+        .expect(
+            "libfaketime is missing. Fix: scripts/install-faketime.sh (apt-get install faketime); \
+             the README's test command runs it",
+        )
+        .to_owned();
+        let file = std::env::temp_dir().join(format!("{}.faketime", unique("clock")));
+        let clock = Self { file, library };
+        clock.step("+0");
+        clock
+    }
+
+    /// Sets the offset from the real clock, in libfaketime's words: `-10m`, `+600s`, `+0`.
+    pub fn step(&self, offset: &str) {
+        std::fs::write(&self.file, format!("{offset}\n")).expect("write the faketime file");
+    }
+
+    /// The environment that puts a process on this clock.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", self.library.clone()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_CACHE_DURATION", "1".to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ]
+    }
+}
+
+impl Default for SteppedClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SteppedClock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}

@@ -241,10 +241,21 @@ impl Rig {
 
     /// Starts the real binary against this rig, logging to `log`.
     pub fn spawn_binary(&self, extra: &[(&str, &str)], log: &str) -> tokio::process::Child {
+        self.spawn_binary_with_env(extra, &[], log)
+    }
+
+    /// `spawn_binary` with more environment (a preloaded `libfaketime`, say).
+    pub fn spawn_binary_with_env(
+        &self,
+        extra: &[(&str, &str)],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> tokio::process::Child {
         let log = std::fs::File::create(log).expect("create the log file");
         super::worker_binary()
             .arg("run")
             .args(self.args(extra))
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))
