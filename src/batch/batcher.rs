@@ -68,6 +68,8 @@ pub struct Batcher<M = Lease> {
     bytes: usize,
     messages: usize,
     oldest: Option<Instant>,
+    /// The earliest receive of a message in the open batch (SQS's 12-hour clock runs from it).
+    first_received: Option<Instant>,
     /// The FIFO message groups of the open batch: the dispatcher asks for a ticket only while
     /// none of them is in flight.
     groups: HashSet<String>,
@@ -85,6 +87,7 @@ impl<M: AsRef<Received>> Batcher<M> {
             bytes,
             messages: 0,
             oldest: None,
+            first_received: None,
             groups: HashSet::new(),
         }
     }
@@ -108,6 +111,11 @@ impl<M: AsRef<Received>> Batcher<M> {
         self.oldest
     }
 
+    /// The earliest receive of a message the open batch holds, merged ones included.
+    pub fn first_received(&self) -> Option<Instant> {
+        self.first_received
+    }
+
     /// When the age trigger fires, if anything is buffered.
     pub fn deadline(&self) -> Option<Instant> {
         self.oldest.map(|oldest| oldest + self.limits.max_wait)
@@ -126,11 +134,13 @@ impl<M: AsRef<Received>> Batcher<M> {
             let before = row.encoded.len();
             let room = self.limits.max_bytes.saturating_sub(self.bytes - before);
             let group = message.as_ref().group_id.clone();
+            let received = message.as_ref().received_at;
             match row.merge(&item.encoded, message, room) {
                 Ok(()) => {
                     self.bytes = self.bytes - before + row.encoded.len();
                     self.messages += 1;
                     self.groups.extend(group);
+                    self.note_received(received);
                     return flushed;
                 }
                 Err(message) => {
@@ -164,9 +174,14 @@ impl<M: AsRef<Received>> Batcher<M> {
         {
             self.groups.insert(group.clone());
         }
+        self.note_received(message.as_ref().received_at);
         self.rows.push(Row::new(item, message));
         self.messages += 1;
         self.oldest.get_or_insert(now);
+    }
+
+    fn note_received(&mut self, received: Instant) {
+        self.first_received = Some(self.first_received.map_or(received, |r| r.min(received)));
     }
 
     /// Asked when a slot is in hand: the open batch, if it may leave now (`departure`).
@@ -186,6 +201,7 @@ impl<M: AsRef<Received>> Batcher<M> {
         self.bytes = self.frame.overhead();
         self.messages = 0;
         self.oldest = None;
+        self.first_received = None;
         let rows = std::mem::take(&mut self.rows);
         self.groups.clear();
         Some(Batch::new(rows, reason, self.frame.clone()))
@@ -219,6 +235,29 @@ mod tests {
         let encoded = serde_json::to_string(&record).unwrap();
         let message = Received::fake(id, &encoded);
         (Decoded { key, encoded }, message)
+    }
+
+    /// SQS's 12-hour clock runs from the receive, not from the push: a message that waited for
+    /// memory before it reached the batcher is as old as its receive, merged ones included.
+    #[test]
+    fn the_open_batch_knows_its_earliest_receive() {
+        let mut batcher: Batcher<Received> = Batcher::new(limits(10, 1 << 20));
+        let pushed = Instant::now() + Duration::from_secs(3600);
+        let (first, mut early) = item("m1", json!({"email": "a@x", "n": 1}));
+        early.received_at = pushed - Duration::from_secs(1800);
+        let (second, mut earlier) = item("m2", json!({"email": "a@x", "n": 2}));
+        earlier.received_at = pushed - Duration::from_secs(2400);
+        batcher.push(first, early.clone(), pushed);
+        assert_eq!(batcher.oldest(), Some(pushed));
+        assert_eq!(batcher.first_received(), Some(early.received_at));
+        batcher.push(second, earlier.clone(), pushed);
+        assert_eq!(
+            batcher.first_received(),
+            Some(earlier.received_at),
+            "merged"
+        );
+        batcher.flush(FlushReason::Shutdown);
+        assert_eq!(batcher.first_received(), None);
     }
 
     #[test]

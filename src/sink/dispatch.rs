@@ -255,8 +255,29 @@ impl Dispatcher {
                 self.turn.ready.push_back(waiting);
             }
         }
-        if self.batcher.oldest().is_some_and(overdue) {
+        if self.batcher.first_received().is_some_and(overdue) {
             released.extend(self.batcher.flush(crate::batch::FlushReason::Shutdown));
+        }
+        if self.fifo && !released.is_empty() {
+            // A group's later batches go back with it, in the same pass: one left queued could
+            // launch before the release is stamped, and commit ahead of the released messages.
+            let groups: HashSet<String> = released.iter().flat_map(Batch::groups).collect();
+            let shares = |of: &[String]| of.iter().any(|group| groups.contains(group));
+            for waiting in std::mem::take(&mut self.turn.ready) {
+                if shares(&waiting.groups) {
+                    released.push(waiting.batch);
+                } else {
+                    self.turn.ready.push_back(waiting);
+                }
+            }
+            if self
+                .batcher
+                .open_groups()
+                .iter()
+                .any(|group| groups.contains(group))
+            {
+                released.extend(self.batcher.flush(crate::batch::FlushReason::Shutdown));
+            }
         }
         for batch in released {
             tracing::warn!(
@@ -270,7 +291,7 @@ impl Dispatcher {
             .ready
             .iter()
             .map(|waiting| waiting.received)
-            .chain(self.batcher.oldest())
+            .chain(self.batcher.first_received())
             .min()
             .map(|oldest| oldest + HOLD_CEILING)
     }
@@ -655,6 +676,45 @@ mod tests {
         assert_eq!(fates, [retry("m1"), retry("m2"), retry("m3")]);
         assert!(calls.try_recv().is_err(), "nothing was sent");
         drop(taken);
+        drop(records);
+        task.await.unwrap();
+    }
+
+    /// FIFO: when a group's overdue batch goes back to the queue, the group's later batch goes
+    /// with it in the same pass; left queued, it could commit ahead of the released message.
+    #[tokio::test(start_paused = true)]
+    async fn a_released_fifo_batch_takes_its_groups_later_batches_with_it() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, mut calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            taken.push(delivery.slots.acquire().await);
+        }
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
+        let task = tokio::spawn(stage(delivery).run(
+            batcher(1, Duration::from_secs(1)),
+            receiver,
+            waiting_tx,
+        ));
+        let send = |id: &str, sequence: u128| {
+            let mut message = fakes::in_group(id, "g", sequence);
+            message.received_at = tokio::time::Instant::now().into_std();
+            records
+                .send((fakes::record(), fakes::held(&ledger, message)))
+                .unwrap();
+        };
+        send("m1", 1);
+        tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+        send("m2", 2);
+        tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
+        drop(taken);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
+        assert_eq!(settle.fates(), [retry("m1"), retry("m2")]);
+        assert!(calls.try_recv().is_err(), "m2 did not commit ahead of m1");
         drop(records);
         task.await.unwrap();
     }
