@@ -46,14 +46,15 @@ fn parse_args() -> Args {
     }
 }
 
+/// The emulator with the contract's job timeline (`--queued 50ms --processing 200ms`), unless
+/// `extra` sets either.
 async fn start_emulator(extra: &[&str]) -> RunningEmulator {
-    let mut flags = vec![
-        "--queued",
-        "50ms",
-        "--processing",
-        "200ms",
-        "--keep-job-records",
-    ];
+    let mut flags = vec!["--keep-job-records"];
+    for (flag, value) in [("--queued", "50ms"), ("--processing", "200ms")] {
+        if !extra.contains(&flag) {
+            flags.extend([flag, value]);
+        }
+    }
     flags.extend_from_slice(extra);
     records_emulator::start(EmulatorConfig::with_flags(TOKEN, &flags))
         .await
