@@ -9,12 +9,7 @@ for tool in podman runc debootstrap; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
-sudo=""
-[ "$(id -u)" = 0 ] || sudo="sudo"
-echo "install-podman: apt-get install ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get install -y -qq podman runc debootstrap >/dev/null 2>&1 \
-  || { $sudo apt-get update -qq && $sudo apt-get install -y -qq podman runc debootstrap >/dev/null; }
+"$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" install-podman podman runc debootstrap
 for tool in podman runc debootstrap; do
   command -v "$tool" >/dev/null || { echo "install-podman: $tool is still missing. Fix: apt-get install podman runc debootstrap" >&2; exit 1; }
 done

@@ -5,10 +5,6 @@ set -euo pipefail
 if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
   exit 0
 fi
-sudo=""
-[ "$(id -u)" = 0 ] || sudo="sudo"
-echo "install-prometheus: apt-get install prometheus"
-$sudo apt-get install -y -qq prometheus >/dev/null 2>&1 \
-  || { $sudo apt-get update -qq && $sudo apt-get install -y -qq prometheus >/dev/null; }
+"$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" install-prometheus prometheus
 # The package starts a server where an init system runs; the tests start their own.
 command -v promtool >/dev/null || { echo "install-prometheus: promtool is still missing. Fix: apt-get install prometheus" >&2; exit 1; }

@@ -432,6 +432,20 @@ mod tests {
         }
     }
 
+    type Started = (
+        mpsc::UnboundedSender<(Decoded, Lease)>,
+        watch::Receiver<Backlog>,
+        tokio::task::JoinHandle<()>,
+    );
+
+    /// Runs the dispatcher: the records' sender, what it tells the pollers, and its task.
+    fn start(dispatch: Dispatch, batcher: Batcher) -> Started {
+        let (records, receiver) = mpsc::unbounded_channel();
+        let (waiting_tx, waiting) = watch::channel(Backlog::default());
+        let task = tokio::spawn(dispatch.run(batcher, receiver, waiting_tx));
+        (records, waiting, task)
+    }
+
     fn batcher(max_records: usize, max_wait: Duration) -> Batcher {
         Batcher::new(Limits {
             max_records,
@@ -450,13 +464,7 @@ mod tests {
         let (api, mut calls) = fakes::api(vec![]);
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(100, Duration::from_secs(1)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, waiting, task) = start(stage(delivery), batcher(100, Duration::from_secs(1)));
         let start = tokio::time::Instant::now();
         let lease = fakes::held(&ledger, Received::fake("m1", "{}"));
         records.send((fakes::record(), lease)).unwrap();
@@ -485,12 +493,9 @@ mod tests {
         let (api, mut calls) = fakes::api(vec![]);
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, waiting) = watch::channel(Backlog::default());
         let mut dispatch = stage(delivery);
         dispatch.gathering = Duration::from_secs(1);
-        let task =
-            tokio::spawn(dispatch.run(batcher(100, Duration::from_secs(1)), receiver, waiting_tx));
+        let (records, waiting, task) = start(dispatch, batcher(100, Duration::from_secs(1)));
         let start = tokio::time::Instant::now();
         let lease = fakes::held(&ledger, Received::fake("m1", "{}"));
         records.send((fakes::record(), lease)).unwrap();
@@ -530,13 +535,7 @@ mod tests {
         let (api, mut calls) = fakes::api(vec![]);
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(2, Duration::from_secs(60)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(60)));
         let start = tokio::time::Instant::now();
         for id in ["m1", "m2", "m3"] {
             let lease = fakes::held(&ledger, Received::fake(id, "{}"));
@@ -563,13 +562,7 @@ mod tests {
         api.job_time = Duration::from_secs(5);
         let settle = Arc::new(FakeSettle::default());
         let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(2, Duration::from_secs(60)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(60)));
         let start = tokio::time::Instant::now();
         let sent = [
             ("h1", "hot", 1),
@@ -612,13 +605,7 @@ mod tests {
         let limits = records_contract::quota::parse_limits("60/min:10").unwrap();
         Arc::get_mut(&mut delivery).unwrap().budget =
             Arc::new(Budget::local(&limits, None, telemetry.clone()).unwrap());
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(1, Duration::from_secs(60)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, _waiting, task) = start(stage(delivery), batcher(1, Duration::from_secs(60)));
         for sequence in 1..=3 {
             let id = format!("h{sequence}");
             let lease = fakes::held(&ledger, fakes::in_group(&id, "hot", sequence));
@@ -653,13 +640,7 @@ mod tests {
         for _ in 0..4 {
             taken.push(delivery.slots.acquire().await);
         }
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(2, Duration::from_secs(1)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(1)));
         for id in ["m1", "m2", "m3"] {
             let lease = fakes::held(&ledger, Received::fake(id, "{}"));
             records.send((fakes::record(), lease)).unwrap();
@@ -692,13 +673,7 @@ mod tests {
         for _ in 0..4 {
             taken.push(delivery.slots.acquire().await);
         }
-        let (records, receiver) = mpsc::unbounded_channel();
-        let (waiting_tx, _waiting) = watch::channel(Backlog::default());
-        let task = tokio::spawn(stage(delivery).run(
-            batcher(1, Duration::from_secs(1)),
-            receiver,
-            waiting_tx,
-        ));
+        let (records, _waiting, task) = start(stage(delivery), batcher(1, Duration::from_secs(1)));
         let send = |id: &str, sequence: u128| {
             let mut message = fakes::in_group(id, "g", sequence);
             message.received_at = tokio::time::Instant::now().into_std();

@@ -7,6 +7,7 @@ use test_rig as common;
 mod container;
 mod deploy_stack;
 mod emulator_contract;
+mod head_of_line;
 mod held_messages;
 mod localstack_sqs;
 mod lose_nothing;

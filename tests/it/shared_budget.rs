@@ -383,3 +383,50 @@ async fn b06_the_budget_queue_refuses_a_clock_far_off_sqs() {
     );
     assert_eq!(rig.stats().await.batches, 0, "no call left");
 }
+
+/// A ticket dropped unspent gives its token back to the table's item, through the real store:
+/// with 1/min:3, two takes leave the item near 1, and the refund lifts it back near 2 (a minute's
+/// refill is one token, so the jump is the refund).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b07_a_ticket_not_spent_goes_back_to_the_table() {
+    use sqs_batch_worker::sink::budget::{Budget, TableTokens};
+    let dynamodb = common::dynamodb().await;
+    let table = common::unique("budget-refund");
+    common::create_budget_table(&dynamodb, &table).await;
+    let limits = records_contract::quota::parse_limits("1/min:3").unwrap();
+    let telemetry = std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new());
+    let tokens = TableTokens::new(dynamodb.clone(), table.clone());
+    let budget = std::sync::Arc::new(Budget::table(tokens, &limits, telemetry.clone()));
+    let reader = TableTokens::new(dynamodb.clone(), table.clone());
+    let level = || async {
+        let item = reader
+            .read("1/min:3")
+            .await
+            .expect("read")
+            .expect("the item");
+        item.tokens
+    };
+    budget.acquire().await.spend();
+    let unspent = budget.acquire().await;
+    let before = level().await;
+    assert!(
+        before < 1.1,
+        "two tokens taken from a bucket of 3: {before}"
+    );
+    drop(unspent);
+    wait_for("the refund", Duration::from_secs(10), || async {
+        level().await >= before + 0.9
+    })
+    .await;
+    let metrics = telemetry.render();
+    assert!(
+        metrics.contains("sbw_budget_calls_refunded_total{limit=\"1/min:3\"} 1"),
+        "{metrics}"
+    );
+    let items = items(&dynamodb, &table).await;
+    assert_eq!(
+        items.get("1/min:3"),
+        Some(&3),
+        "two takes and a refund: {items:?}"
+    );
+}
