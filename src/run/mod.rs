@@ -184,7 +184,18 @@ fn wire(
     let capacity_permits = Arc::new(Semaphore::new(capacity));
     let byte_permits = Arc::new(Semaphore::new(settings.max_held_bytes));
     let per_receive = capacity.min(10);
-    let read_ahead = read_ahead(&budget, visibility, settings.batch_max_records, per_receive);
+    let gathering = if settings.source_is_fifo() {
+        Duration::ZERO
+    } else {
+        budget.gathering(settings.batch_max_wait)
+    };
+    let read_ahead = read_ahead(
+        &budget,
+        visibility,
+        settings.batch_max_records,
+        per_receive,
+        gathering,
+    );
     let slots = Slots::new(
         settings.max_in_flight,
         settings.concurrency == Concurrency::Adaptive,
@@ -270,7 +281,7 @@ fn wire(
         slots,
         telemetry: telemetry.clone(),
         fifo: settings.source_is_fifo(),
-        gathering: budget.gathering(settings.batch_max_wait),
+        gathering,
     };
     let heartbeat = Heartbeat {
         queue: Arc::new(source.clone()),

@@ -147,18 +147,20 @@ pub async fn max_message_bytes(queue: &Queue) -> Option<usize> {
 /// Messages the pollers may hold waiting for a slot: what the calls the budget allows within one
 /// visibility timeout carry, plus the open batch. `None` without a quota.
 ///
-/// Under a shared quota a replica holds one receive's worth while it waits for a token, and one
-/// call's worth while it holds one: the rest stays in the queue for whichever replica takes the
+/// Where shared calls gather (`Budget::gathering`; not on a FIFO source, whose open batch can
+/// wait on a busy group and must keep filling) a replica holds one receive's worth while it
+/// waits for a token, and one call's worth while it holds one: the rest stays in the queue for whichever replica takes the
 /// next token, so every call carries what arrived, not a third of it.
 pub fn read_ahead(
     budget: &Budget,
     visibility: Duration,
     max_records: usize,
     per_receive: usize,
+    gathering: Duration,
 ) -> Option<ReadAhead> {
     let calls = crate::sink::budget::calls_within(budget.limits(), visibility)?;
     let full = (calls.floor().max(1.0) as usize + 1).saturating_mul(max_records);
-    if !budget.is_shared() {
+    if gathering.is_zero() {
         return Some(ReadAhead {
             waiting: full,
             holding: full,

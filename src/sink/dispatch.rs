@@ -261,22 +261,27 @@ impl Dispatcher {
         if self.fifo && !released.is_empty() {
             // A group's later batches go back with it, in the same pass: one left queued could
             // launch before the release is stamped, and commit ahead of the released messages.
-            let groups: HashSet<String> = released.iter().flat_map(Batch::groups).collect();
-            let shares = |of: &[String]| of.iter().any(|group| groups.contains(group));
-            for waiting in std::mem::take(&mut self.turn.ready) {
-                if shares(&waiting.groups) {
-                    released.push(waiting.batch);
-                } else {
-                    self.turn.ready.push_back(waiting);
+            // Transitively: a batch that goes back for one group takes the later batches of its
+            // other groups with it too.
+            let mut groups: HashSet<String> = released.iter().flat_map(Batch::groups).collect();
+            loop {
+                let before = groups.len();
+                for waiting in std::mem::take(&mut self.turn.ready) {
+                    if waiting.groups.iter().any(|group| groups.contains(group)) {
+                        groups.extend(waiting.groups.iter().cloned());
+                        released.push(waiting.batch);
+                    } else {
+                        self.turn.ready.push_back(waiting);
+                    }
                 }
-            }
-            if self
-                .batcher
-                .open_groups()
-                .iter()
-                .any(|group| groups.contains(group))
-            {
-                released.extend(self.batcher.flush(crate::batch::FlushReason::Shutdown));
+                let open = self.batcher.open_groups();
+                if open.iter().any(|group| groups.contains(group)) {
+                    groups.extend(open.iter().cloned());
+                    released.extend(self.batcher.flush(crate::batch::FlushReason::Shutdown));
+                }
+                if groups.len() == before {
+                    break;
+                }
             }
         }
         for batch in released {
@@ -690,6 +695,45 @@ mod tests {
         let retry = |id: &str| (id.to_owned(), "retry".to_owned());
         assert_eq!(settle.fates(), [retry("m1"), retry("m2")]);
         assert!(calls.try_recv().is_err(), "m2 did not commit ahead of m1");
+        drop(records);
+        task.await.unwrap();
+    }
+
+    /// The release is transitive: B1{g1} goes back at 11 hours, B2{g1,g2} with it for g1, and
+    /// B3{g2} with them for g2; left queued, B3 could commit g2 ahead of B2's g2 message.
+    #[tokio::test(start_paused = true)]
+    async fn a_fifo_release_follows_groups_from_batch_to_batch() {
+        let ledger = Ledger::new(Duration::from_secs(30));
+        let (api, _calls) = fakes::api(vec![]);
+        let settle = Arc::new(FakeSettle::default());
+        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            taken.push(delivery.slots.acquire().await);
+        }
+        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(1)));
+        let send = |id: &str, group: &str, sequence: u128| {
+            let mut message = fakes::in_group(id, group, sequence);
+            message.received_at = tokio::time::Instant::now().into_std();
+            records
+                .send((fakes::record(), fakes::held(&ledger, message)))
+                .unwrap();
+        };
+        send("a1", "g1", 1);
+        send("c1", "g3", 1);
+        tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+        send("a2", "g1", 2);
+        send("b1", "g2", 1);
+        send("b2", "g2", 2);
+        send("d1", "g4", 1);
+        tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
+        drop(taken);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let mut fates = settle.fates();
+        fates.sort();
+        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
+        let expected = ["a1", "a2", "b1", "b2", "c1", "d1"].map(retry);
+        assert_eq!(fates, expected);
         drop(records);
         task.await.unwrap();
     }

@@ -269,15 +269,16 @@ async fn b03_an_unreachable_budget_table_delays_but_loses_nothing_and_readyz_say
 /// A replica that waits for a shared token holds one receive's worth, not its share of the
 /// queue: the replica that takes the token gathers the rest, so one call carries nearly all that
 /// arrived. Before, each replica read what it could, and the first call carried about half.
+/// (2/min:2: calls 30 s apart with a burst of 2, where shared calls gather, `Budget::gathering`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b04_a_replica_without_a_token_leaves_the_messages_for_the_one_with_it() {
-    let rig = rig_with_quota("2/min").await;
+    let rig = rig_with_quota("2/min:2").await;
     let dynamodb = common::dynamodb().await;
     let table = common::unique("budget-gather");
     common::create_budget_table(&dynamodb, &table).await;
     rig.send(&bodies(0..400)).await;
     let flags = [
-        ("--rate-limit", "2/min"),
+        ("--rate-limit", "2/min:2"),
         ("--budget-table", table.as_str()),
         ("--batch-max-wait", "1s"),
     ];

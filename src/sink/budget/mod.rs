@@ -119,7 +119,9 @@ pub struct Budget {
 const TABLE_RECHECK: Duration = Duration::from_secs(1);
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The longest a shared ticket's holder gathers messages before its call leaves.
-const GATHERING_CEILING: Duration = Duration::from_secs(1);
+pub const GATHERING_CEILING: Duration = Duration::from_secs(1);
+/// Shared calls gather only under limits whose calls are at least this far apart.
+const GATHERING_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -230,8 +232,9 @@ impl Budget {
     /// Replicas that wait for a token read little (`run::ReadAhead`), so that the messages stay
     /// in the queue for whichever replica takes the next token; that replica then gathers them
     /// for this long. Every shared call leaves exactly this long after its take, so the API sees
-    /// the calls as far apart as the takes were. A tenth of the tightest limit's interval, at
-    /// most a second and at most `--batch-max-wait`: a fast quota wastes no time gathering.
+    /// the calls as far apart as the takes were. A tenth of the slowest limit's interval, at
+    /// most a second and at most `--batch-max-wait`; zero (every replica reads ahead in full)
+    /// unless every limit's calls are 5 s or more apart with a burst of 2 or more (`gathers`).
     pub fn gathering(&self, max_wait: Duration) -> Duration {
         if !self.is_shared() {
             return Duration::ZERO;
@@ -418,15 +421,26 @@ impl Budget {
     }
 }
 
-/// A tenth of the slowest limit's interval, at most `GATHERING_CEILING` and `max_wait`.
+/// Whether a shared call may gather under `limit`: its calls are at least
+/// `GATHERING_MIN_INTERVAL` apart and it banks at least 2. A faster limit gains little (a token
+/// comes soon, so no replica holds messages long), and every call that pays at once (a retry, a
+/// split's half) lands up to the gathering time closer to the gathered call before it than the
+/// takes were: a burst of 1 has no room for that, and the budget table holds that much less
+/// (`table::capacity`).
+pub fn gathers(limit: &Spending) -> bool {
+    limit.burst >= 2 && limit.per_second * GATHERING_MIN_INTERVAL.as_secs_f64() <= 1.0
+}
+
+/// A tenth of the slowest limit's interval, at most `GATHERING_CEILING` and `max_wait`; zero
+/// unless every limit `gathers`.
 fn gathering_time(limits: &[Spending], max_wait: Duration) -> Duration {
-    let Some(slowest) = limits
+    if limits.is_empty() || !limits.iter().all(gathers) {
+        return Duration::ZERO;
+    }
+    let slowest = limits
         .iter()
         .map(|limit| limit.per_second)
-        .min_by(f64::total_cmp)
-    else {
-        return Duration::ZERO;
-    };
+        .fold(f64::INFINITY, f64::min);
     let tenth = Duration::try_from_secs_f64(0.1 / slowest).unwrap_or(GATHERING_CEILING);
     tenth.min(GATHERING_CEILING).min(max_wait)
 }
@@ -477,14 +491,18 @@ mod tests {
         let second = Duration::from_secs(1);
         let cases = [
             ("6/min:2", second * 2, Duration::from_millis(1000)), // 10.2 s apart: the ceiling
-            ("30/min:3", second * 2, Duration::from_millis(204)),
-            ("100/s", second * 2, Duration::from_micros(1020)),
-            ("2000/day,100/s", second * 2, Duration::from_millis(1000)),
+            ("10/min:2", second * 2, Duration::from_millis(612)),
+            ("6/min:2", second / 4, second / 4), // --batch-max-wait
             (
-                "6/min",
-                Duration::from_millis(300),
-                Duration::from_millis(300),
-            ), // --batch-max-wait
+                "2000/day:5,6/min:2",
+                second * 2,
+                Duration::from_millis(1000),
+            ),
+            // Calls under 5 s apart, or a burst of 1: no gathering.
+            ("30/min:3", second * 2, Duration::ZERO),
+            ("100/s:200", second * 2, Duration::ZERO),
+            ("2000/day:5,100/s:50", second * 2, Duration::ZERO),
+            ("6/min", second * 2, Duration::ZERO),
             ("", second * 2, Duration::ZERO),
         ];
         for (limits, max_wait, expected) in cases {
@@ -493,7 +511,7 @@ mod tests {
             assert!(off < Duration::from_micros(5), "{limits}: {got:?}");
         }
         let local = Budget::local(
-            &parse_limits("6/min").unwrap(),
+            &parse_limits("6/min:2").unwrap(),
             None,
             Arc::new(Telemetry::new()),
         );

@@ -36,10 +36,16 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// tokens were taken apart but which arrive together still fit the API's own bucket.
 const ARRIVAL_SPREAD_S: f64 = 0.3;
 
-/// What the shared bucket of `limit` holds at most: its burst less the arrival spread's worth,
-/// never less than one call.
+/// What the shared bucket of `limit` holds at most: its burst less the arrival spread's worth
+/// (and the gathering's, where calls gather), never less than one call.
 fn capacity(limit: &Spending) -> f64 {
-    (f64::from(limit.burst) - limit.per_second * ARRIVAL_SPREAD_S).max(1.0)
+    // A gathered call leaves up to `GATHERING_CEILING` after its take (`Budget::gathering`).
+    let gathering = if super::gathers(limit) {
+        super::GATHERING_CEILING.as_secs_f64()
+    } else {
+        0.0
+    };
+    (f64::from(limit.burst) - limit.per_second * (ARRIVAL_SPREAD_S + gathering)).max(1.0)
 }
 
 /// One limit's item as read.
