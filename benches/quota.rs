@@ -299,18 +299,7 @@ async fn replicas(binary: &str, shared: bool) {
     let sqs = setup::sqs();
     let queues = Queues::create(&sqs, "quota-replicas").await;
     let emulator = start_emulator(&["--rate-limit", "30/min:3"]).await;
-    let tokens = sqs
-        .create_queue()
-        .queue_name(format!(
-            "bench-tokens-{}.fifo",
-            uuid::Uuid::new_v4().simple()
-        ))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .expect("create the token queue")
-        .queue_url
-        .expect("url");
+    let tokens = token_queue(&sqs).await;
     let mut flags: Vec<String> = [
         "--rate-limit",
         "30/min:3",

@@ -633,108 +633,120 @@ mod tests {
         assert_eq!(settle.fates().len(), 3);
     }
 
+    /// A dispatcher whose four slots are all taken: nothing leaves until `taken` is dropped.
+    struct Starved {
+        ledger: Arc<Ledger>,
+        settle: Arc<FakeSettle>,
+        calls: mpsc::UnboundedReceiver<fakes::Submitted>,
+        taken: Vec<Slot>,
+        records: mpsc::UnboundedSender<(Decoded, Lease)>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Starved {
+        async fn new(fifo: bool, max_records: usize) -> Self {
+            let ledger = Ledger::new(Duration::from_secs(30));
+            let (api, calls) = fakes::api(vec![]);
+            let settle = Arc::new(FakeSettle::default());
+            let delivery = fakes::delivery(api, settle.clone(), &ledger, fifo);
+            let mut taken = Vec::new();
+            for _ in 0..4 {
+                taken.push(delivery.slots.acquire().await);
+            }
+            let batcher = batcher(max_records, Duration::from_secs(1));
+            let (records, _waiting, task) = start(stage(delivery), batcher);
+            Self {
+                ledger,
+                settle,
+                calls,
+                taken,
+                records,
+                task,
+            }
+        }
+
+        /// Sends `message` as received now, on the paused clock.
+        fn receive(&self, mut message: Received) {
+            message.received_at = tokio::time::Instant::now().into_std();
+            let lease = fakes::held(&self.ledger, message);
+            self.records.send((fakes::record(), lease)).unwrap();
+        }
+
+        fn retried(ids: &[&str]) -> Vec<(String, String)> {
+            ids.iter()
+                .map(|id| (id.to_string(), "retry".to_owned()))
+                .collect()
+        }
+
+        async fn end(self) {
+            drop(self.records);
+            self.task.await.unwrap();
+        }
+    }
+
     /// A batch that waits for a slot for 11 hours goes back to the queue (released, visibility
     /// 0) before SQS's 12-hour visibility ceiling would make it reappear while held.
     #[tokio::test(start_paused = true)]
     async fn a_batch_held_for_eleven_hours_goes_back_to_the_queue() {
-        let ledger = Ledger::new(Duration::from_secs(30));
-        let (api, mut calls) = fakes::api(vec![]);
-        let settle = Arc::new(FakeSettle::default());
-        let delivery = fakes::delivery(api, settle.clone(), &ledger, false);
-        let mut taken = Vec::new();
-        for _ in 0..4 {
-            taken.push(delivery.slots.acquire().await);
-        }
-        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(1)));
+        let mut starved = Starved::new(false, 2).await;
         for id in ["m1", "m2", "m3"] {
-            let lease = fakes::held(&ledger, Received::fake(id, "{}"));
-            records.send((fakes::record(), lease)).unwrap();
+            starved.receive(Received::fake(id, "{}"));
         }
         tokio::time::sleep(HOLD_CEILING - Duration::from_secs(60)).await;
         assert!(
-            settle.fates().is_empty(),
+            starved.settle.fates().is_empty(),
             "held, not released, before 11 hours"
         );
         tokio::time::sleep(Duration::from_secs(120)).await;
-        let mut fates = settle.fates();
+        let mut fates = starved.settle.fates();
         fates.sort();
-        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
-        assert_eq!(fates, [retry("m1"), retry("m2"), retry("m3")]);
-        assert!(calls.try_recv().is_err(), "nothing was sent");
-        drop(taken);
-        drop(records);
-        task.await.unwrap();
+        assert_eq!(fates, Starved::retried(&["m1", "m2", "m3"]));
+        assert!(starved.calls.try_recv().is_err(), "nothing was sent");
+        starved.end().await;
     }
 
     /// FIFO: when a group's overdue batch goes back to the queue, the group's later batch goes
     /// with it in the same pass; left queued, it could commit ahead of the released message.
     #[tokio::test(start_paused = true)]
     async fn a_released_fifo_batch_takes_its_groups_later_batches_with_it() {
-        let ledger = Ledger::new(Duration::from_secs(30));
-        let (api, mut calls) = fakes::api(vec![]);
-        let settle = Arc::new(FakeSettle::default());
-        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
-        let mut taken = Vec::new();
-        for _ in 0..4 {
-            taken.push(delivery.slots.acquire().await);
-        }
-        let (records, _waiting, task) = start(stage(delivery), batcher(1, Duration::from_secs(1)));
-        let send = |id: &str, sequence: u128| {
-            let mut message = fakes::in_group(id, "g", sequence);
-            message.received_at = tokio::time::Instant::now().into_std();
-            records
-                .send((fakes::record(), fakes::held(&ledger, message)))
-                .unwrap();
-        };
-        send("m1", 1);
+        let mut starved = Starved::new(true, 1).await;
+        starved.receive(fakes::in_group("m1", "g", 1));
         tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
-        send("m2", 2);
+        starved.receive(fakes::in_group("m2", "g", 2));
         tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
-        drop(taken);
+        starved.taken.clear();
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
-        assert_eq!(settle.fates(), [retry("m1"), retry("m2")]);
-        assert!(calls.try_recv().is_err(), "m2 did not commit ahead of m1");
-        drop(records);
-        task.await.unwrap();
+        assert_eq!(starved.settle.fates(), Starved::retried(&["m1", "m2"]));
+        assert!(
+            starved.calls.try_recv().is_err(),
+            "m2 did not commit ahead of m1"
+        );
+        starved.end().await;
     }
 
     /// The release is transitive: B1{g1} goes back at 11 hours, B2{g1,g2} with it for g1, and
     /// B3{g2} with them for g2; left queued, B3 could commit g2 ahead of B2's g2 message.
     #[tokio::test(start_paused = true)]
     async fn a_fifo_release_follows_groups_from_batch_to_batch() {
-        let ledger = Ledger::new(Duration::from_secs(30));
-        let (api, _calls) = fakes::api(vec![]);
-        let settle = Arc::new(FakeSettle::default());
-        let delivery = fakes::delivery(api, settle.clone(), &ledger, true);
-        let mut taken = Vec::new();
-        for _ in 0..4 {
-            taken.push(delivery.slots.acquire().await);
-        }
-        let (records, _waiting, task) = start(stage(delivery), batcher(2, Duration::from_secs(1)));
-        let send = |id: &str, group: &str, sequence: u128| {
-            let mut message = fakes::in_group(id, group, sequence);
-            message.received_at = tokio::time::Instant::now().into_std();
-            records
-                .send((fakes::record(), fakes::held(&ledger, message)))
-                .unwrap();
-        };
-        send("a1", "g1", 1);
-        send("c1", "g3", 1);
+        let mut starved = Starved::new(true, 2).await;
+        starved.receive(fakes::in_group("a1", "g1", 1));
+        starved.receive(fakes::in_group("c1", "g3", 1));
         tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
-        send("a2", "g1", 2);
-        send("b1", "g2", 1);
-        send("b2", "g2", 2);
-        send("d1", "g4", 1);
+        for (id, group, sequence) in [
+            ("a2", "g1", 2),
+            ("b1", "g2", 1),
+            ("b2", "g2", 2),
+            ("d1", "g4", 1),
+        ] {
+            starved.receive(fakes::in_group(id, group, sequence));
+        }
         tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
-        drop(taken);
+        starved.taken.clear();
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let mut fates = settle.fates();
+        let mut fates = starved.settle.fates();
         fates.sort();
-        let retry = |id: &str| (id.to_owned(), "retry".to_owned());
-        let expected = ["a1", "a2", "b1", "b2", "c1", "d1"].map(retry);
+        let expected = Starved::retried(&["a1", "a2", "b1", "b2", "c1", "d1"]);
         assert_eq!(fates, expected);
-        drop(records);
-        task.await.unwrap();
+        starved.end().await;
     }
 }

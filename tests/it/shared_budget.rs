@@ -30,6 +30,15 @@ async fn rig_with_quota(quota: &str) -> Rig {
     .await
 }
 
+/// The rig under `quota`, moto's DynamoDB and a fresh budget table named after `name`.
+async fn rig_and_table(quota: &str, name: &str) -> (Rig, aws_sdk_dynamodb::Client, String) {
+    let rig = rig_with_quota(quota).await;
+    let dynamodb = common::dynamodb().await;
+    let table = common::unique(name);
+    common::create_budget_table(&dynamodb, &table).await;
+    (rig, dynamodb, table)
+}
+
 fn bodies(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(profile).collect()
 }
@@ -110,10 +119,7 @@ async fn items(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> HashMap<Stri
 /// together they make no more calls than the quota allows, and every row lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b01_three_replicas_share_one_quota_through_the_budget_table() {
-    let rig = rig_with_quota("60/min:3").await;
-    let dynamodb = common::dynamodb().await;
-    let table = common::unique("budget");
-    common::create_budget_table(&dynamodb, &table).await;
+    let (rig, dynamodb, table) = rig_and_table("60/min:3", "budget").await;
     rig.send(&bodies(0..1_500)).await;
     let started = Instant::now();
     let flags = [
@@ -160,10 +166,7 @@ async fn b01_three_replicas_share_one_quota_through_the_budget_table() {
 /// the API sees no 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b02_two_limit_sets_side_by_side_spend_one_item_per_limit() {
-    let rig = rig_with_quota("60/min:3").await;
-    let dynamodb = common::dynamodb().await;
-    let table = common::unique("budget-sets");
-    common::create_budget_table(&dynamodb, &table).await;
+    let (rig, dynamodb, table) = rig_and_table("60/min:3", "budget-sets").await;
     rig.send(&bodies(0..1_000)).await;
     let common_flags = [
         ("--budget-table", table.as_str()),
@@ -272,10 +275,7 @@ async fn b03_an_unreachable_budget_table_delays_but_loses_nothing_and_readyz_say
 /// (2/min:2: calls 30 s apart with a burst of 2, where shared calls gather, `Budget::gathering`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b04_a_replica_without_a_token_leaves_the_messages_for_the_one_with_it() {
-    let rig = rig_with_quota("2/min:2").await;
-    let dynamodb = common::dynamodb().await;
-    let table = common::unique("budget-gather");
-    common::create_budget_table(&dynamodb, &table).await;
+    let (rig, _, table) = rig_and_table("2/min:2", "budget-gather").await;
     rig.send(&bodies(0..400)).await;
     let flags = [
         ("--rate-limit", "2/min:2"),
@@ -312,10 +312,7 @@ async fn b04_a_replica_without_a_token_leaves_the_messages_for_the_one_with_it()
 /// the whole 10 minutes (its slots are wall-clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b05_a_stepped_wall_clock_neither_stalls_nor_bursts_a_sole_replica() {
-    let rig = rig_with_quota("60/min:2").await;
-    let dynamodb = common::dynamodb().await;
-    let table = common::unique("budget-clock");
-    common::create_budget_table(&dynamodb, &table).await;
+    let (rig, _, table) = rig_and_table("60/min:2", "budget-clock").await;
     let clock = common::SteppedClock::new();
     let env = clock.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
