@@ -1,5 +1,6 @@
 //! A generated-input fuzzer on stable Rust for the parsers that take arbitrary bytes from outside:
-//! the message decoder (MD5, JSON, match key, schema, size), the job-report parser (and the row
+//! the message decoder (MD5, JSON, match key, schema, size), the producers' envelopes (SNS,
+//! EventBridge) and field mappings with message attributes, the job-report parser (and the row
 //! fates computed from a report), every API answer (read in random chunks against a ceiling, so
 //! truncated and oversized bodies are covered, then through the envelope and the route's parser),
 //! the `statusPath` resolver (whose every result must stay on the base's origin), and config
@@ -10,10 +11,11 @@
 //! cargo bench --bench fuzz -- [--inputs 10000000] [--seed S]
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
+use aws_sdk_sqs::types::MessageAttributeValue;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,6 +30,8 @@ use sqs_batch_worker::sink::api::client::{
 use sqs_batch_worker::sink::api::origin::{JobRoute, Origin};
 use sqs_batch_worker::sink::jobs::row_fates;
 use sqs_batch_worker::source::decode::{Decoder, md5_hex};
+use sqs_batch_worker::source::envelope::Envelope;
+use sqs_batch_worker::source::mapping::Mapping;
 
 const BODIES: &[&str] = &[
     r#"{"email":"a@example.com","first_name":"Ada","tier":"gold","score":12,"country":"NZ"}"#,
@@ -108,7 +112,127 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("--listen", &["127.0.0.1:0", "[::1]:9090", "nowhere"]),
     ("--operation", &["upsert", "append", "delete"]),
     ("--match-key", &["email", "", " "]),
+    ("--envelope", &["none", "sns", "eventbridge", "auto"]),
+    (
+        "--field",
+        &[
+            "email=/user/email",
+            "tier=attribute:tier",
+            "=/x",
+            "a=/b,a=/c",
+            "x=/a~2",
+            "x=y",
+            "x=",
+        ],
+    ),
+    ("--message-attributes", &["All", "tenant,trace.*", ",", ""]),
+    ("--unknown-fields", &["reject", "drop", "keep"]),
 ];
+
+/// Producers' bodies: SNS notifications and EventBridge events around nested events, and bodies
+/// that are neither.
+const WRAPPED: &[&str] = &[
+    r#"{"Type":"Notification","MessageId":"sns-1","TopicArn":"arn:aws:sns:us-east-1:1:t","Message":"{\"user\":{\"email\":\"a@example.com\",\"name\":\"Ada\"},\"plan\":{\"tier\":\"gold\"},\"score\":12,\"tags\":[\"x\"]}","MessageAttributes":{"tier":{"Type":"String","Value":"silver"},"score":{"Type":"Number","Value":"7"}}}"#,
+    r#"{"Type":"Notification","MessageId":"sns-2","TopicArn":"t","Message":"{\"email\":\"b@example.com\",\"tier\":\"gold\"}"}"#,
+    r#"{"Type":"SubscriptionConfirmation","MessageId":"sns-3","TopicArn":"t","Message":"confirm","SubscribeURL":"http://x"}"#,
+    r#"{"version":"0","id":"ev-1","detail-type":"signup","source":"app","time":"2026-12-03T00:00:00Z","detail":{"user":{"email":"c@example.com","name":"Cy"},"plan":{"tier":"gold"},"score":1e5,"tags":[]}}"#,
+    r#"{"version":"0","id":"ev-2","detail-type":"signup","source":"app","detail":{"email":"d@example.com","country":"NZ"}}"#,
+    r#"{"email":"e@example.com","tier":"raw"}"#,
+];
+
+/// The producer settings the fuzzer tries: each envelope, with and without a five-field mapping.
+fn producer_decoders() -> Vec<(String, Decoder)> {
+    let five = [
+        ("email", "/user/email"),
+        ("first_name", "/user/name"),
+        ("tier", "/plan/tier"),
+        ("score", "attribute:score"),
+        ("country", "/tags/0"),
+    ];
+    let mut decoders = Vec::new();
+    for envelope in [Envelope::None, Envelope::Sns, Envelope::EventBridge] {
+        for mapped in [false, true] {
+            let entries = five
+                .iter()
+                .filter(|_| mapped)
+                .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+                .collect();
+            let decoder = Decoder {
+                envelope,
+                mapping: std::sync::Arc::new(Mapping::new(entries).expect("the mapping parses")),
+                unknown_fields: if mapped {
+                    UnknownFields::Reject
+                } else {
+                    UnknownFields::Drop
+                },
+                ..decoder()
+            };
+            let name = format!(
+                "{}{}",
+                envelope.name(),
+                if mapped { "+5 fields" } else { "" }
+            );
+            decoders.push((name, decoder));
+        }
+    }
+    decoders
+}
+
+/// Message attributes of every kind, or none.
+fn attributes(rng: &mut StdRng) -> Option<HashMap<String, MessageAttributeValue>> {
+    let value = |kind: &str, text: &str| {
+        MessageAttributeValue::builder()
+            .data_type(kind)
+            .string_value(text)
+            .build()
+            .expect("the type is set")
+    };
+    match rng.random_range(0..4) {
+        0 => None,
+        1 => Some([("score".to_owned(), value("Number", "12.50"))].into()),
+        2 => Some([("score".to_owned(), value("Number.int", "1e999x"))].into()),
+        _ => Some(
+            [(
+                "score".to_owned(),
+                MessageAttributeValue::builder()
+                    .data_type("Binary")
+                    .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![0, 1]))
+                    .build()
+                    .expect("the type is set"),
+            )]
+            .into(),
+        ),
+    }
+}
+
+/// A mutated producer body, with attributes, through one envelope and mapping. An unmapped
+/// payload is held byte for byte to the value tree, as a plain body is.
+fn fuzz_producer(decoders: &[(String, Decoder)], rng: &mut StdRng) -> String {
+    let (name, decoder) = &decoders[rng.random_range(0..decoders.len())];
+    let seed = WRAPPED[rng.random_range(0..WRAPPED.len())];
+    let bytes = mutate(rng, seed);
+    let body = String::from_utf8_lossy(&bytes);
+    let attributes = attributes(rng);
+    let decoded = decoder.decode(&body, None, attributes.as_ref());
+    if decoder.mapping.is_empty()
+        && let Ok(unwrapped) = decoder.envelope.unwrap(&body)
+    {
+        match (&decoded, &decoder.thorough(&unwrapped.payload)) {
+            (Ok(a), Ok(b)) => assert!(a.encoded == b.encoded && a.key == b.key, "{body}"),
+            (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "{body}"),
+            (a, b) => panic!("decode {a:?} but the value tree {b:?}: {body}"),
+        }
+    }
+    if let Ok(record) = &decoded {
+        let value: serde_json::Value =
+            serde_json::from_str(&record.encoded).expect("a record is JSON");
+        assert!(value.is_object(), "a record is an object: {body}");
+    }
+    match decoded {
+        Ok(_) => format!("producer {name} ok"),
+        Err(rejection) => format!("producer {name} {}", rejection.reason.as_str()),
+    }
+}
 
 /// One mutation of `seed`: bytes flipped, cut, repeated, spliced or replaced with noise.
 fn mutate(rng: &mut StdRng, seed: &str) -> Vec<u8> {
@@ -170,6 +294,19 @@ fn schema() -> ObjectSchema {
     .expect("the schema parses")
 }
 
+fn decoder() -> Decoder {
+    Decoder {
+        operation: Operation::Upsert,
+        unknown_fields: UnknownFields::Reject,
+        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
+        match_key: "email".into(),
+        schema: SchemaHandle::new(schema()),
+        max_record_bytes: 4096,
+        envelope: Envelope::None,
+        mapping: Default::default(),
+    }
+}
+
 fn tally(outcomes: &mut BTreeMap<String, u64>, name: String) {
     *outcomes.entry(name).or_default() += 1;
 }
@@ -186,13 +323,13 @@ fn fuzz_decode(decoder: &Decoder, rng: &mut StdRng) -> String {
     };
     // The fast path must give what the value tree gives: the same bytes and key, or the same
     // reason.
-    let fast = decoder.decode(&body, None);
+    let fast = decoder.decode(&body, None, None);
     match (&fast, &decoder.thorough(&body)) {
         (Ok(a), Ok(b)) => assert!(a.encoded == b.encoded && a.key == b.key, "{body}"),
         (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "{body}"),
         (a, b) => panic!("decode {a:?} but the value tree {b:?}: {body}"),
     }
-    match decoder.decode(&body, md5.as_deref()) {
+    match decoder.decode(&body, md5.as_deref(), None) {
         Ok(_) => "decode ok".to_owned(),
         Err(rejection) => format!("decode {}", rejection.reason.as_str()),
     }
@@ -349,21 +486,16 @@ fn main() {
     // A panic is a finding: count it, print the input, and fail at the end.
     std::panic::set_hook(Box::new(|_| {}));
     let mut rng = StdRng::seed_from_u64(seed);
-    let decoder = Decoder {
-        operation: Operation::Upsert,
-        unknown_fields: UnknownFields::Reject,
-        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
-        match_key: "email".into(),
-        schema: SchemaHandle::new(schema()),
-        max_record_bytes: 4096,
-    };
+    let decoder = decoder();
+    let producers = producer_decoders();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let mut panics = 0u64;
     let started = Instant::now();
     for i in 0..inputs {
         let kind = i % 10;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
-            0..=3 => fuzz_decode(&decoder, &mut rng),
+            0..=2 => fuzz_decode(&decoder, &mut rng),
+            3 => fuzz_producer(&producers, &mut rng),
             4..=5 => fuzz_job_report(&mut rng),
             6..=7 => fuzz_answer(&mut rng),
             8 => fuzz_status_path(&mut rng),

@@ -44,6 +44,8 @@ fn decoder() -> Decoder {
         match_key: "email".into(),
         schema: SchemaHandle::new(profiles()),
         max_record_bytes: 5 << 20,
+        envelope: Default::default(),
+        mapping: Default::default(),
     }
 }
 
@@ -64,7 +66,7 @@ fn batch_of(decoder: &Decoder, messages: &[Arc<Received>]) -> usize {
     let mut bytes = 0;
     for message in messages {
         let decoded = decoder
-            .decode(&message.body, message.md5_of_body.as_deref())
+            .decode(&message.body, message.md5_of_body.as_deref(), None)
             .expect("valid");
         for batch in batcher.push(decoded, (**message).clone(), now) {
             bytes += batch.body().len();
@@ -92,7 +94,7 @@ fn benches(c: &mut Criterion) {
     let one = messages(1, 1).remove(0);
     c.bench_function(
         "decode+validate one 300-byte message (md5, parse, schema)",
-        |b| b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref())),
+        |b| b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref(), None)),
     );
     let distinct = messages(1_000, 1_000);
     c.bench_function("batch 1,000 distinct records and encode the body", |b| {

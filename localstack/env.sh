@@ -14,8 +14,8 @@ ls_healthy() {
   curl -fsS --max-time 2 "$LS_URL/_localstack/health" >/dev/null 2>&1
 }
 
-# SQS for the worker; CloudFormation, CloudWatch, IAM and STS for the deploy/ stack test.
-LS_SERVICES="${LOCALSTACK_SERVICES:-sqs,cloudformation,cloudwatch,iam,sts}"
+# SQS for the worker; SNS for the producer tests (a topic with SQS subscriptions); CloudFormation, CloudWatch, IAM and STS for the deploy/ stack test.
+LS_SERVICES="${LOCALSTACK_SERVICES:-sqs,sns,cloudformation,cloudwatch,iam,sts}"
 
 # True when every service in LS_SERVICES is enabled in the running LocalStack.
 ls_has_services() {

@@ -1,5 +1,7 @@
 //! A message as the worker holds it after `ReceiveMessage`: the exact body bytes and what the
-//! DLQ format and the FIFO ordering need from its attributes.
+//! DLQ format and the FIFO ordering need from its attributes. A `MessageGroupId` is an order on a
+//! FIFO queue (`group_id`) and a tenant on a standard one (`tenant`, SQS fair queues): only the
+//! first holds messages back behind each other; both travel to the DLQ copy.
 
 use std::time::Instant;
 
@@ -12,7 +14,10 @@ pub struct Received {
     pub id: String,
     pub body: String,
     pub md5_of_body: Option<String>,
+    /// The FIFO group: messages of a group commit in order.
     pub group_id: Option<String>,
+    /// A standard queue's `MessageGroupId`: the tenant of a fair queue, which orders nothing.
+    pub tenant: Option<String>,
     /// The order of a FIFO message within its group: SQS's `SequenceNumber` as received, then
     /// the worker's own receive-order number (`sqs::sequence`).
     pub sequence: Option<u128>,
@@ -34,15 +39,18 @@ impl AsRef<Received> for Received {
 impl Received {
     /// The message and its receipt handle; None for an SDK message without an ID or receipt
     /// handle, which SQS never sends.
-    pub fn from_sdk(message: Message, received_at: Instant) -> Option<(Self, String)> {
+    pub fn from_sdk(message: Message, received_at: Instant, fifo: bool) -> Option<(Self, String)> {
         let mut attributes = message.attributes.unwrap_or_default();
         let mut attribute = |name: MessageSystemAttributeName| attributes.remove(&name);
         let receipt = message.receipt_handle?;
+        let group = attribute(MessageSystemAttributeName::MessageGroupId);
+        let (group_id, tenant) = if fifo { (group, None) } else { (None, group) };
         let received = Self {
             id: message.message_id?,
             body: message.body.unwrap_or_default(),
             md5_of_body: message.md5_of_body,
-            group_id: attribute(MessageSystemAttributeName::MessageGroupId),
+            group_id,
+            tenant,
             sequence: attribute(MessageSystemAttributeName::SequenceNumber)
                 .and_then(|sequence| sequence.parse().ok()),
             receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
@@ -56,6 +64,11 @@ impl Received {
         Some((received, receipt))
     }
 
+    /// The `MessageGroupId` it came with, FIFO group or tenant: what its DLQ copy carries.
+    pub fn message_group(&self) -> Option<&str> {
+        self.group_id.as_deref().or(self.tenant.as_deref())
+    }
+
     /// A message for unit tests and benchmarks.
     pub fn fake(id: &str, body: &str) -> Self {
         Self {
@@ -63,6 +76,7 @@ impl Received {
             body: body.to_owned(),
             md5_of_body: None,
             group_id: None,
+            tenant: None,
             sequence: None,
             receive_count: 1,
             sent_at_ms: None,

@@ -43,10 +43,15 @@ pub enum Reason {
     /// The API lost track of an accepted append's job (404 past the grace): it may have committed,
     /// so the rows are not sent again, which could write them twice.
     JobUnknown,
+    /// `--envelope sns|eventbridge`, and the body is not that envelope.
+    NotAnEnvelope,
+    /// `--field`: no source of the mapping is in the message, or a mapped attribute has no JSON
+    /// form.
+    MappingFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::InvalidRow,
         Reason::Unparseable,
         Reason::NotAnObject,
@@ -61,6 +66,8 @@ impl Reason {
         Reason::NumberOutOfRange,
         Reason::KeyReused,
         Reason::JobUnknown,
+        Reason::NotAnEnvelope,
+        Reason::MappingFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +86,8 @@ impl Reason {
             Reason::NumberOutOfRange => "number_out_of_range",
             Reason::KeyReused => "key_reused",
             Reason::JobUnknown => "job_unknown",
+            Reason::NotAnEnvelope => "not_an_envelope",
+            Reason::MappingFailed => "mapping_failed",
         }
     }
 

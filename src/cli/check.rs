@@ -2,14 +2,18 @@
 //! metadata endpoint, prints what it found, and returns the problems that would stop the worker
 //! from working safely (the caller exits non-zero on any).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use records_contract::ObjectSchema;
 
 use crate::config::{AckOn, Settings};
 use crate::run::match_key_fits;
+use crate::schema::SchemaHandle;
 use crate::sink::api::RecordsApi;
+use crate::source::decode::Decoder;
 use crate::sqs::Queue;
 use crate::sqs::queue::visibility_of;
 use crate::telemetry::Telemetry;
@@ -173,14 +177,70 @@ async fn check_dlq(dlq: &Queue, source: &Queue, report: &mut Report) {
     }
 }
 
-async fn check_api(settings: &Settings, report: &mut Report) {
+/// The record a sample body makes under `--envelope` and `--field`, checked against the API's
+/// schema as `run` would, or the DLQ reason it would get.
+fn check_sample(
+    settings: &Settings,
+    schema: Option<ObjectSchema>,
+    path: &Path,
+    report: &mut Report,
+) {
+    let shown = path.display();
+    let body = match std::fs::read_to_string(path) {
+        Ok(body) => body,
+        Err(error) => {
+            report.problems.push(format!(
+                "--sample {shown}: cannot read it: {error}. Fix: give a file holding one message body"
+            ));
+            return;
+        }
+    };
+    let Some(schema) = schema else {
+        report.problems.push(format!(
+            "--sample {shown}: not applied, since the record is checked against the API's \
+             schema, which could not be read (above)"
+        ));
+        return;
+    };
+    let telemetry = Arc::new(Telemetry::new());
+    let decoder = Decoder {
+        operation: settings.operation,
+        unknown_fields: settings.unknown_fields,
+        telemetry: telemetry.clone(),
+        match_key: settings.match_key.clone(),
+        schema: SchemaHandle::new(schema),
+        max_record_bytes: settings.batch_max_bytes,
+        envelope: settings.envelope,
+        mapping: Arc::new(settings.fields.clone()),
+    };
+    let body = body.strip_suffix('\n').unwrap_or(&body);
+    match decoder.decode(body, None, None) {
+        Ok(record) => {
+            report.found(format!("sample {shown}: record {}", record.encoded));
+            let dropped = telemetry.unknown_fields_dropped_count();
+            if dropped > 0 {
+                report.found(format!(
+                    "sample {shown}: {dropped} field(s) the schema does not know were dropped \
+                     (--unknown-fields drop)"
+                ));
+            }
+        }
+        Err(rejection) => report.problems.push(format!(
+            "sample {shown}: would go to the DLQ as {}: {}",
+            rejection.reason.as_str(),
+            rejection.message
+        )),
+    }
+}
+
+async fn check_api(settings: &Settings, report: &mut Report) -> Option<ObjectSchema> {
     let telemetry = Arc::new(Telemetry::new());
     let budget = Arc::new(crate::sink::budget::Budget::unlimited(telemetry.clone()));
     let api = match RecordsApi::new(settings, budget, telemetry) {
         Ok(api) => api,
         Err(error) => {
             report.problems.push(format!("--api-url: {error}"));
-            return;
+            return None;
         }
     };
     match api.metadata().await {
@@ -194,15 +254,23 @@ async fn check_api(settings: &Settings, report: &mut Report) {
             if let Err(problem) = match_key_fits(settings, &schema) {
                 report.problems.push(problem.to_string());
             }
+            Some(schema)
         }
-        Err(error) => report.problems.push(format!(
-            "GET {}/metadata/objects/{}: {error}. Fix: check --api-url, --object and the token",
-            settings.api_url, settings.object
-        )),
+        Err(error) => {
+            report.problems.push(format!(
+                "GET {}/metadata/objects/{}: {error}. Fix: check --api-url, --object and the token",
+                settings.api_url, settings.object
+            ));
+            None
+        }
     }
 }
 
-pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
+pub async fn check(
+    settings: &Settings,
+    sample: Option<&Path>,
+    client: aws_sdk_sqs::Client,
+) -> Report {
     let mut report = Report::default();
     report.found(format!(
         "config: {} '{}' ({}), batches of up to {} records / {} bytes / {:?}, {} pollers, {} in flight, ack on {:?}",
@@ -220,7 +288,15 @@ pub async fn check(settings: &Settings, client: aws_sdk_sqs::Client) -> Report {
     let dlq = Queue::new(client.clone(), settings.dlq_url.clone());
     check_source(settings, &source, &mut report).await;
     check_dlq(&dlq, &source, &mut report).await;
-    check_api(settings, &mut report).await;
+    let schema = check_api(settings, &mut report).await;
+    report.found(format!(
+        "producers: envelope {}; fields: {}",
+        settings.envelope.name(),
+        settings.fields
+    ));
+    if let Some(path) = sample {
+        check_sample(settings, schema, path, &mut report);
+    }
     check_quota(settings, &client, &mut report).await;
     match super::exposure::exposure(settings) {
         Ok(line) => report.found(line),

@@ -19,7 +19,7 @@ use crate::config::{ConfigError, Settings};
 /// A command line ready to run: `run` and `check` carry resolved settings.
 pub enum Invocation {
     Run(Box<Settings>),
-    Check(Box<Settings>),
+    Check(Box<Settings>, Option<std::path::PathBuf>),
     Enqueue(EnqueueArgs),
     Redrive(RedriveArgs),
     Healthcheck(HealthcheckArgs),
@@ -37,7 +37,7 @@ impl Invocation {
         };
         Ok(match command {
             Command::Run(args) => Invocation::Run(settings(args, "sqs-batch-worker")?),
-            Command::Check(args) => Invocation::Check(settings(args, "check")?),
+            Command::Check(args) => Invocation::Check(settings(args.run, "check")?, args.sample),
             Command::Enqueue(args) => Invocation::Enqueue(args),
             Command::Redrive(args) => Invocation::Redrive(args),
             Command::Healthcheck(args) => Invocation::Healthcheck(args),
@@ -57,9 +57,11 @@ impl Invocation {
     pub async fn execute(self) -> ExitCode {
         match self {
             Invocation::Run(settings) => run_worker(*settings).await,
-            Invocation::Check(settings) => check::check(&settings, crate::sqs::connect().await)
-                .await
-                .print(),
+            Invocation::Check(settings, sample) => {
+                check::check(&settings, sample.as_deref(), crate::sqs::connect().await)
+                    .await
+                    .print()
+            }
             Invocation::Enqueue(args) => {
                 let sent = enqueue::enqueue(&args, crate::sqs::connect().await).await;
                 finish("enqueue", sent, |sent| {

@@ -1,7 +1,8 @@
 //! `sqs-batch-worker redrive --from DLQ --to QUEUE [--reason R] [--max N]`: moves DLQ messages back
 //! after a fix. Each message is sent first and deleted only once SQS took the send, entry by entry,
 //! so a failure leaves the message in the DLQ rather than losing it. The body goes back byte for
-//! byte; the `dlq-*` attributes are dropped and any others kept.
+//! byte; the `dlq-*` attributes are dropped and any others kept, and so is the `MessageGroupId`
+//! (a FIFO group, or a fair queue's tenant on a standard queue).
 
 use std::collections::{HashMap, HashSet};
 
@@ -62,16 +63,18 @@ fn entry(index: usize, message: &Message, fifo_target: bool) -> SendMessageBatch
         .id(index.to_string())
         .message_body(message.body.clone().unwrap_or_default())
         .set_message_attributes((!kept.is_empty()).then_some(kept));
+    let group = message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        .cloned();
     if fifo_target {
-        let group = message
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-            .cloned()
-            .unwrap_or_else(|| "redrive".to_owned());
         builder = builder
-            .message_group_id(group)
+            .message_group_id(group.unwrap_or_else(|| "redrive".to_owned()))
             .message_deduplication_id(message.message_id.clone().unwrap_or_default());
+    } else if let Some(tenant) = group {
+        // A standard target takes the group as a fair queue's tenant.
+        builder = builder.message_group_id(tenant);
     }
     builder.build().expect("id and body are set")
 }

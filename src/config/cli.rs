@@ -27,13 +27,23 @@ pub enum Command {
     /// Exit 0 when the local /healthz answers (the container health check; the image has no curl).
     Healthcheck(HealthcheckArgs),
     /// Validate the `run` settings, reach both queues and the API's metadata; non-zero on a problem.
-    Check(RunArgs),
+    Check(CheckArgs),
     /// Move DLQ messages back to a queue after a fix: send, then delete, entry by entry.
     Redrive(RedriveArgs),
     /// Print a shell completion script, e.g. `completions bash > /etc/bash_completion.d/sqs-batch-worker`.
     Completions(CompletionsArgs),
     /// Print the man page (roff), e.g. `man > /usr/local/share/man/man1/sqs-batch-worker.1`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A message body to put through --envelope and --field: prints the record it makes, or the
+    /// DLQ reason it would get.
+    #[arg(long, value_name = "FILE")]
+    pub sample: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -458,6 +458,54 @@ mod tests {
         assert!((s.rate_limit[0].per_second() - 100.0 / 60.0).abs() < 1e-9);
     }
 
+    /// `--field` is repeated (the environment separates with commas) and replaces the TOML
+    /// `[fields]` table as a whole; a wrong entry names the setting, the entry and the fix.
+    #[test]
+    fn the_field_mapping_comes_from_flags_or_the_fields_table() {
+        let file: FileSettings = toml::from_str(
+            "envelope = \"eventbridge\"\n[fields]\nemail = \"/user/email\"\ntier = \"attribute:tier\"\n",
+        )
+        .unwrap();
+        let from_file = Settings::from_parts(base(), file).unwrap();
+        assert_eq!(from_file.envelope.name(), "eventbridge");
+        assert_eq!(
+            from_file.fields.to_string(),
+            "email ← /user/email, tier ← attribute:tier"
+        );
+        let file: FileSettings = toml::from_str("[fields]\nemail = \"/user/email\"\n").unwrap();
+        let mut args = base();
+        args.field = vec!["email=/u/e".into(), "tier=/p/t".into()];
+        let from_flags = Settings::from_parts(args, file).unwrap();
+        assert_eq!(from_flags.fields.to_string(), "email ← /u/e, tier ← /p/t");
+        assert!(
+            Settings::from_parts(base(), FileSettings::default())
+                .unwrap()
+                .fields
+                .is_empty()
+        );
+        for wrong in ["email", "email=user/email", "a=/x\na=/y"] {
+            let mut args = base();
+            args.field = vec![wrong.into()];
+            let error = Settings::from_parts(args, FileSettings::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--field (env RECORDS_FIELDS, TOML fields)")
+                    && error.contains("Fix:"),
+                "{error}"
+            );
+        }
+        let mut args = base();
+        args.envelope = Some("auto".into());
+        let error = Settings::from_parts(args, FileSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--envelope") && error.contains("none, sns, eventbridge"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn errors_name_the_setting_and_the_fix() {
         let mut args = base();

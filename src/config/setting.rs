@@ -10,6 +10,8 @@ use super::ConfigError;
 pub struct Setting {
     pub flag: &'static str,
     pub env: &'static str,
+    /// The TOML key.
+    pub key: &'static str,
     pub default: Option<&'static str>,
     pub text: Option<String>,
 }
@@ -17,8 +19,7 @@ pub struct Setting {
 impl Setting {
     /// `--batch-max-records (env BATCH_MAX_RECORDS, TOML batch_max_records)`.
     pub fn describe(&self) -> String {
-        let key = self.flag.trim_start_matches("--").replace('-', "_");
-        format!("{} (env {}, TOML {key})", self.flag, self.env)
+        format!("{} (env {}, TOML {})", self.flag, self.env, self.key)
     }
 
     pub fn invalid(

@@ -6,7 +6,9 @@
 //! that precedence (flag, then environment, then TOML, then default) is decided in one place
 //! rather than by clap. Rules between settings live in `Settings::validate` (`mod.rs`).
 //!
-//! Adding a setting is one row here plus its use.
+//! Adding a setting is one row here plus its use. The one setting that is a list rather than a
+//! scalar, the field mapping (`--field`, repeated; TOML `[fields]`), is written into the macro
+//! beside the rows: the flags replace the TOML table as a whole.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ use super::{
     LogFormat, MAX_HELD_BYTES, OPERATIONS, Operation, QUEUE_URL_FIX, UnknownFields, token,
 };
 use crate::secret::ApiToken;
+use crate::source::envelope::{ENVELOPES, Envelope};
+use crate::source::mapping::{Mapping, parse_entry};
 
 macro_rules! settings_table {
     ($(
@@ -38,6 +42,17 @@ macro_rules! settings_table {
             /// TOML file with any of the settings below (keys are the flag names with `_`).
             #[arg(long, env = "WORKER_CONFIG")]
             pub config: Option<PathBuf>,
+            /// A record field and where its value comes from: NAME=/json/pointer (RFC 6901, into
+            /// the body after --envelope) or NAME=attribute:NAME (a message attribute). Repeat it
+            /// for each field (in the environment, separate them with commas; in TOML, a
+            /// [fields] table). With a mapping the record is exactly the mapped fields.
+            #[arg(
+                long = "field",
+                env = "RECORDS_FIELDS",
+                value_name = "NAME=SOURCE",
+                value_delimiter = ',',
+            )]
+            pub field: Vec<String>,
             $(
                 #[arg(
                     long = &$flag[2..],
@@ -57,17 +72,20 @@ macro_rules! settings_table {
         #[serde(deny_unknown_fields)]
         pub struct FileSettings {
             $( pub $field: Option<toml::Value>, )*
+            /// The `[fields]` table: field = "source", as `--field` takes them.
+            pub fields: Option<toml::Table>,
         }
 
         impl FileSettings {
             /// The keys a settings file may hold.
-            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field),)* "fields"];
         }
 
         impl std::fmt::Debug for RunArgs {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 let mut out = f.debug_struct("RunArgs");
                 out.field("config", &self.config);
+                out.field("field", &self.field);
                 $( out.field(stringify!($field), &redacted(stringify!($field), &self.$field)); )*
                 out.finish()
             }
@@ -77,6 +95,7 @@ macro_rules! settings_table {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 let mut out = f.debug_struct("FileSettings");
                 $( out.field(stringify!($field), &redacted(stringify!($field), &self.$field)); )*
+                out.field("fields", &self.fields);
                 out.finish()
             }
         }
@@ -84,17 +103,39 @@ macro_rules! settings_table {
         /// Each setting's text after precedence, with its names and its default.
         pub struct Raw {
             $( pub $field: Setting, )*
+            /// The field mapping, one `NAME=SOURCE` a line: the flags' (or the environment's)
+            /// if any were given, else the TOML `[fields]` table's.
+            pub fields: Setting,
         }
 
         impl Raw {
             pub fn merge(args: RunArgs, file: FileSettings) -> Self {
+                let fields = if args.field.is_empty() {
+                    file.fields.map(|table| {
+                        table
+                            .into_iter()
+                            .map(|(name, source)| format!("{name}={}", scalar(Some(source)).unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                } else {
+                    Some(args.field.join("\n"))
+                };
                 Self {
                     $( $field: Setting {
                         flag: $flag,
                         env: $env,
+                        key: stringify!($field),
                         default: settings_table!(@default [$($default)*]),
                         text: args.$field.or_else(|| scalar(file.$field)),
                     }, )*
+                    fields: Setting {
+                        flag: "--field",
+                        env: "RECORDS_FIELDS",
+                        key: "fields",
+                        default: None,
+                        text: fields,
+                    },
                 }
             }
         }
@@ -104,6 +145,8 @@ macro_rules! settings_table {
         #[derive(Clone, Debug)]
         pub struct Settings {
             $( #[doc = $help] pub $field: $ty, )*
+            /// `--field`: where each record field comes from; empty, the body is the record.
+            pub fields: Mapping,
         }
 
         impl Settings {
@@ -111,7 +154,8 @@ macro_rules! settings_table {
             /// between settings.
             pub(super) fn parse(raw: &Raw) -> Result<Self, ConfigError> {
                 $( let $field: $ty = settings_table!(@parse (&raw.$field) $parse)?; )*
-                let settings = Self { $($field),* };
+                let fields = field_mapping(&raw.fields)?;
+                let settings = Self { $($field,)* fields };
                 settings.validate(raw)?;
                 Ok(settings)
             }
@@ -139,6 +183,23 @@ macro_rules! settings_table {
         $body
     }};
 }
+
+/// The `--field` entries (one a line in the raw text) as a mapping; an error names the entry.
+fn field_mapping(setting: &Setting) -> Result<Mapping, ConfigError> {
+    let Some(text) = setting.given() else {
+        return Ok(Mapping::default());
+    };
+    let entries = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| parse_entry(line).map_err(|problem| setting.invalid(line, problem, FIELD_FIX)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Mapping::new(entries).map_err(|problem| setting.invalid(&text, problem, FIELD_FIX))
+}
+
+const FIELD_FIX: &str = "write each as NAME=SOURCE, where SOURCE is a JSON Pointer such as \
+                         /user/email or attribute:NAME, e.g. --field email=/user/email";
 
 /// A setting's value for `Debug`: the token's is never shown.
 fn redacted<'a, T: std::fmt::Debug>(field: &str, value: &'a Option<T>) -> &'a dyn std::fmt::Debug {
@@ -222,10 +283,37 @@ settings_table! {
     operation: Operation = "--operation" "RECORDS_OPERATION" [value "upsert"]
         "upsert or append."
         [choice OPERATIONS "use upsert or append"];
+    envelope: Envelope = "--envelope" "RECORDS_ENVELOPE" [value "none"]
+        "What wraps the record in a message body: none (the body is the record), sns (an SNS \
+         notification without raw delivery: the record is its Message) or eventbridge (an \
+         EventBridge event: the record is its detail). A body that is not the envelope goes to \
+         the DLQ as not_an_envelope."
+        [choice ENVELOPES "use none, sns (a subscription without raw delivery) or eventbridge"];
+    message_attributes: Vec<String> = "--message-attributes" "SQS_MESSAGE_ATTRIBUTES"
+        [value "All"]
+        "The message attributes each receive asks for: All, or a comma-separated list of \
+         names (a name may end in .* for a prefix). They are kept on DLQ copies, which redrive \
+         restores, and --field can map them."
+        (|s| s.parse(
+            |text| {
+                let names: Vec<String> = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                match names.len() {
+                    0 => Err("names no attribute".to_owned()),
+                    1..=100 => Ok(names),
+                    _ => Err("names more than 100 attributes".to_owned()),
+                }
+            },
+            "use All, or attribute names separated by commas, e.g. tenant,trace.*",
+        ));
     unknown_fields: UnknownFields = "--unknown-fields" "RECORDS_UNKNOWN_FIELDS" [value "reject"]
         "A body's field that the object's schema does not know: reject sends the message to the \
          DLQ as unknown_field; drop leaves the field out of the record and counts it \
-         (sbw_unknown_fields_dropped_total)."
+         (sbw_unknown_fields_dropped_total). It applies to mapped records too."
         [choice {"reject" => UnknownFields::Reject, "drop" => UnknownFields::Drop}
             "use reject (to the DLQ) or drop (leave the field out)"];
     match_key: String = "--match-key" "RECORDS_MATCH_KEY" [value "email"]

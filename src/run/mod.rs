@@ -100,7 +100,8 @@ pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Ru
     let budget = Arc::new(startup::budget(&settings, &client, &telemetry).await?);
     let api = RecordsApi::new(&settings, budget.clone(), telemetry.clone())
         .map_err(|source| RunError::Client { source })?;
-    let source = Queue::new(client.clone(), settings.queue_url.clone());
+    let source = Queue::new(client.clone(), settings.queue_url.clone())
+        .with_message_attributes(&settings.message_attributes);
     let dlq = Queue::new(client, settings.dlq_url.clone());
     let reached = startup::reach(&settings, &api, &source, &dlq).await?;
     telemetry.api_reached();
@@ -213,6 +214,7 @@ fn wire(
         release_base: settings.release_backoff,
         release_cap: RELEASE_CAP,
         dlq_max_bytes: reached.dlq_max_bytes,
+        envelope: settings.envelope,
     });
     let batcher = Batcher::new(Limits {
         max_records: settings.batch_max_records,
@@ -228,6 +230,8 @@ fn wire(
         match_key: settings.match_key.clone(),
         schema: schema.clone(),
         max_record_bytes: batcher.max_record_bytes(),
+        envelope: settings.envelope,
+        mapping: Arc::new(settings.fields.clone()),
     });
     let sequences = Arc::new(Sequences::default());
     let stop_receiving = draining.clone();

@@ -1,14 +1,20 @@
-//! Decoding a message body into a record: MD5 check, JSON object, match key, field names against
-//! the object's schema, and size. A failure here goes to the DLQ without any API call.
+//! Decoding a message body into a record: MD5 check, the producer's envelope off, the field
+//! mapping (if any), then JSON object, match key, field names against the object's schema, and
+//! size. A failure here goes to the DLQ without any API call.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use aws_sdk_sqs::types::MessageAttributeValue;
 
 use md5::{Digest, Md5};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::envelope::Envelope;
+use super::mapping::{Attributes, Mapping};
 use crate::batch::Decoded;
 use crate::config::{Operation, UnknownFields};
 use crate::outcome::{Reason, Rejection};
@@ -24,6 +30,10 @@ pub struct Decoder {
     pub schema: SchemaHandle,
     /// The largest encoded record that fits in an otherwise empty batch.
     pub max_record_bytes: usize,
+    /// `--envelope`: what wraps the record in a body.
+    pub envelope: Envelope,
+    /// `--field`: where each record field comes from; empty, the body is the record.
+    pub mapping: Arc<Mapping>,
 }
 
 pub fn md5_hex(body: &[u8]) -> String {
@@ -51,7 +61,14 @@ fn md5_matches(body: &[u8], expected: &str) -> bool {
 }
 
 impl Decoder {
-    pub fn decode(&self, body: &str, md5_of_body: Option<&str>) -> Result<Decoded, Rejection> {
+    /// The record in a message's body; `attributes` are its message attributes, which a mapping
+    /// may read.
+    pub fn decode(
+        &self,
+        body: &str,
+        md5_of_body: Option<&str>,
+        attributes: Option<&HashMap<String, MessageAttributeValue>>,
+    ) -> Result<Decoded, Rejection> {
         if let Some(expected) = md5_of_body
             && !md5_matches(body.as_bytes(), expected)
         {
@@ -61,12 +78,31 @@ impl Decoder {
                 format!("MD5OfBody is {expected} but the body hashes to {actual}"),
             ));
         }
+        let unwrapped = self.envelope.unwrap(body)?;
+        if !self.mapping.is_empty() {
+            let attributes = Attributes {
+                sqs: attributes,
+                sns: unwrapped.sns_attributes,
+            };
+            return self.mapped(&unwrapped.payload, &attributes);
+        }
+        let payload = unwrapped.payload.as_ref();
         // The fast path accepts only what the thorough path accepts, with the same bytes; any
         // doubt, and every rejection, goes the thorough way, which words the reason.
-        match self.fast(body) {
+        match self.fast(payload) {
             Some(decoded) => Ok(decoded),
-            None => self.thorough(body),
+            None => self.thorough(payload),
         }
+    }
+
+    /// The record the mapping takes from the payload's value tree, held to every check of an
+    /// unmapped one.
+    fn mapped(&self, payload: &str, attributes: &Attributes<'_>) -> Result<Decoded, Rejection> {
+        let value: Value = serde_json::from_str(payload).map_err(|e| {
+            Rejection::new(Reason::Unparseable, format!("the body is not JSON: {e}"))
+        })?;
+        let record = self.mapping.apply(&value, attributes)?;
+        self.checked(record)
     }
 
     /// A valid record decoded without building a value tree: field names and values are
@@ -127,6 +163,11 @@ impl Decoder {
                 ),
             ));
         };
+        self.checked(record)
+    }
+
+    /// A record's match key, field names, numbers and size checked, and its canonical encoding.
+    fn checked(&self, record: serde_json::Map<String, Value>) -> Result<Decoded, Rejection> {
         let key = match self.operation {
             Operation::Upsert => match record.get(&self.match_key) {
                 Some(Value::String(key)) if !key.is_empty() => Some(key.clone()),
@@ -338,6 +379,8 @@ mod tests {
             match_key: "email".into(),
             schema: SchemaHandle::new(schema),
             max_record_bytes: max,
+            envelope: Envelope::None,
+            mapping: Arc::default(),
         }
     }
 
@@ -348,14 +391,14 @@ mod tests {
     fn unknown_fields_are_dropped_and_counted_or_rejected() {
         let body = r#"{"email":"a@b.c","plan":{"x":1},"tier":"gold","extra":null}"#;
         assert_eq!(
-            decoder(100).decode(body, None).unwrap_err().reason,
+            decoder(100).decode(body, None, None).unwrap_err().reason,
             Reason::UnknownField
         );
         let dropping = Decoder {
             unknown_fields: UnknownFields::Drop,
             ..decoder(100)
         };
-        let decoded = dropping.decode(body, None).expect("decoded");
+        let decoded = dropping.decode(body, None, None).expect("decoded");
         assert_eq!(decoded.encoded, r#"{"email":"a@b.c","tier":"gold"}"#);
         assert_eq!(decoded.key.as_deref(), Some("a@b.c"));
         let metrics = dropping.telemetry.render();
@@ -364,11 +407,14 @@ mod tests {
             "{metrics}"
         );
         let known = r#"{"email":"a@b.c","tier":"gold"}"#;
-        assert_eq!(dropping.decode(known, None).unwrap().encoded, known);
+        assert_eq!(dropping.decode(known, None, None).unwrap().encoded, known);
     }
 
     fn reason(body: &str) -> Option<Reason> {
-        decoder(100).decode(body, None).err().map(|r| r.reason)
+        decoder(100)
+            .decode(body, None, None)
+            .err()
+            .map(|r| r.reason)
     }
 
     #[test]
@@ -393,15 +439,15 @@ mod tests {
     fn md5_is_checked() {
         let body = r#"{"email":"a@x.io"}"#;
         let good = md5_hex(body.as_bytes());
-        assert!(decoder(100).decode(body, Some(&good)).is_ok());
-        let bad = decoder(100).decode(body, Some("00000000000000000000000000000000"));
+        assert!(decoder(100).decode(body, Some(&good), None).is_ok());
+        let bad = decoder(100).decode(body, Some("00000000000000000000000000000000"), None);
         assert_eq!(bad.unwrap_err().reason, Reason::Md5Mismatch);
     }
 
     #[test]
     fn encoding_is_compact_json() {
         let decoded = decoder(100)
-            .decode("{ \"email\" : \"a@x.io\" }", None)
+            .decode("{ \"email\" : \"a@x.io\" }", None, None)
             .unwrap();
         assert_eq!(decoded.encoded, r#"{"email":"a@x.io"}"#);
         assert_eq!(decoded.key.as_deref(), Some("a@x.io"));
@@ -414,7 +460,7 @@ mod tests {
             r#"{"email":"a@x.io","tier":123456789012345678901234567890}"#,
             r#"{"email":"a@x.io","tier":1.50}"#,
         ] {
-            let decoded = decoder(100).decode(body, None).unwrap();
+            let decoded = decoder(100).decode(body, None, None).unwrap();
             assert_eq!(decoded.encoded, body);
         }
     }
@@ -429,7 +475,7 @@ mod tests {
             r#"{"email":"a@x.io","tier":[1,2e500]}"#,
             r#"{"email":"a@x.io","tier":{"n":1e309}}"#,
         ] {
-            let error = decoder(1000).decode(body, None).unwrap_err();
+            let error = decoder(1000).decode(body, None, None).unwrap_err();
             assert_eq!(error.reason.as_str(), "number_out_of_range", "{body}");
         }
         for body in [
@@ -437,7 +483,7 @@ mod tests {
             r#"{"email":"a@x.io","tier":1e-400}"#,
             r#"{"email":"a@x.io","tier":123456789012345678901234567890123456789}"#,
         ] {
-            assert!(decoder(1000).decode(body, None).is_ok(), "{body}");
+            assert!(decoder(1000).decode(body, None, None).is_ok(), "{body}");
         }
     }
 
@@ -479,7 +525,9 @@ mod tests {
         for body in fast_steps_aside {
             assert!(decoder.fast(body).is_none(), "{body}");
         }
-        let escaped_key = decoder.decode(r#"{"email":"a\u0040x.io"}"#, None).unwrap();
+        let escaped_key = decoder
+            .decode(r#"{"email":"a\u0040x.io"}"#, None, None)
+            .unwrap();
         assert_eq!(escaped_key.key.as_deref(), Some("a@x.io"));
     }
 
@@ -492,5 +540,93 @@ mod tests {
         assert!(!md5_matches(body, &hex[..31]));
         assert!(!md5_matches(body, &format!("{}zz", &hex[..30])));
         assert!(!md5_matches(b"{ }", &hex));
+    }
+
+    fn producing(envelope: Envelope, fields: &[(&str, &str)]) -> Decoder {
+        let entries = fields
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect();
+        Decoder {
+            envelope,
+            mapping: Arc::new(Mapping::new(entries).unwrap()),
+            ..decoder(200)
+        }
+    }
+
+    /// An SNS notification with a mapping from the nested event, an EventBridge event without
+    /// one: each record is what the unwrapped, mapped body says, in the canonical encoding.
+    #[test]
+    fn envelopes_and_mappings_make_the_record() {
+        let sns = r#"{"Type":"Notification","MessageId":"m","TopicArn":"t","Message":"{\"user\":{\"email\":\"a@b.c\"},\"plan\":{\"tier\":\"gold\"},\"utm\":1}"}"#;
+        let mapped = producing(
+            Envelope::Sns,
+            &[("email", "/user/email"), ("tier", "/plan/tier")],
+        );
+        let decoded = mapped.decode(sns, None, None).unwrap();
+        assert_eq!(decoded.encoded, r#"{"email":"a@b.c","tier":"gold"}"#);
+        assert_eq!(decoded.key.as_deref(), Some("a@b.c"));
+        let event = r#"{"version":"0","id":"e","detail-type":"d","source":"s","detail":{ "email" : "a@b.c", "tier":"gold"}}"#;
+        let decoded = producing(Envelope::EventBridge, &[])
+            .decode(event, None, None)
+            .unwrap();
+        assert_eq!(decoded.encoded, r#"{"email":"a@b.c","tier":"gold"}"#);
+        let unwrapped = producing(Envelope::Sns, &[]);
+        let inner = r#"{"Type":"Notification","MessageId":"m","TopicArn":"t","Message":"{\"email\":\"a@b.c\"}"}"#;
+        assert_eq!(
+            unwrapped.decode(inner, None, None).unwrap().encoded,
+            r#"{"email":"a@b.c"}"#
+        );
+    }
+
+    /// A mapped record is held to every check of an unmapped one, with the same reasons.
+    #[test]
+    fn a_mapped_record_keeps_every_check() {
+        let reason = |fields: &[(&str, &str)], body: &str| {
+            producing(Envelope::None, fields)
+                .decode(body, None, None)
+                .err()
+                .map(|r| r.reason)
+        };
+        let email = ("email", "/u/e");
+        assert_eq!(reason(&[email], r#"{"u":{"e":"a@b.c"}}"#), None);
+        assert_eq!(
+            reason(&[email, ("tier", "/t")], r#"{"u":{"e":7},"t":1}"#),
+            Some(Reason::MissingMatchKey)
+        );
+        assert_eq!(
+            reason(&[email, ("colour", "/t")], r#"{"u":{"e":"a"},"t":1}"#),
+            Some(Reason::UnknownField)
+        );
+        assert_eq!(
+            reason(&[email, ("tier", "/t")], r#"{"u":{"e":"a"},"t":1e999}"#),
+            Some(Reason::NumberOutOfRange)
+        );
+        let long = format!(r#"{{"u":{{"e":"{}"}}}}"#, "a".repeat(300));
+        assert_eq!(reason(&[email], &long), Some(Reason::Oversize));
+        assert_eq!(reason(&[email], "{not json"), Some(Reason::Unparseable));
+        assert_eq!(reason(&[email], r#"{"x":1}"#), Some(Reason::MappingFailed));
+        assert_eq!(reason(&[email], r#"{"u":{"e":"a"}}"#), None);
+        let body = r#"{"u":{"e":"a"}}"#;
+        let md5 = producing(Envelope::None, &[email]).decode(
+            body,
+            Some("00000000000000000000000000000000"),
+            None,
+        );
+        assert_eq!(md5.unwrap_err().reason, Reason::Md5Mismatch);
+        let dropping = Decoder {
+            unknown_fields: UnknownFields::Drop,
+            ..producing(Envelope::None, &[email, ("colour", "/t")])
+        };
+        let decoded = dropping
+            .decode(r#"{"u":{"e":"a"},"t":1}"#, None, None)
+            .unwrap();
+        assert_eq!(decoded.encoded, r#"{"email":"a"}"#);
+        assert!(
+            dropping
+                .telemetry
+                .render()
+                .contains("sbw_unknown_fields_dropped_total 1")
+        );
     }
 }

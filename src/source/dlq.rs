@@ -1,8 +1,11 @@
 //! The DLQ message format (docs/operations.md): the original body byte for byte, and `dlq-*`
-//! String attributes saying why. FIFO DLQs keep the source's group; dedup comes from the source ID.
+//! String attributes saying why (with the producer's envelope ID, for tracing). A copy keeps the
+//! source's `MessageGroupId`, FIFO group or fair-queue tenant, on any DLQ; a FIFO DLQ's dedup
+//! comes from the source ID.
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
+use super::envelope::Envelope;
 use crate::message::Received;
 use crate::outcome::Rejection;
 
@@ -58,6 +61,7 @@ fn attributes(
     message: &Received,
     rejection: &Rejection,
     source_queue: &str,
+    envelope: Envelope,
 ) -> Vec<(&'static str, String)> {
     let text = if rejection.message.is_empty() {
         rejection.reason.as_str()
@@ -71,6 +75,9 @@ fn attributes(
         ("dlq-error-message", text.to_owned()),
         ("dlq-source-queue", source_queue.to_owned()),
     ];
+    if let Some(id) = envelope.id_of(&message.body) {
+        attributes.push(id);
+    }
     if let Some(code) = rejection.code.as_deref().filter(|code| !code.is_empty()) {
         attributes.push(("dlq-error-code", code.to_owned()));
     }
@@ -125,10 +132,10 @@ fn producer_bytes(message: &Received) -> usize {
 }
 
 /// Bytes that SQS counts for a DLQ copy: the body and every attribute.
-pub fn entry_bytes(message: &Received, rejection: &Rejection) -> usize {
+pub fn entry_bytes(message: &Received, rejection: &Rejection, envelope: Envelope) -> usize {
     message.body.len()
         + producer_bytes(message)
-        + attributes(message, rejection, "")
+        + attributes(message, rejection, "", envelope)
             .iter()
             .map(|(name, value)| attribute_bytes(name, value))
             .sum::<usize>()
@@ -159,22 +166,36 @@ fn fit(mut attributes: Vec<(&'static str, String)>, room: usize) -> Vec<(&'stati
     attributes
 }
 
+/// Where a DLQ copy goes and what it may say: the source it names, the DLQ's kind and size, and
+/// the envelope whose ID it carries.
+#[derive(Clone, Copy)]
+pub struct CopyTo<'a> {
+    pub source_queue: &'a str,
+    pub fifo_dlq: bool,
+    pub max_message_bytes: usize,
+    pub envelope: Envelope,
+}
+
 /// The DLQ entry for one message; `id` is its index within the SendMessageBatch call. The body
 /// is the original, byte for byte; the attributes are trimmed to fit `max_message_bytes`.
 pub fn entry(
     id: usize,
     message: &Received,
     rejection: &Rejection,
-    source_queue: &str,
-    fifo_dlq: bool,
-    max_message_bytes: usize,
+    to: CopyTo<'_>,
 ) -> SendMessageBatchRequestEntry {
+    let CopyTo {
+        source_queue,
+        fifo_dlq,
+        max_message_bytes,
+        envelope,
+    } = to;
     let mut room = max_message_bytes.saturating_sub(message.body.len());
     let mut builder = SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(message.body.clone());
     let producer = producer_attributes(message);
-    let mut ours = fit(attributes(message, rejection, source_queue), room);
+    let mut ours = fit(attributes(message, rejection, source_queue, envelope), room);
     // The producer's attributes (a redrive keeps them) take the places of our optional ones.
     ours.truncate(
         MAX_ATTRIBUTES
@@ -207,13 +228,12 @@ pub fn entry(
     }
     if fifo_dlq {
         builder = builder
-            .message_group_id(
-                message
-                    .group_id
-                    .clone()
-                    .unwrap_or_else(|| "default".to_owned()),
-            )
+            .message_group_id(message.message_group().unwrap_or("default"))
             .message_deduplication_id(message.id.clone());
+    } else if let Some(group) = message.message_group() {
+        // A standard DLQ takes a group as a fair queue's tenant: a noisy tenant's rejects stay
+        // its own, there and after a redrive.
+        builder = builder.message_group_id(group);
     }
     builder.build().expect("id and body are set")
 }
@@ -223,6 +243,48 @@ mod tests {
     use super::*;
     use crate::outcome::Reason;
 
+    fn to(source_queue: &str, fifo_dlq: bool, max_message_bytes: usize) -> CopyTo<'_> {
+        CopyTo {
+            source_queue,
+            fifo_dlq,
+            max_message_bytes,
+            envelope: Envelope::None,
+        }
+    }
+
+    /// A standard queue's group (a fair queue's tenant) stays on the copy on a standard DLQ, and
+    /// the envelope's ID is carried for tracing.
+    #[test]
+    fn a_copy_keeps_the_tenant_and_names_the_envelope() {
+        let body = r#"{"Type":"Notification","MessageId":"sns-9","TopicArn":"t","Message":"{}"}"#;
+        let mut message = Received::fake("m-1", body);
+        message.tenant = Some("acme".into());
+        let rejection = Rejection::new(Reason::MissingMatchKey, "no key");
+        let copy = entry(
+            0,
+            &message,
+            &rejection,
+            CopyTo {
+                envelope: Envelope::Sns,
+                ..to("q", false, 256 * 1024)
+            },
+        );
+        assert_eq!(copy.message_group_id.as_deref(), Some("acme"));
+        assert_eq!(copy.message_deduplication_id, None);
+        let attributes = copy.message_attributes.unwrap();
+        assert_eq!(
+            attributes["dlq-sns-message-id"].string_value.as_deref(),
+            Some("sns-9")
+        );
+        let fifo = entry(0, &message, &rejection, to("q", true, 256 * 1024));
+        assert_eq!(fifo.message_group_id.as_deref(), Some("acme"));
+        message.tenant = None;
+        assert_eq!(
+            entry(0, &message, &rejection, to("q", false, 1 << 18)).message_group_id,
+            None
+        );
+    }
+
     #[test]
     fn entry_keeps_the_body_and_says_why() {
         let mut message = Received::fake("m-1", "{\"email\": \"x\"} \u{e9}");
@@ -231,7 +293,7 @@ mod tests {
         let rejection = Rejection::new(Reason::InvalidRow, "e".repeat(3000))
             .with_code(Some("CDP_ETL.VALIDATION.REQUEST_INVALID".into()))
             .in_job("rjob_1", Some(4));
-        let entry = entry(7, &message, &rejection, "http://q", true, 256 * 1024);
+        let entry = entry(7, &message, &rejection, to("http://q", true, 256 * 1024));
         assert_eq!(entry.id, "7");
         assert_eq!(entry.message_body, message.body);
         let attributes = entry.message_attributes.unwrap();
@@ -277,7 +339,7 @@ mod tests {
         let rejection = Rejection::new(Reason::UnknownField, "field '\u{1}'")
             .with_code(Some("C\u{2}".into()))
             .in_job("j\u{3}", None);
-        let entry = entry(0, &message, &rejection, "http://q", false, 256 * 1024);
+        let entry = entry(0, &message, &rejection, to("http://q", false, 256 * 1024));
         for (name, value) in entry.message_attributes.unwrap() {
             let text = value.string_value.unwrap();
             assert!(text.chars().all(sqs_allows), "{name}: {text:?}");
@@ -296,7 +358,7 @@ mod tests {
         let rejection = Rejection::new(Reason::InvalidRow, "e".repeat(1024))
             .with_code(Some("CODE".into()))
             .in_job("rjob_1", Some(4));
-        let entry = entry(0, &message, &rejection, "http://q", false, 1300);
+        let entry = entry(0, &message, &rejection, to("http://q", false, 1300));
         assert_eq!(entry.message_body, message.body);
         let attributes = entry.message_attributes.unwrap();
         let bytes: usize = attributes
@@ -330,7 +392,7 @@ mod tests {
         let rejection = Rejection::new(Reason::InvalidRow, "bad")
             .with_code(Some("C".into()))
             .in_job("j", Some(1));
-        let attributes = entry(0, &message, &rejection, "q", false, 256 * 1024)
+        let attributes = entry(0, &message, &rejection, to("q", false, 256 * 1024))
             .message_attributes
             .unwrap();
         assert_eq!(attributes.len(), 10);
@@ -339,7 +401,7 @@ mod tests {
             assert!(attributes.contains_key(&format!("p{i}")));
         }
         message.attributes = Some((0..9).map(|i| (format!("p{i}"), value("x"))).collect());
-        let attributes = entry(0, &message, &rejection, "q", false, 256 * 1024)
+        let attributes = entry(0, &message, &rejection, to("q", false, 256 * 1024))
             .message_attributes
             .unwrap();
         assert_eq!(attributes.len(), 10);

@@ -140,6 +140,7 @@ mod tests {
             release_base: Duration::from_secs(10),
             release_cap: Duration::from_secs(900),
             dlq_max_bytes: 256 * 1024,
+            envelope: Default::default(),
         });
         let mut old = Received::fake("m1", "{}");
         old.received_at = Instant::now() - Duration::from_secs(20);

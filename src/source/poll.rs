@@ -199,10 +199,11 @@ impl Poller {
                 permit.split(n)
             });
             lease.hold_bytes(share);
-            match self
-                .decoder
-                .decode(&lease.body, lease.md5_of_body.as_deref())
-            {
+            match self.decoder.decode(
+                &lease.body,
+                lease.md5_of_body.as_deref(),
+                lease.attributes.as_ref(),
+            ) {
                 Ok(decoded) => {
                     if let Err(mpsc::error::SendError((_, lease))) =
                         self.records.send((decoded, lease))

@@ -18,6 +18,7 @@ use crate::outcome::Settle;
 use crate::outcome::release_visibility;
 use crate::outcome::{Rejection, Settlement};
 use crate::source::dlq;
+use crate::source::envelope::Envelope;
 use crate::sqs::Sqs;
 use crate::sqs::entries::per_entry;
 use crate::telemetry::Telemetry;
@@ -39,6 +40,8 @@ pub struct Settler {
     pub release_cap: Duration,
     /// The DLQ's `MaximumMessageSize`, in bytes.
     pub dlq_max_bytes: usize,
+    /// `--envelope`: whose ID a DLQ copy carries.
+    pub envelope: Envelope,
 }
 
 /// One message to make visible again: its receipt's owner, after how long, and its FIFO group.
@@ -275,7 +278,7 @@ impl Settler {
     /// Sends DLQ copies; returns (sent, not sent).
     pub async fn dead_letter(&self, items: Vec<(Leased, Rejection)>) -> (Vec<Leased>, Vec<Leased>) {
         let fifo = self.dlq.is_fifo();
-        let packed = pack(items, self.dlq_max_bytes);
+        let packed = pack(items, self.dlq_max_bytes, self.envelope);
         let outcomes: Vec<_> = futures::stream::iter(packed)
             .map(|group| {
                 let attempts = if group.iter().any(|(lease, _)| lease.is_deleted()) {
@@ -295,9 +298,12 @@ impl Settler {
                                     index,
                                     message,
                                     rejection,
-                                    self.source.url(),
-                                    fifo,
-                                    self.dlq_max_bytes,
+                                    dlq::CopyTo {
+                                        source_queue: self.source.url(),
+                                        fifo_dlq: fifo,
+                                        max_message_bytes: self.dlq_max_bytes,
+                                        envelope: self.envelope,
+                                    },
                                 )
                             })
                             .collect();
@@ -315,6 +321,7 @@ impl Settler {
             for (message, rejection) in outcome.done {
                 self.telemetry.dead_lettered(
                     &message.id,
+                    message.message_group(),
                     rejection.reason.as_str(),
                     &rejection.message,
                 );
@@ -398,12 +405,13 @@ fn calls_of_ten<T>(items: Vec<T>) -> Vec<Vec<T>> {
 fn pack<M: AsRef<Received>>(
     items: Vec<(M, Rejection)>,
     max_message_bytes: usize,
+    envelope: Envelope,
 ) -> Vec<Vec<(M, Rejection)>> {
     let batch_bytes = dlq::SEND_BATCH_BYTES.min(max_message_bytes.max(1));
     let mut groups: Vec<Vec<(M, Rejection)>> = Vec::new();
     let mut bytes = 0;
     for item in items {
-        let size = dlq::entry_bytes(item.0.as_ref(), &item.1);
+        let size = dlq::entry_bytes(item.0.as_ref(), &item.1, envelope);
         match groups.last_mut() {
             Some(group) if group.len() < 10 && bytes + size <= batch_bytes => {
                 bytes += size;
@@ -499,6 +507,7 @@ mod tests {
             release_base: Duration::from_secs(10),
             release_cap: Duration::from_secs(900),
             dlq_max_bytes: 256 * 1024,
+            envelope: Envelope::None,
         };
         let mut message = Received::fake("m1", "{}");
         message.receive_count = 3;
@@ -534,6 +543,7 @@ mod tests {
             release_base: Duration::from_secs(10),
             release_cap: Duration::from_secs(900),
             dlq_max_bytes: 256 * 1024,
+            envelope: Envelope::None,
         };
         let mut settlement = Settlement::default();
         let rejection = Rejection::new(Reason::InvalidRow, "bad");
@@ -572,9 +582,17 @@ mod tests {
                 Rejection::new(Reason::Oversize, ""),
             )
         };
-        let groups = pack((0..25).map(|_| item(10)).collect(), 256 * 1024);
+        let groups = pack(
+            (0..25).map(|_| item(10)).collect(),
+            256 * 1024,
+            Envelope::None,
+        );
         assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
-        let groups = pack((0..3).map(|_| item(150 * 1024)).collect(), 256 * 1024);
+        let groups = pack(
+            (0..3).map(|_| item(150 * 1024)).collect(),
+            256 * 1024,
+            Envelope::None,
+        );
         assert_eq!(groups.len(), 3);
     }
 

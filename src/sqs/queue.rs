@@ -2,6 +2,7 @@
 //! send. Batch calls take at most 10 entries, as SQS requires. Every call has an attempt and an
 //! operation timeout, so a black-holed connection costs seconds, never the worker.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -77,6 +78,8 @@ pub struct Queue {
     /// costs the SDK a config layer and a runtime-plugin merge on every receive.
     long_poll: Client,
     url: String,
+    /// The message attributes a receive asks for (`--message-attributes`): `All` unless set.
+    message_attributes: Arc<[String]>,
 }
 
 /// The entries of a call of `sent` entries that did not succeed: those SQS names in `Failed`, and
@@ -133,7 +136,14 @@ impl Queue {
             client: with(ATTEMPT_TIMEOUT, OPERATION_TIMEOUT),
             long_poll: with(RECEIVE_ATTEMPT_TIMEOUT, RECEIVE_OPERATION_TIMEOUT),
             url: url.into(),
+            message_attributes: Arc::from(["All".to_owned()]),
         }
+    }
+
+    /// The same queue, receiving only these message attributes (`All`, names, `prefix.*`).
+    pub fn with_message_attributes(mut self, names: &[String]) -> Self {
+        self.message_attributes = Arc::from(names);
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -161,8 +171,8 @@ impl Queue {
     }
 
     /// One long poll: up to `max` messages and their receipt handles, with the attributes the
-    /// worker and the DLQ need: four system attributes, and the producer's message attributes,
-    /// which a DLQ copy keeps.
+    /// worker and the DLQ need: four system attributes, and the producer's message attributes
+    /// (those `--message-attributes` names), which a DLQ copy keeps and a mapping may read.
     pub async fn receive(
         &self,
         max: i32,
@@ -179,7 +189,7 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber)
-            .message_attribute_names("All");
+            .set_message_attribute_names(Some(self.message_attributes.to_vec()));
         if let Some(visibility) = visibility {
             request = request.visibility_timeout(visibility.as_secs() as i32);
         }
@@ -188,11 +198,12 @@ impl Queue {
             .await
             .map_err(|e| self.fail("ReceiveMessage", e))?;
         let now = Instant::now();
+        let fifo = self.is_fifo();
         Ok(output
             .messages
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|message| Received::from_sdk(message, now))
+            .filter_map(|message| Received::from_sdk(message, now, fifo))
             .collect())
     }
 

@@ -22,6 +22,9 @@ use tracing::{debug, error, info, warn};
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Tenants (message groups) with a DLQ series of their own; the rest share `other`.
+pub const TENANT_LABELS: usize = 20;
+
 /// A new metric of its default kind, registered under `name` (after the `sbw_` prefix).
 pub(crate) fn registered<M: Metric + Clone + Default>(
     registry: &mut Registry,
@@ -49,6 +52,9 @@ pub struct Telemetry {
     released: Counter,
     stale_receipts: Counter,
     dead_lettered: Family<Labels, Counter>,
+    dead_lettered_by_tenant: Family<Labels, Counter>,
+    /// The tenants with a label of their own in `dead_lettered_by_tenant`, at most `TENANT_LABELS`.
+    tenants: Mutex<std::collections::HashSet<String>>,
     batches: Family<Labels, Counter>,
     records_per_batch: Histogram,
     api_requests: Family<Labels, Counter>,
@@ -97,6 +103,8 @@ impl Telemetry {
             released: registered(r, "messages_released", "Messages made visible again (visibility 0)"),
             stale_receipts: registered(r, "stale_receipts", "Deletes refused because the receipt handle was stale"),
             dead_lettered: registered(r, "dlq_messages", "Messages sent to the DLQ, by reason"),
+            dead_lettered_by_tenant: registered(r, "dlq_messages_by_tenant", "Messages with a MessageGroupId sent to the DLQ, by group (a fair queue's tenant, a FIFO group): the first 20 groups to reach the DLQ, then other"),
+            tenants: Mutex::default(),
             batches: registered(r, "batches", "Batches flushed, by flush reason"),
             records_per_batch: registered_as(r, "batch_records", "Records per flushed batch", Histogram::new(exponential_buckets(1.0, 2.0, 15))),
             api_requests: registered(r, "api_requests", "Records API requests, by route and status"),
@@ -230,11 +238,43 @@ impl Telemetry {
     }
 
     /// `reason` is the DLQ reason's name (`outcome::Reason::as_str`).
-    pub fn dead_lettered(&self, message_id: &str, reason: &str, message: &str) {
+    pub fn dead_lettered(
+        &self,
+        message_id: &str,
+        tenant: Option<&str>,
+        reason: &str,
+        message: &str,
+    ) {
         self.dead_lettered
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
-        info!(message_id, reason, detail = message, "sent to the DLQ");
+        if let Some(tenant) = tenant {
+            let label = self.tenant_label(tenant);
+            self.dead_lettered_by_tenant
+                .get_or_create(&vec![("tenant", label)])
+                .inc();
+        }
+        info!(
+            message_id,
+            tenant,
+            reason,
+            detail = message,
+            "sent to the DLQ"
+        );
+    }
+
+    /// The tenant's own label while fewer than `TENANT_LABELS` have one, else `other`. A tenant
+    /// never moves between the two: a counter's series must only grow.
+    fn tenant_label(&self, tenant: &str) -> String {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if tenants.contains(tenant) {
+            return tenant.to_owned();
+        }
+        if tenants.len() < TENANT_LABELS {
+            tenants.insert(tenant.to_owned());
+            return tenant.to_owned();
+        }
+        "other".to_owned()
     }
 
     pub fn dlq_send_failed(&self, message_id: &str, problem: &str) {
@@ -243,6 +283,11 @@ impl Telemetry {
             message_id,
             problem, "could not send to the DLQ; the message stays in the source queue"
         );
+    }
+
+    /// How many fields `--unknown-fields drop` has left out so far.
+    pub fn unknown_fields_dropped_count(&self) -> u64 {
+        self.unknown_fields_dropped.get()
     }
 
     /// `--unknown-fields drop` left fields out of a record.
@@ -420,4 +465,38 @@ pub struct Counts {
     pub received: u64,
     pub deleted: u64,
     pub released: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first `TENANT_LABELS` tenants keep their own series; later ones count as `other`,
+    /// and a message without a group is counted by reason only.
+    #[test]
+    fn dlq_tenants_are_a_bounded_label_set() {
+        let telemetry = Telemetry::new();
+        for n in 0..TENANT_LABELS + 5 {
+            telemetry.dead_lettered("m", Some(&format!("t{n}")), "invalid_row", "");
+        }
+        telemetry.dead_lettered("m", Some("t0"), "invalid_row", "");
+        telemetry.dead_lettered("m", None, "invalid_row", "");
+        let metrics = telemetry.render();
+        assert!(
+            metrics.contains(r#"sbw_dlq_messages_by_tenant_total{tenant="t0"} 2"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"sbw_dlq_messages_by_tenant_total{tenant="other"} 5"#),
+            "{metrics}"
+        );
+        assert_eq!(
+            metrics.matches("sbw_dlq_messages_by_tenant_total{").count(),
+            TENANT_LABELS + 1
+        );
+        assert!(
+            metrics.contains(r#"sbw_dlq_messages_total{reason="invalid_row"} 27"#),
+            "{metrics}"
+        );
+    }
 }
