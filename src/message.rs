@@ -85,3 +85,31 @@ impl Received {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_group() -> Message {
+        Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .body("{}")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "acme")
+            .build()
+    }
+
+    /// A fair queue's group is a tenant: kept for the DLQ copy, never a FIFO order that would
+    /// hold the tenant's later messages behind a released one.
+    #[test]
+    fn a_standard_queues_group_is_a_tenant_and_a_fifo_queues_an_order() {
+        let (standard, _) = Received::from_sdk(with_group(), Instant::now(), false).unwrap();
+        assert_eq!(standard.group_id, None);
+        assert_eq!(standard.tenant.as_deref(), Some("acme"));
+        assert_eq!(standard.message_group(), Some("acme"));
+        let (fifo, _) = Received::from_sdk(with_group(), Instant::now(), true).unwrap();
+        assert_eq!(fifo.group_id.as_deref(), Some("acme"));
+        assert_eq!(fifo.tenant, None);
+        assert_eq!(fifo.message_group(), Some("acme"));
+    }
+}

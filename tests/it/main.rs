@@ -7,6 +7,8 @@ use test_rig as common;
 mod container;
 mod deploy_stack;
 mod emulator_contract;
+mod envelopes;
+mod fair_queues;
 mod head_of_line;
 mod held_messages;
 mod localstack_sqs;
