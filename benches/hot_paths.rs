@@ -13,6 +13,8 @@ use sqs_batch_worker::config::{Operation, UnknownFields};
 use sqs_batch_worker::message::Received;
 use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::source::decode::{Decoder, md5_hex};
+use sqs_batch_worker::source::envelope::Envelope;
+use sqs_batch_worker::source::mapping::Mapping;
 
 fn profiles() -> ObjectSchema {
     serde_json::from_str(
@@ -59,6 +61,42 @@ fn limits() -> Limits {
     }
 }
 
+/// The decoder of `--envelope sns` with a five-field mapping.
+fn sns_mapped() -> Decoder {
+    let fields = [
+        ("email", "/user/email"),
+        ("first_name", "/user/name/first"),
+        ("tier", "/plan/tier"),
+        ("country", "/geo/country"),
+        ("score", "/score"),
+    ]
+    .iter()
+    .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+    .collect();
+    Decoder {
+        envelope: Envelope::Sns,
+        mapping: Arc::new(Mapping::new(fields).expect("the mapping parses")),
+        ..decoder()
+    }
+}
+
+/// The profile of `body` as a nested event in an SNS notification (about 600 bytes).
+fn sns_body() -> String {
+    let event = r#"{"user":{"email":"bench-user-0000001@example.com","name":{"first":"Ada","last":"Lovelace"}},"plan":{"tier":"gold","name":"enterprise-annual"},"geo":{"country":"NZ"},"score":1,"seen":"2026-11-23T10:00:00Z"}"#;
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "00000000-0000-4000-8000-000000000001",
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:profiles",
+        "Message": event,
+        "Timestamp": "2026-11-23T10:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "c2lnbmF0dXJl",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
+        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
+    })
+    .to_string()
+}
+
 /// Decodes `n` messages and pushes them through a batcher, flushing at the end.
 fn batch_of(decoder: &Decoder, messages: &[Arc<Received>]) -> usize {
     let mut batcher = Batcher::new(limits());
@@ -95,6 +133,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function(
         "decode+validate one 300-byte message (md5, parse, schema)",
         |b| b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref(), None)),
+    );
+    let sns = sns_mapped();
+    let wrapped = sns_body();
+    let md5 = md5_hex(wrapped.as_bytes());
+    c.bench_function(
+        "decode+validate one SNS notification through a 5-field mapping (md5, unwrap, value tree)",
+        |b| b.iter(|| sns.decode(black_box(&wrapped), Some(&md5), None)),
     );
     let distinct = messages(1_000, 1_000);
     c.bench_function("batch 1,000 distinct records and encode the body", |b| {

@@ -39,6 +39,8 @@ struct Args {
     baseline_bins: Vec<String>,
     /// `alternate`: leave out the per-receive baseline (quick A/B screens).
     skip_per_receive: bool,
+    /// `alternate`: add the worker reading SNS notifications through a five-field mapping.
+    producers: bool,
     /// `steady`: arrivals per second (default: half the first ceiling run) for `--seconds`.
     rate: Option<usize>,
     seconds: usize,
@@ -66,6 +68,7 @@ fn parse_args() -> Args {
             .map(|list| list.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
         skip_per_receive: argv.iter().any(|a| a == "--skip-per-receive"),
+        producers: argv.iter().any(|a| a == "--producers"),
         rate: value("--rate"),
         seconds: value("--seconds").unwrap_or(60),
     }
@@ -138,10 +141,10 @@ struct Bench {
 }
 
 impl Bench {
-    async fn queue(&self, label: &str, messages: usize) -> Queues {
+    async fn queue(&self, label: &str, messages: usize, body: fn(usize) -> String) -> Queues {
         let queues = Queues::create(&self.sqs, label).await;
         let started = std::time::Instant::now();
-        setup::fill(&self.sqs, &queues.source, messages).await;
+        setup::fill(&self.sqs, &queues.source, messages, body).await;
         eprintln!(
             "pipeline: {label}: {messages} messages enqueued in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -150,8 +153,14 @@ impl Bench {
     }
 
     /// A filled queue, a reset emulator (with the write limit, if any), and when the run ends.
-    async fn prepare(&self, name: &str, messages: usize, limit: Option<f64>) -> (Queues, Until) {
-        let queues = self.queue(name, messages).await;
+    async fn prepare(
+        &self,
+        name: &str,
+        messages: usize,
+        limit: Option<f64>,
+        body: fn(usize) -> String,
+    ) -> (Queues, Until) {
+        let queues = self.queue(name, messages, body).await;
         self.control.reset(limit).await;
         let until = match limit {
             Some(_) => Until::Window(self.args.window),
@@ -161,7 +170,7 @@ impl Bench {
     }
 
     async fn raw(&self, name: &str, mode: Mode, messages: usize, limit: Option<f64>) -> Row {
-        let (queues, until) = self.prepare(name, messages, limit).await;
+        let (queues, until) = self.prepare(name, messages, limit, setup::body).await;
         let mut outcome = raw::run(
             &self.sqs,
             &queues.source,
@@ -207,12 +216,13 @@ impl Bench {
             binary: &binary,
             flags,
             replicas: 1,
+            body: setup::body,
         };
         self.worker_run(&spec, messages, limit).await
     }
 
     async fn worker_run(&self, spec: &WorkerSpec<'_>, messages: usize, limit: Option<f64>) -> Row {
-        let (queues, until) = self.prepare(spec.name, messages, limit).await;
+        let (queues, until) = self.prepare(spec.name, messages, limit, spec.body).await;
         let log = self
             .out
             .join(format!("{}.log", spec.name.replace([' ', ',', '/'], "_")));
@@ -247,6 +257,8 @@ pub struct WorkerSpec<'a> {
     pub binary: &'a str,
     pub flags: &'a [&'a str],
     pub replicas: usize,
+    /// Message `i`'s body.
+    pub body: fn(usize) -> String,
 }
 
 /// The Drip limit of seed 000: 100 write requests a minute, per class.
@@ -412,6 +424,7 @@ async fn alternate_mode(bench: &Bench) {
         binary: &this,
         flags: &[],
         replicas: 1,
+        body: setup::body,
     })];
     let names: Vec<String> = bench
         .args
@@ -425,6 +438,16 @@ async fn alternate_mode(bench: &Bench) {
             binary,
             flags: &[],
             replicas: 1,
+            body: setup::body,
+        }));
+    }
+    if bench.args.producers {
+        entries.push(alternate::Entry::Worker(WorkerSpec {
+            name: "worker (--envelope sns, 5 fields)",
+            binary: &this,
+            flags: setup::SNS_MAPPED,
+            replicas: 1,
+            body: setup::sns_body,
         }));
     }
     if !bench.args.skip_per_receive {
@@ -467,6 +490,7 @@ async fn replicas_mode(bench: &Bench) {
                 binary: &this,
                 flags: &[],
                 replicas: i + 1,
+                body: setup::body,
             })
         })
         .collect();

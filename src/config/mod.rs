@@ -463,14 +463,15 @@ mod tests {
     #[test]
     fn the_field_mapping_comes_from_flags_or_the_fields_table() {
         let file: FileSettings = toml::from_str(
-            "envelope = \"eventbridge\"\n[fields]\nemail = \"/user/email\"\ntier = \"attribute:tier\"\n",
+            "envelope = \"eventbridge\"\n[fields]\ntier = \"attribute:tier\"\nemail = \"/user/email\"\n",
         )
         .unwrap();
         let from_file = Settings::from_parts(base(), file).unwrap();
         assert_eq!(from_file.envelope.name(), "eventbridge");
+        // In the file's order: the record's fields come in the mapping's order.
         assert_eq!(
             from_file.fields.to_string(),
-            "email ← /user/email, tier ← attribute:tier"
+            "tier ← attribute:tier, email ← /user/email"
         );
         let file: FileSettings = toml::from_str("[fields]\nemail = \"/user/email\"\n").unwrap();
         let mut args = base();
