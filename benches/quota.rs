@@ -455,7 +455,7 @@ async fn concurrency(binary: &str, mode: &str) {
     let queues = Queues::create(&sqs, &format!("quota-conc-{mode}")).await;
     let emulator = start_emulator(&["--concurrency", "1", "--latency-per-record", "1ms"]).await;
     let messages = 10_000usize;
-    setup::fill(&sqs, &queues.source, messages).await;
+    setup::fill(&sqs, &queues.source, messages, setup::body).await;
     let flags: Vec<String> = [
         "--concurrency",
         mode,
