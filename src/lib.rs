@@ -7,7 +7,7 @@
 //! | stage | file | task |
 //! |---|---|---|
 //! | 1. poll: receive, lease, number FIFO | `source/poll.rs`, `lease/`, `source/sequence.rs` | `Poller::run`, ×`--pollers` |
-//! | 2. decode: MD5, JSON, match key, schema, size | `source/decode.rs` | inline in the poller |
+//! | 2. decode: MD5, envelope, field mapping, JSON, match key, schema, size | `source/decode.rs`, `source/envelope.rs`, `source/mapping.rs` | inline in the poller |
 //! | 3. batch: flush on records, bytes, age, shutdown | `batch/batcher.rs` (pure, over `now`), `batch/key.rs` | inline in the dispatcher |
 //! | 4. dispatch: wait for a slot and a token, FIFO gate | `sink/dispatch.rs`, `sink/fifo.rs`, `sink/concurrency.rs`, `sink/budget/` | `Dispatch::run`, ×1 |
 //! | 5. submit: one key and body, split, drop, bisect, pause | `sink/deliver.rs`, `sink/api/` | a task per batch, in the dispatcher's `JoinSet` |

@@ -343,6 +343,7 @@ mod tests {
             ("--log-format", names(LOG_FORMATS)),
             ("--allow-insecure-http", names(BOOLEANS)),
             ("--unknown-fields", vec!["reject", "drop"]),
+            ("--envelope", vec!["none", "sns", "eventbridge"]),
         ] {
             let shown = help
                 .split("\n      --")

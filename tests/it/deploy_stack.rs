@@ -106,3 +106,38 @@ async fn a_fifo_stack_with_a_shared_budget_makes_four_fifo_queues() {
         assert!(outputs[key].ends_with(".fifo"), "{key} = {}", outputs[key]);
     }
 }
+
+/// `SnsTopicArn` subscribes the source queue to a topic; the stack's `RecordsEnvelope` output is
+/// the `--envelope` to run with, and a worker so configured commits what the topic publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_subscribes_the_queue_to_a_topic_and_names_the_envelope() {
+    let topic = common::sns::Topic::create(&common::unique("sbw-topic")).await;
+    let stack = common::unique("sbw-sns-stack");
+    let topic_param = format!("SnsTopicArn={}", topic.arn);
+    let outputs = deploy(&stack, &[&topic_param]).await;
+    assert_eq!(outputs.get("RecordsEnvelope").map(String::as_str), Some("sns"));
+    assert!(outputs.contains_key("SnsSubscriptionArn"), "{outputs:?}");
+    let rig = Rig::with(RigOptions {
+        queues: Some((
+            outputs["SourceQueueUrl"].clone(),
+            outputs["RejectDlqUrl"].clone(),
+        )),
+        ..RigOptions::default()
+    })
+    .await;
+    let bodies: Vec<String> = (0..5).map(profile).collect();
+    for body in &bodies {
+        topic.publish(body, &[]).await;
+    }
+    let worker = rig
+        .start(&[("--envelope", outputs["RecordsEnvelope"].as_str())])
+        .await;
+    wait_for("5 committed rows", Duration::from_secs(30), || async {
+        rig.rows("profiles").await.len() == 5
+    })
+    .await;
+    rig.finish(worker, Duration::from_secs(30)).await;
+    let accounted = rig.assert_accounted("profiles", "email", &bodies).await;
+    assert!(accounted.dead_lettered.is_empty() && accounted.queued == 0);
+    topic.delete().await;
+}
