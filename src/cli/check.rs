@@ -2,18 +2,19 @@
 //! metadata endpoint, prints what it found, and returns the problems that would stop the worker
 //! from working safely (the caller exits non-zero on any).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use records_contract::ObjectSchema;
 
 use crate::config::{AckOn, Settings};
 use crate::run::match_key_fits;
 use crate::schema::SchemaHandle;
 use crate::sink::api::RecordsApi;
-use crate::source::decode::Decoder;
+
 use crate::sqs::Queue;
 use crate::sqs::queue::visibility_of;
 use crate::telemetry::Telemetry;
@@ -182,9 +183,10 @@ async fn check_dlq(dlq: &Queue, source: &Queue, report: &mut Report) {
 fn check_sample(
     settings: &Settings,
     schema: Option<ObjectSchema>,
-    path: &Path,
+    sample: &Sample,
     report: &mut Report,
 ) {
+    let Sample { path, attributes } = sample;
     let shown = path.display();
     let body = match std::fs::read_to_string(path) {
         Ok(body) => body,
@@ -203,18 +205,21 @@ fn check_sample(
         return;
     };
     let telemetry = Arc::new(Telemetry::new());
-    let decoder = Decoder {
-        operation: settings.operation,
-        unknown_fields: settings.unknown_fields,
-        telemetry: telemetry.clone(),
-        match_key: settings.match_key.clone(),
-        schema: SchemaHandle::new(schema),
-        max_record_bytes: settings.batch_max_bytes,
-        envelope: settings.envelope,
-        mapping: Arc::new(settings.fields.clone()),
-    };
+    let (_, decoder) =
+        crate::run::batcher_and_decoder(settings, telemetry.clone(), SchemaHandle::new(schema));
     let body = body.strip_suffix('\n').unwrap_or(&body);
-    match decoder.decode(body, None, None) {
+    let attributes: HashMap<String, MessageAttributeValue> = attributes
+        .iter()
+        .map(|(name, value)| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("the data type is set");
+            (name.clone(), value)
+        })
+        .collect();
+    match decoder.decode(body, None, Some(&attributes)) {
         Ok(record) => {
             report.found(format!("sample {shown}: record {}", record.encoded));
             let dropped = telemetry.unknown_fields_dropped_count();
@@ -266,9 +271,17 @@ async fn check_api(settings: &Settings, report: &mut Report) -> Option<ObjectSch
     }
 }
 
+/// `check --sample FILE [--sample-attribute NAME=VALUE ...]`: a body to put through the
+/// envelope and the mapping, with the String message attributes it would arrive with.
+#[derive(Debug, Default)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub attributes: Vec<(String, String)>,
+}
+
 pub async fn check(
     settings: &Settings,
-    sample: Option<&Path>,
+    sample: Option<&Sample>,
     client: aws_sdk_sqs::Client,
 ) -> Report {
     let mut report = Report::default();
@@ -294,8 +307,8 @@ pub async fn check(
         settings.envelope.name(),
         settings.fields
     ));
-    if let Some(path) = sample {
-        check_sample(settings, schema, path, &mut report);
+    if let Some(sample) = sample {
+        check_sample(settings, schema, sample, &mut report);
     }
     check_quota(settings, &client, &mut report).await;
     match super::exposure::exposure(settings) {

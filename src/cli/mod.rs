@@ -19,12 +19,31 @@ use crate::config::{ConfigError, Settings};
 /// A command line ready to run: `run` and `check` carry resolved settings.
 pub enum Invocation {
     Run(Box<Settings>),
-    Check(Box<Settings>, Option<std::path::PathBuf>),
+    Check(Box<Settings>, Option<check::Sample>),
     Enqueue(EnqueueArgs),
     Redrive(RedriveArgs),
     Healthcheck(HealthcheckArgs),
     Completions(CompletionsArgs),
     Man,
+}
+
+/// `--sample-attribute NAME=VALUE`, each.
+fn sample_attributes(entries: &[String]) -> Result<Vec<(String, String)>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .split_once('=')
+                .map(|(name, value)| (name.trim().to_owned(), value.to_owned()))
+                .filter(|(name, _)| !name.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "check: --sample-attribute {entry:?} is not NAME=VALUE. Fix: write it \
+                         like tenant=acme"
+                    )
+                })
+        })
+        .collect()
 }
 
 impl Invocation {
@@ -37,7 +56,16 @@ impl Invocation {
         };
         Ok(match command {
             Command::Run(args) => Invocation::Run(settings(args, "sqs-batch-worker")?),
-            Command::Check(args) => Invocation::Check(settings(args.run, "check")?, args.sample),
+            Command::Check(args) => {
+                let sample = match args.sample {
+                    Some(path) => Some(check::Sample {
+                        path,
+                        attributes: sample_attributes(&args.sample_attribute)?,
+                    }),
+                    None => None,
+                };
+                Invocation::Check(settings(args.run, "check")?, sample)
+            }
             Command::Enqueue(args) => Invocation::Enqueue(args),
             Command::Redrive(args) => Invocation::Redrive(args),
             Command::Healthcheck(args) => Invocation::Healthcheck(args),
@@ -58,7 +86,7 @@ impl Invocation {
         match self {
             Invocation::Run(settings) => run_worker(*settings).await,
             Invocation::Check(settings, sample) => {
-                check::check(&settings, sample.as_deref(), crate::sqs::connect().await)
+                check::check(&settings, sample.as_ref(), crate::sqs::connect().await)
                     .await
                     .print()
             }

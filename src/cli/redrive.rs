@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRe
 
 use crate::config::cli::RedriveArgs;
 use crate::outcome::Reason;
+use crate::source::dlq;
 use crate::sqs::entries::per_entry;
 use crate::sqs::{Queue, SqsError};
 
@@ -51,7 +52,12 @@ fn reason_of(message: &Message) -> Option<&str> {
 }
 
 /// The entry that puts `message` back on the target queue.
-fn entry(index: usize, message: &Message, fifo_target: bool) -> SendMessageBatchRequestEntry {
+fn entry(
+    index: usize,
+    message: &Message,
+    fifo_target: bool,
+    fifo_dlq: bool,
+) -> SendMessageBatchRequestEntry {
     let kept = message
         .message_attributes
         .clone()
@@ -72,8 +78,9 @@ fn entry(index: usize, message: &Message, fifo_target: bool) -> SendMessageBatch
         builder = builder
             .message_group_id(group.unwrap_or_else(|| "redrive".to_owned()))
             .message_deduplication_id(message.message_id.clone().unwrap_or_default());
-    } else if let Some(tenant) = group {
-        // A standard target takes the group as a fair queue's tenant.
+    } else if let Some(tenant) = group.filter(|g| !(fifo_dlq && g == dlq::NO_GROUP)) {
+        // A standard target takes the group as a fair queue's tenant; the placeholder a FIFO DLQ
+        // gave a message without one is no tenant.
         builder = builder.message_group_id(tenant);
     }
     builder.build().expect("id and body are set")
@@ -144,6 +151,7 @@ async fn move_group(
     last_error: &mut String,
 ) -> Moved {
     let fifo_target = to.is_fifo();
+    let fifo_dlq = from.is_fifo();
     let sent = per_entry(
         wanted,
         ENTRY_ATTEMPTS,
@@ -151,7 +159,7 @@ async fn move_group(
             let entries = messages
                 .iter()
                 .enumerate()
-                .map(|(i, m)| entry(i, m, fifo_target))
+                .map(|(i, m)| entry(i, m, fifo_target, fifo_dlq))
                 .collect();
             Box::pin(to.send_batch(entries))
         },
@@ -203,5 +211,47 @@ async fn release(queue: &Queue, receipts: &[String]) {
         if let Err(error) = queue.change_visibility_batch(&entries).await {
             tracing::warn!(%error, "skipped messages stay hidden until their visibility ends");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_dlq(group: &str) -> Message {
+        Message::builder()
+            .message_id("m-1")
+            .body("{}")
+            .attributes(MessageSystemAttributeName::MessageGroupId, group)
+            .build()
+    }
+
+    /// The group goes back as the tenant on a standard queue, except the placeholder a FIFO DLQ
+    /// gave a message that had none.
+    #[test]
+    fn a_standard_target_gets_the_tenant_back_but_not_the_placeholder() {
+        let group = |message: &Message, fifo_target, fifo_dlq| {
+            entry(0, message, fifo_target, fifo_dlq).message_group_id
+        };
+        assert_eq!(
+            group(&from_dlq("acme"), false, true).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            group(&from_dlq("acme"), false, false).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(group(&from_dlq(dlq::NO_GROUP), false, true), None);
+        assert_eq!(
+            group(&from_dlq(dlq::NO_GROUP), false, false).as_deref(),
+            Some(dlq::NO_GROUP)
+        );
+        assert_eq!(
+            group(&from_dlq(dlq::NO_GROUP), true, true).as_deref(),
+            Some(dlq::NO_GROUP)
+        );
+        let plain = Message::builder().message_id("m-2").body("{}").build();
+        assert_eq!(group(&plain, false, false), None);
+        assert_eq!(group(&plain, true, false).as_deref(), Some("redrive"));
     }
 }

@@ -44,6 +44,10 @@ pub struct CheckArgs {
     /// DLQ reason it would get.
     #[arg(long, value_name = "FILE")]
     pub sample: Option<std::path::PathBuf>,
+    /// A String message attribute the sample arrives with, for --field NAME=attribute:NAME;
+    /// repeat it for each.
+    #[arg(long, value_name = "NAME=VALUE", requires = "sample")]
+    pub sample_attribute: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -132,6 +132,7 @@ impl Settings {
 
     /// The rules between settings, after every row has its value.
     fn validate(&self, raw: &Raw) -> Result<(), ConfigError> {
+        self.validate_attribute_sources(raw)?;
         if self.dlq_url == self.queue_url {
             return Err(raw.dlq_url.invalid(
                 &self.dlq_url,
@@ -214,6 +215,30 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Every `attribute:NAME` of `--field` is asked for on receive; with `--envelope sns` it may
+    /// come from the notification instead, so any list goes.
+    fn validate_attribute_sources(&self, raw: &Raw) -> Result<(), ConfigError> {
+        if self.envelope == crate::source::envelope::Envelope::Sns {
+            return Ok(());
+        }
+        let asked = &self.message_attributes;
+        let received = |name: &str| {
+            asked.iter().any(|entry| match entry.strip_suffix('*') {
+                _ if entry == "All" || entry == ".*" => true,
+                Some(prefix) if prefix.ends_with('.') => name.starts_with(prefix),
+                _ => entry == name,
+            })
+        };
+        match self.fields.attribute_names().find(|name| !received(name)) {
+            Some(name) => Err(raw.message_attributes.invalid(
+                &asked.join(","),
+                format!("--field reads attribute:{name}, which no receive asks for"),
+                format!("add {name} to the list, or use All"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// How this run's log lines are written.
@@ -463,6 +488,7 @@ mod tests {
     /// `[fields]` table as a whole; a wrong entry names the setting, the entry and the fix.
     #[test]
     fn the_field_mapping_comes_from_flags_or_the_fields_table() {
+        use clap::Parser;
         let file: FileSettings = toml::from_str(
             "envelope = \"eventbridge\"\n[fields]\ntier = \"attribute:tier\"\nemail = \"/user/email\"\n",
         )
@@ -497,6 +523,40 @@ mod tests {
                 "{error}"
             );
         }
+        // An attribute the receives do not ask for could never be mapped.
+        let mut args = base();
+        args.field = vec!["email=/e".into(), "tier=attribute:plan.tier".into()];
+        args.message_attributes = Some("tenant".into());
+        let error = Settings::from_parts(args, FileSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--message-attributes") && error.contains("attribute:plan.tier"),
+            "{error}"
+        );
+        for covering in ["All", "tenant,plan.tier", "plan.*"] {
+            let mut args = base();
+            args.field = vec!["tier=attribute:plan.tier".into()];
+            args.message_attributes = Some(covering.into());
+            assert!(
+                Settings::from_parts(args, FileSettings::default()).is_ok(),
+                "{covering}"
+            );
+        }
+        // Flags and the environment separate entries with commas.
+        let argv = [
+            "sqs-batch-worker",
+            "run",
+            "--field",
+            "email=/u/e,tier=/p/t",
+            "--field",
+            "score=/s",
+        ];
+        let cli = super::cli::Cli::try_parse_from(argv).expect("parses");
+        let super::cli::Command::Run(parsed) = cli.command else {
+            unreachable!("the argv names `run`")
+        };
+        assert_eq!(parsed.field, ["email=/u/e", "tier=/p/t", "score=/s"]);
         let mut args = base();
         args.envelope = Some("auto".into());
         let error = Settings::from_parts(args, FileSettings::default())

@@ -94,6 +94,33 @@ pub async fn run(
     Ok(running.shutdown(deadline).await)
 }
 
+/// The batcher of these settings, and the decoder that fits records to it: `run` uses both, and
+/// `check --sample` the decoder, so that a sample meets the worker's own checks.
+pub fn batcher_and_decoder(
+    settings: &Settings,
+    telemetry: Arc<Telemetry>,
+    schema: SchemaHandle,
+) -> (Batcher, Decoder) {
+    let batcher = Batcher::new(Limits {
+        max_records: settings.batch_max_records,
+        max_bytes: settings.batch_max_bytes,
+        max_wait: settings.batch_max_wait,
+        operation: settings.operation,
+        match_key: settings.match_key.clone(),
+    });
+    let decoder = Decoder {
+        operation: settings.operation,
+        unknown_fields: settings.unknown_fields,
+        telemetry,
+        match_key: settings.match_key.clone(),
+        schema,
+        max_record_bytes: batcher.max_record_bytes(),
+        envelope: settings.envelope,
+        mapping: Arc::new(settings.fields.clone()),
+    };
+    (batcher, decoder)
+}
+
 /// Checks the API and the queues, then starts the pipeline with the given SQS client.
 pub async fn start(settings: Settings, client: aws_sdk_sqs::Client) -> Result<Running, RunError> {
     let telemetry = Arc::new(Telemetry::with_systemd());
@@ -216,23 +243,8 @@ fn wire(
         dlq_max_bytes: reached.dlq_max_bytes,
         envelope: settings.envelope,
     });
-    let batcher = Batcher::new(Limits {
-        max_records: settings.batch_max_records,
-        max_bytes: settings.batch_max_bytes,
-        max_wait: settings.batch_max_wait,
-        operation: settings.operation,
-        match_key: settings.match_key.clone(),
-    });
-    let decoder = Arc::new(Decoder {
-        operation: settings.operation,
-        unknown_fields: settings.unknown_fields,
-        telemetry: telemetry.clone(),
-        match_key: settings.match_key.clone(),
-        schema: schema.clone(),
-        max_record_bytes: batcher.max_record_bytes(),
-        envelope: settings.envelope,
-        mapping: Arc::new(settings.fields.clone()),
-    });
+    let (batcher, decoder) = batcher_and_decoder(settings, telemetry.clone(), schema.clone());
+    let decoder = Arc::new(decoder);
     let sequences = Arc::new(Sequences::default());
     let stop_receiving = draining.clone();
     let pollers = (0..settings.pollers)

@@ -50,6 +50,10 @@ pub fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The group a FIFO DLQ copy takes when its message had none; `redrive` does not make it a
+/// tenant on a standard queue.
+pub const NO_GROUP: &str = "default";
+
 /// SendMessageBatch takes at most 256 KiB in all; stay under it with room to spare.
 pub const SEND_BATCH_BYTES: usize = 200 * 1024;
 /// SQS's default `MaximumMessageSize`, for a DLQ whose attribute cannot be read.
@@ -75,9 +79,6 @@ fn attributes(
         ("dlq-error-message", text.to_owned()),
         ("dlq-source-queue", source_queue.to_owned()),
     ];
-    if let Some(id) = envelope.id_of(&message.body) {
-        attributes.push(id);
-    }
     if let Some(code) = rejection.code.as_deref().filter(|code| !code.is_empty()) {
         attributes.push(("dlq-error-code", code.to_owned()));
     }
@@ -86,6 +87,10 @@ fn attributes(
     }
     if let Some(row) = rejection.row_index {
         attributes.push(("dlq-row-index", row.to_string()));
+    }
+    // Last: the API's words about a row come before the producer's tracing ID.
+    if let Some(id) = envelope.id_of(&message.body) {
+        attributes.push(id);
     }
     // Sanitized before sizing, since a replaced character may take more bytes than it did.
     for (_, value) in &mut attributes {
@@ -228,7 +233,7 @@ pub fn entry(
     }
     if fifo_dlq {
         builder = builder
-            .message_group_id(message.message_group().unwrap_or("default"))
+            .message_group_id(message.message_group().unwrap_or(NO_GROUP))
             .message_deduplication_id(message.id.clone());
     } else if let Some(group) = message.message_group() {
         // A standard DLQ takes a group as a fair queue's tenant: a noisy tenant's rejects stay
@@ -250,6 +255,39 @@ mod tests {
             max_message_bytes,
             envelope: Envelope::None,
         }
+    }
+
+    /// The envelope's ID is the first optional attribute to make way for the producer's: the
+    /// API's code, job and row stay.
+    #[test]
+    fn the_envelope_id_gives_way_to_the_apis_words() {
+        let body = r#"{"Type":"Notification","MessageId":"sns-9","TopicArn":"t","Message":"{}"}"#;
+        let mut message = Received::fake("m-1", body);
+        let rejection = Rejection::new(Reason::InvalidRow, "bad email")
+            .with_code(Some("INVALID".into()))
+            .in_job("rjob_1", Some(4));
+        let sns = CopyTo {
+            envelope: Envelope::Sns,
+            ..to("q", false, 256 * 1024)
+        };
+        let names = |message: &Received| {
+            let copy = entry(0, message, &rejection, sns);
+            let mut names: Vec<String> = copy.message_attributes.unwrap().into_keys().collect();
+            names.sort();
+            names
+        };
+        assert!(names(&message).contains(&"dlq-sns-message-id".to_owned()));
+        message.attributes = Some(
+            (0..2)
+                .map(|i| (format!("p{i}"), attribute("v".into())))
+                .collect(),
+        );
+        let kept = names(&message);
+        assert_eq!(kept.len(), 10);
+        for name in ["dlq-error-code", "dlq-job-id", "dlq-row-index", "p0", "p1"] {
+            assert!(kept.contains(&name.to_owned()), "{name} in {kept:?}");
+        }
+        assert!(!kept.contains(&"dlq-sns-message-id".to_owned()), "{kept:?}");
     }
 
     /// A standard queue's group (a fair queue's tenant) stays on the copy on a standard DLQ, and

@@ -35,6 +35,8 @@ pub struct Unwrapped<'a> {
     pub payload: Cow<'a, str>,
     /// SNS `MessageAttributes` of a wrapped notification (`{"name":{"Type":…,"Value":…}}`).
     pub sns_attributes: Option<&'a RawValue>,
+    /// The envelope's own ID (SNS `MessageId`, EventBridge `id`).
+    pub id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +44,7 @@ struct SnsNotification<'a> {
     #[serde(rename = "Type", borrow)]
     kind: Cow<'a, str>,
     #[serde(rename = "MessageId", borrow)]
-    _message_id: Cow<'a, str>,
+    message_id: Cow<'a, str>,
     #[serde(rename = "TopicArn", borrow)]
     _topic_arn: Cow<'a, str>,
     #[serde(rename = "Message", borrow)]
@@ -53,21 +55,14 @@ struct SnsNotification<'a> {
 
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(rename = "id", borrow)]
-    _id: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     #[serde(rename = "detail-type", borrow)]
     _detail_type: Cow<'a, str>,
     #[serde(rename = "source", borrow)]
     _source: Cow<'a, str>,
     #[serde(borrow)]
     detail: &'a RawValue,
-}
-
-/// Just the envelope's ID, read again for a DLQ copy.
-#[derive(Deserialize)]
-struct EnvelopeId<'a> {
-    #[serde(rename = "MessageId", alias = "id", borrow)]
-    id: Cow<'a, str>,
 }
 
 impl Envelope {
@@ -84,6 +79,7 @@ impl Envelope {
             Envelope::None => Ok(Unwrapped {
                 payload: Cow::Borrowed(body),
                 sns_attributes: None,
+                id: None,
             }),
             Envelope::Sns => {
                 let notification: SnsNotification = serde_json::from_str(body).map_err(|e| {
@@ -102,6 +98,7 @@ impl Envelope {
                 Ok(Unwrapped {
                     payload: notification.message,
                     sns_attributes: notification.attributes,
+                    id: Some(notification.message_id),
                 })
             }
             Envelope::EventBridge => {
@@ -113,20 +110,23 @@ impl Envelope {
                 Ok(Unwrapped {
                     payload: Cow::Borrowed(event.detail.get()),
                     sns_attributes: None,
+                    id: Some(event.id),
                 })
             }
         }
     }
 
-    /// The DLQ attribute that names the envelope's own ID, and that ID, when `body` has one.
+    /// The DLQ attribute that names the envelope's own ID, and that ID, when `body` is this
+    /// envelope with an ID that is not empty (SQS refuses an empty attribute, and a record's own
+    /// `id` is not the envelope's).
     pub fn id_of(self, body: &str) -> Option<(&'static str, String)> {
         let name = match self {
             Envelope::None => return None,
             Envelope::Sns => "dlq-sns-message-id",
             Envelope::EventBridge => "dlq-eventbridge-id",
         };
-        let EnvelopeId { id } = serde_json::from_str(body).ok()?;
-        Some((name, id.into_owned()))
+        let id = self.unwrap(body).ok()?.id?;
+        (!id.trim().is_empty()).then(|| (name, id.into_owned()))
     }
 }
 
@@ -164,7 +164,10 @@ mod tests {
             (Envelope::Sns, confirmation.as_str()),
             (
                 Envelope::Sns,
-                &SNS.replace(r#""Message":"{"#, r#""Message":{"#),
+                &SNS.replace(
+                    r#""Message":"{\"email\":\"a@b.c\"}""#,
+                    r#""Message":{"email":"a@b.c"}"#,
+                ),
             ),
             (Envelope::Sns, "not json"),
             (Envelope::EventBridge, SNS),
@@ -191,5 +194,17 @@ mod tests {
         );
         assert_eq!(Envelope::Sns.id_of("{}"), None);
         assert_eq!(Envelope::None.id_of(SNS), None);
+        // Only the named envelope's own ID, never an empty one or a record's `id`.
+        assert_eq!(Envelope::Sns.id_of(r#"{"id":"","email":"x"}"#), None);
+        assert_eq!(
+            Envelope::Sns.id_of(r#"{"MessageId":"r","email":"x"}"#),
+            None
+        );
+        assert_eq!(
+            Envelope::EventBridge.id_of(r#"{"id":"rec-7","email":"x"}"#),
+            None
+        );
+        assert_eq!(Envelope::Sns.id_of(&SNS.replace("sns-1", " ")), None);
+        assert_eq!(Envelope::EventBridge.id_of(SNS), None);
     }
 }

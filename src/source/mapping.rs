@@ -100,6 +100,14 @@ impl Mapping {
         &self.fields
     }
 
+    /// The message attributes the mapping reads.
+    pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().filter_map(|(_, source)| match source {
+            Source::Attribute(name) => Some(name.as_str()),
+            Source::Pointer(_) => None,
+        })
+    }
+
     fn reads_attributes(&self) -> bool {
         self.fields
             .iter()

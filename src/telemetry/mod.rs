@@ -25,6 +25,21 @@ type Labels = Vec<(&'static str, String)>;
 /// Tenants (message groups) with a DLQ series of their own; the rest share `other`.
 pub const TENANT_LABELS: usize = 20;
 
+/// A label value as the exposition format writes it: the encoder writes values as they are, and a
+/// group ID may hold `"` or `\`, which would break the whole scrape.
+fn label_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A new metric of its default kind, registered under `name` (after the `sbw_` prefix).
 pub(crate) fn registered<M: Metric + Clone + Default>(
     registry: &mut Registry,
@@ -267,12 +282,9 @@ impl Telemetry {
     /// never moves between the two: a counter's series must only grow.
     fn tenant_label(&self, tenant: &str) -> String {
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        if tenants.contains(tenant) {
-            return tenant.to_owned();
-        }
-        if tenants.len() < TENANT_LABELS {
+        if tenants.contains(tenant) || tenants.len() < TENANT_LABELS {
             tenants.insert(tenant.to_owned());
-            return tenant.to_owned();
+            return label_value(tenant);
         }
         "other".to_owned()
     }
@@ -481,6 +493,15 @@ mod tests {
         }
         telemetry.dead_lettered("m", Some("t0"), "invalid_row", "");
         telemetry.dead_lettered("m", None, "invalid_row", "");
+        let quoted = Telemetry::new();
+        quoted.dead_lettered("m", Some(r#"a"b\c"#), "invalid_row", "");
+        assert!(
+            quoted
+                .render()
+                .contains(r#"sbw_dlq_messages_by_tenant_total{tenant="a\"b\\c"} 1"#),
+            "{}",
+            quoted.render()
+        );
         let metrics = telemetry.render();
         assert!(
             metrics.contains(r#"sbw_dlq_messages_by_tenant_total{tenant="t0"} 2"#),

@@ -115,7 +115,10 @@ async fn the_stack_subscribes_the_queue_to_a_topic_and_names_the_envelope() {
     let stack = common::unique("sbw-sns-stack");
     let topic_param = format!("SnsTopicArn={}", topic.arn);
     let outputs = deploy(&stack, &[&topic_param]).await;
-    assert_eq!(outputs.get("RecordsEnvelope").map(String::as_str), Some("sns"));
+    assert_eq!(
+        outputs.get("RecordsEnvelope").map(String::as_str),
+        Some("sns")
+    );
     assert!(outputs.contains_key("SnsSubscriptionArn"), "{outputs:?}");
     let rig = Rig::with(RigOptions {
         queues: Some((

@@ -179,7 +179,8 @@ async fn a_wrong_envelope_and_a_bad_mapping_go_to_the_dlq_with_the_exact_body() 
         })
         .to_string()
     };
-    let raw = r#"{"user":{"email":"raw@example.com"}}"#.to_owned();
+    // An empty `id` of its own: SQS would refuse an empty `dlq-sns-message-id`, and the copy.
+    let raw = r#"{"id":"","user":{"email":"raw@example.com"}}"#.to_owned();
     let unmapped = notification(&json!({"account": {"mail": "x@example.com"}}), "sns-bad");
     let good = notification(&json!({"user": {"email": "good@example.com"}}), "sns-good");
     rig.send(&[raw.clone(), unmapped.clone(), good]).await;
