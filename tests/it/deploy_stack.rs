@@ -30,6 +30,18 @@ async fn deploy(stack: &str, params: &[&str]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A rig on the stack's source queue and reject DLQ.
+async fn rig_on(outputs: &HashMap<String, String>) -> Rig {
+    Rig::with(RigOptions {
+        queues: Some((
+            outputs["SourceQueueUrl"].clone(),
+            outputs["RejectDlqUrl"].clone(),
+        )),
+        ..RigOptions::default()
+    })
+    .await
+}
+
 async fn attributes(rig: &Rig, url: &str) -> HashMap<QueueAttributeName, String> {
     rig.sqs
         .get_queue_attributes()
@@ -60,14 +72,7 @@ async fn the_stack_deploys_and_the_worker_drains_its_queue() {
     ] {
         assert!(outputs.contains_key(key), "output {key} in {outputs:?}");
     }
-    let rig = Rig::with(RigOptions {
-        queues: Some((
-            outputs["SourceQueueUrl"].clone(),
-            outputs["RejectDlqUrl"].clone(),
-        )),
-        ..RigOptions::default()
-    })
-    .await;
+    let rig = rig_on(&outputs).await;
 
     let source = attributes(&rig, &rig.queue_url).await;
     let policy: Value = serde_json::from_str(&source[&QueueAttributeName::RedrivePolicy])
@@ -120,14 +125,7 @@ async fn the_stack_subscribes_the_queue_to_a_topic_and_names_the_envelope() {
         Some("sns")
     );
     assert!(outputs.contains_key("SnsSubscriptionArn"), "{outputs:?}");
-    let rig = Rig::with(RigOptions {
-        queues: Some((
-            outputs["SourceQueueUrl"].clone(),
-            outputs["RejectDlqUrl"].clone(),
-        )),
-        ..RigOptions::default()
-    })
-    .await;
+    let rig = rig_on(&outputs).await;
     let bodies: Vec<String> = (0..5).map(profile).collect();
     for body in &bodies {
         topic.publish(body, &[]).await;

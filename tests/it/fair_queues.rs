@@ -40,21 +40,7 @@ async fn peek(rig: &Rig, url: &str, n: usize) -> Vec<DlqEntry> {
             .await
             .expect("ReceiveMessage succeeds");
         for message in output.messages.unwrap_or_default() {
-            let entry = DlqEntry {
-                body: message.body.clone().unwrap_or_default(),
-                attributes: message
-                    .message_attributes
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(name, value)| value.string_value.map(|v| (name, v)))
-                    .collect(),
-                group_id: message
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned(),
-            };
+            let entry = DlqEntry::of(&message);
             seen.insert(message.message_id.unwrap_or_default(), entry);
         }
     }

@@ -64,6 +64,25 @@ pub struct DlqEntry {
 }
 
 impl DlqEntry {
+    /// A received message's body, String attributes and group.
+    pub fn of(message: &aws_sdk_sqs::types::Message) -> Self {
+        Self {
+            body: message.body.clone().unwrap_or_default(),
+            attributes: message
+                .message_attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, value)| value.string_value.map(|v| (name, v)))
+                .collect(),
+            group_id: message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned(),
+        }
+    }
+
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attributes.get(name).map(String::as_str)
     }
@@ -357,18 +376,7 @@ impl Rig {
             }
             empty_receives = 0;
             for message in messages {
-                let attributes = message
-                    .message_attributes
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(name, value)| value.string_value.map(|v| (name, v)))
-                    .collect();
-                let group_id = message
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned();
+                let entry = DlqEntry::of(&message);
                 self.sqs
                     .delete_message()
                     .queue_url(url)
@@ -376,11 +384,7 @@ impl Rig {
                     .send()
                     .await
                     .expect("DeleteMessage succeeds");
-                entries.push(DlqEntry {
-                    body: message.body.unwrap_or_default(),
-                    attributes,
-                    group_id,
-                });
+                entries.push(entry);
             }
         }
         entries
@@ -395,17 +399,7 @@ impl Rig {
         } else {
             super::create_queue(&self.sqs, &super::unique("redrive"), &[]).await
         };
-        let arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .expect("an ARN");
+        let arn = super::sns::queue_arn(&self.sqs, &url).await;
         self.sqs
             .set_queue_attributes()
             .queue_url(&self.queue_url)
