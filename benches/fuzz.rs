@@ -21,8 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use records_contract::ObjectSchema;
 use sqs_batch_worker::config::cli::{Cli, Command};
-use sqs_batch_worker::config::{Operation, Settings, UnknownFields};
-use sqs_batch_worker::schema::SchemaHandle;
+use sqs_batch_worker::config::{Settings, UnknownFields};
 use sqs_batch_worker::sink::api::ceiling::{Capped, Ceiling};
 use sqs_batch_worker::sink::api::client::{
     accepted_data, answer_data, job_status_from_body, metadata,
@@ -31,7 +30,7 @@ use sqs_batch_worker::sink::api::origin::{JobRoute, Origin};
 use sqs_batch_worker::sink::jobs::row_fates;
 use sqs_batch_worker::source::decode::{Decoder, md5_hex};
 use sqs_batch_worker::source::envelope::Envelope;
-use sqs_batch_worker::source::mapping::Mapping;
+use test_rig::samples;
 
 const BODIES: &[&str] = &[
     r#"{"email":"a@example.com","first_name":"Ada","tier":"gold","score":12,"country":"NZ"}"#,
@@ -152,14 +151,9 @@ fn producer_decoders() -> Vec<(String, Decoder)> {
     let mut decoders = Vec::new();
     for envelope in [Envelope::None, Envelope::Sns, Envelope::EventBridge] {
         for mapped in [false, true] {
-            let entries = five
-                .iter()
-                .filter(|_| mapped)
-                .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
-                .collect();
             let decoder = Decoder {
                 envelope,
-                mapping: std::sync::Arc::new(Mapping::new(entries).expect("the mapping parses")),
+                mapping: samples::mapping(if mapped { &five } else { &[] }),
                 unknown_fields: if mapped {
                     UnknownFields::Reject
                 } else {
@@ -295,16 +289,7 @@ fn schema() -> ObjectSchema {
 }
 
 fn decoder() -> Decoder {
-    Decoder {
-        operation: Operation::Upsert,
-        unknown_fields: UnknownFields::Reject,
-        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
-        match_key: "email".into(),
-        schema: SchemaHandle::new(schema()),
-        max_record_bytes: 4096,
-        envelope: Envelope::None,
-        mapping: Default::default(),
-    }
+    samples::decoder(schema(), 4096)
 }
 
 fn tally(outcomes: &mut BTreeMap<String, u64>, name: String) {

@@ -9,12 +9,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use records_contract::ObjectSchema;
 use sqs_batch_worker::batch::FlushReason;
 use sqs_batch_worker::batch::batcher::{Batcher, Limits};
-use sqs_batch_worker::config::{Operation, UnknownFields};
+use sqs_batch_worker::config::Operation;
 use sqs_batch_worker::message::Received;
-use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::source::decode::{Decoder, md5_hex};
 use sqs_batch_worker::source::envelope::Envelope;
-use sqs_batch_worker::source::mapping::Mapping;
+use test_rig::samples;
 
 fn profiles() -> ObjectSchema {
     serde_json::from_str(
@@ -39,16 +38,7 @@ fn body(i: usize, emails: usize) -> String {
 }
 
 fn decoder() -> Decoder {
-    Decoder {
-        operation: Operation::Upsert,
-        unknown_fields: UnknownFields::Reject,
-        telemetry: std::sync::Arc::new(sqs_batch_worker::telemetry::Telemetry::new()),
-        match_key: "email".into(),
-        schema: SchemaHandle::new(profiles()),
-        max_record_bytes: 5 << 20,
-        envelope: Default::default(),
-        mapping: Default::default(),
-    }
+    samples::decoder(profiles(), 5 << 20)
 }
 
 fn limits() -> Limits {
@@ -63,38 +53,11 @@ fn limits() -> Limits {
 
 /// The decoder of `--envelope sns` with a five-field mapping.
 fn sns_mapped() -> Decoder {
-    let fields = [
-        ("email", "/user/email"),
-        ("first_name", "/user/name/first"),
-        ("tier", "/plan/tier"),
-        ("country", "/geo/country"),
-        ("score", "/score"),
-    ]
-    .iter()
-    .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
-    .collect();
     Decoder {
         envelope: Envelope::Sns,
-        mapping: Arc::new(Mapping::new(fields).expect("the mapping parses")),
+        mapping: samples::mapping(samples::FIVE_FIELDS),
         ..decoder()
     }
-}
-
-/// The profile of `body` as a nested event in an SNS notification (about 600 bytes).
-fn sns_body() -> String {
-    let event = r#"{"user":{"email":"bench-user-0000001@example.com","name":{"first":"Ada","last":"Lovelace"}},"plan":{"tier":"gold","name":"enterprise-annual"},"geo":{"country":"NZ"},"score":1,"seen":"2026-11-23T10:00:00Z"}"#;
-    serde_json::json!({
-        "Type": "Notification",
-        "MessageId": "00000000-0000-4000-8000-000000000001",
-        "TopicArn": "arn:aws:sns:us-east-1:000000000000:profiles",
-        "Message": event,
-        "Timestamp": "2026-11-23T10:00:00.000Z",
-        "SignatureVersion": "1",
-        "Signature": "c2lnbmF0dXJl",
-        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
-    })
-    .to_string()
 }
 
 /// Decodes `n` messages and pushes them through a batcher, flushing at the end.
@@ -135,7 +98,7 @@ fn benches(c: &mut Criterion) {
         |b| b.iter(|| decoder.decode(black_box(&one.body), one.md5_of_body.as_deref(), None)),
     );
     let sns = sns_mapped();
-    let wrapped = sns_body();
+    let wrapped = samples::sns_profile(1);
     let md5 = md5_hex(wrapped.as_bytes());
     c.bench_function(
         "decode+validate one SNS notification through a 5-field mapping (md5, unwrap, value tree)",

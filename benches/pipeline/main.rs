@@ -441,13 +441,15 @@ async fn alternate_mode(bench: &Bench) {
             body: setup::body,
         }));
     }
+    let fields = test_rig::samples::field_flag(test_rig::samples::FIVE_FIELDS);
+    let sns_mapped = ["--envelope", "sns", "--field", fields.as_str()];
     if bench.args.producers {
         entries.push(alternate::Entry::Worker(WorkerSpec {
             name: "worker (--envelope sns, 5 fields)",
             binary: &this,
-            flags: setup::SNS_MAPPED,
+            flags: &sns_mapped,
             replicas: 1,
-            body: setup::sns_body,
+            body: test_rig::samples::sns_profile,
         }));
     }
     if !bench.args.skip_per_receive {

@@ -159,38 +159,6 @@ pub fn body(i: usize) -> String {
     body
 }
 
-/// The same profile as a producer's nested event, wrapped in an SNS notification (a subscription
-/// without raw delivery).
-pub fn sns_body(i: usize) -> String {
-    let event = serde_json::json!({
-        "user": {"email": format!("bench-user-{i:07}@example.com"), "name": {"first": "Ada", "last": "Lovelace"}},
-        "plan": {"tier": "gold", "name": "enterprise-annual"},
-        "geo": {"country": "NZ"},
-        "score": i,
-        "seen": "2026-11-23T10:00:00Z"
-    });
-    serde_json::json!({
-        "Type": "Notification",
-        "MessageId": format!("00000000-0000-4000-8000-{i:012}"),
-        "TopicArn": "arn:aws:sns:us-east-1:000000000000:profiles",
-        "Message": event.to_string(),
-        "Timestamp": "2026-11-23T10:00:00.000Z",
-        "SignatureVersion": "1",
-        "Signature": "c2lnbmF0dXJl",
-        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
-    })
-    .to_string()
-}
-
-/// The worker flags that read `sns_body`: the envelope and a five-field mapping.
-pub const SNS_MAPPED: &[&str] = &[
-    "--envelope",
-    "sns",
-    "--field",
-    "email=/user/email,first_name=/user/name/first,tier=/plan/tier,country=/geo/country,score=/score",
-];
-
 /// Sends `n` messages made by `body`, 10 per call, 32 calls at a time.
 pub async fn fill(sqs: &Client, url: &str, n: usize, body: fn(usize) -> String) {
     let bodies: Arc<Vec<String>> = Arc::new((0..n).map(body).collect());

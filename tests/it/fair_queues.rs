@@ -26,7 +26,13 @@ fn attribute(kind: &str, value: &str) -> MessageAttributeValue {
 /// The `n` messages of a queue, read without deleting them; they are visible again on return.
 async fn peek(rig: &Rig, url: &str, n: usize) -> Vec<DlqEntry> {
     let mut seen: HashMap<String, DlqEntry> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while seen.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} messages in {url} after 30 s",
+            seen.len()
+        );
         let output = rig
             .sqs
             .receive_message()

@@ -45,6 +45,9 @@ pub struct Plan {
     pub visibility_s: u32,
     pub messages: usize,
     pub groups: usize,
+    /// A standard round whose messages carry a `MessageGroupId` (a fair queue's tenant), which
+    /// must not order them. Every second seed, so that no other draw of a seed's plan changes.
+    pub tenants: bool,
     pub kills: usize,
     pub sigterms: usize,
     pub storm: Duration,
@@ -104,7 +107,14 @@ impl Plan {
             batch_max_records: [10, 50, 1000][rng.random_range(0..3)],
             visibility_s: [5, 30][rng.random_range(0..2)],
             messages,
-            groups: if fifo { rng.random_range(2..10) } else { 1 },
+            groups: if fifo {
+                rng.random_range(2..10)
+            } else if seed.is_multiple_of(2) {
+                4
+            } else {
+                1
+            },
+            tenants: !fifo && seed.is_multiple_of(2),
             kills: if kills { rng.random_range(0..3) } else { 0 },
             sigterms: rng.random_range(0..2),
             storm: Duration::from_secs(rng.random_range(8..20)),
@@ -118,7 +128,11 @@ impl Plan {
         format!(
             "seed={} {} {} ack={} batch={} visibility={}s messages={} groups={} kills={} sigterms={} blackholes={}",
             self.seed,
-            if self.fifo { "fifo" } else { "standard" },
+            match (self.fifo, self.tenants) {
+                (true, _) => "fifo",
+                (false, true) => "standard+tenants",
+                (false, false) => "standard",
+            },
             if self.append { "append" } else { "upsert" },
             if self.completed {
                 "completed"
@@ -349,8 +363,10 @@ pub async fn round(plan: &Plan, settle: Duration) -> RoundReport {
     let sent = messages(plan, &mut rng);
     let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
     let url = rig.queue_url.clone();
-    rig.send_to(&url, &bodies, |i| format!("g{}", sent[i].group))
-        .await;
+    rig.send_grouped(&url, &bodies, plan.tenants, |i| {
+        format!("g{}", sent[i].group)
+    })
+    .await;
 
     rig.faults(plan.api_faults.clone()).await;
     proxy.set(plan.sqs_faults.clone());
@@ -893,6 +909,7 @@ impl Plan {
             visibility_s: 5,
             messages: 0,
             groups: 1,
+            tenants: false,
             kills: 0,
             sigterms: 0,
             storm: Duration::ZERO,

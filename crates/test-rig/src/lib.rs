@@ -11,6 +11,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
 pub mod chaos;
 pub mod rig;
+pub mod samples;
 pub mod sns;
 pub mod sqs_proxy;
 pub mod views;

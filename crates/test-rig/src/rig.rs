@@ -297,6 +297,18 @@ impl Rig {
         bodies: &[String],
         group_of: impl Fn(usize) -> String,
     ) -> Vec<String> {
+        self.send_grouped(url, bodies, false, group_of).await
+    }
+
+    /// `send_to`, and with `tenants` a standard queue's messages carry their group too (a fair
+    /// queue's tenant).
+    pub async fn send_grouped(
+        &self,
+        url: &str,
+        bodies: &[String],
+        tenants: bool,
+        group_of: impl Fn(usize) -> String,
+    ) -> Vec<String> {
         let run = super::unique("d");
         let mut ids = vec![String::new(); bodies.len()];
         let mut calls = Vec::new();
@@ -311,6 +323,8 @@ impl Rig {
                     entry = entry
                         .message_group_id(group_of(index))
                         .message_deduplication_id(format!("{run}-{index}"));
+                } else if tenants {
+                    entry = entry.message_group_id(group_of(index));
                 }
                 request = request.entries(entry.build().expect("id and body are set"));
             }
