@@ -61,6 +61,24 @@ fn md5_matches(body: &[u8], expected: &str) -> bool {
 }
 
 impl Decoder {
+    /// An upsert decoder on `email` for unit tests and benches: unwrapped, unmapped, rejecting
+    /// unknown fields.
+    pub fn upsert_on_email(
+        schema: records_contract::ObjectSchema,
+        max_record_bytes: usize,
+    ) -> Self {
+        Self {
+            operation: Operation::Upsert,
+            unknown_fields: UnknownFields::Reject,
+            telemetry: Arc::new(Telemetry::new()),
+            match_key: "email".into(),
+            schema: SchemaHandle::new(schema),
+            max_record_bytes,
+            envelope: Envelope::None,
+            mapping: Arc::default(),
+        }
+    }
+
     /// The record in a message's body; `attributes` are its message attributes, which a mapping
     /// may read.
     pub fn decode(
@@ -372,16 +390,7 @@ mod tests {
                 })
                 .collect(),
         };
-        Decoder {
-            operation: Operation::Upsert,
-            unknown_fields: UnknownFields::Reject,
-            telemetry: Arc::new(Telemetry::new()),
-            match_key: "email".into(),
-            schema: SchemaHandle::new(schema),
-            max_record_bytes: max,
-            envelope: Envelope::None,
-            mapping: Arc::default(),
-        }
+        Decoder::upsert_on_email(schema, max)
     }
 
     /// `--unknown-fields drop`: the fields the schema does not know are left out of the

@@ -4,25 +4,12 @@
 use std::sync::Arc;
 
 use records_contract::ObjectSchema;
-use sqs_batch_worker::config::{Operation, UnknownFields};
-use sqs_batch_worker::schema::SchemaHandle;
 use sqs_batch_worker::source::decode::Decoder;
-use sqs_batch_worker::source::envelope::Envelope;
 use sqs_batch_worker::source::mapping::Mapping;
-use sqs_batch_worker::telemetry::Telemetry;
 
 /// An upsert decoder on `email`, unwrapped and unmapped.
 pub fn decoder(schema: ObjectSchema, max_record_bytes: usize) -> Decoder {
-    Decoder {
-        operation: Operation::Upsert,
-        unknown_fields: UnknownFields::Reject,
-        telemetry: Arc::new(Telemetry::new()),
-        match_key: "email".into(),
-        schema: SchemaHandle::new(schema),
-        max_record_bytes,
-        envelope: Envelope::None,
-        mapping: Arc::default(),
-    }
+    Decoder::upsert_on_email(schema, max_record_bytes)
 }
 
 /// The mapping of `(field, source)` pairs.
